@@ -1,0 +1,440 @@
+"""
+VGG16 as a TensorFlow 1.x graph: the contract that the blog post's code and
+visualize.py rely on.
+
+The model is a frozen GraphDef file, `vgg16.tfmodel`, in `data_dir` (the
+environment variable VGG16_DIR wins when set). It is either the post's
+original graph (`python download.py --source cadl`) or, by default, built here
+from the 13 conv layers of a Keras VGG16 weight file (h5), which holds 59 MB
+instead of 550: the classifier head is not needed to visualize conv filters.
+
+    python download.py                     # fetch ImageNet conv weights, build vgg16.tfmodel
+    python download.py --weights my.h5 --preprocess unit
+
+    import vgg16
+    vgg16.maybe_download()
+    model = vgg16.VGG16()
+    layer_t = model.get_layer_tensors([5])[0]       # conv3_2, post-ReLU
+
+Graph contract (what other code may rely on):
+- `images:0`: float32 [N, H, W, 3], RGB, pixel values 0..255, any H and W;
+  the preprocessing the weights were trained with lives inside the graph.
+- `convX_Y/convX_Y:0`: the 13 conv layers after ReLU, `conv1_1` ... `conv5_3`;
+  `convX_Y/BiasAdd:0` is the same layer before ReLU.
+"""
+
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+tf.disable_v2_behavior()
+
+# Where model files live. VGG16_DIR, when set, wins (read at call time, so a
+# test or a notebook can point it elsewhere without re-importing).
+data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models')
+
+MODEL_FILENAME = 'vgg16.tfmodel'
+# Beside a graph built from h5 weights: which weights and preprocessing made
+# it, so that new weights never meet a stale graph.
+STAMP_SUFFIX = '.json'
+
+CONV_LAYERS = ('conv1_1', 'conv1_2',
+               'conv2_1', 'conv2_2',
+               'conv3_1', 'conv3_2', 'conv3_3',
+               'conv4_1', 'conv4_2', 'conv4_3',
+               'conv5_1', 'conv5_2', 'conv5_3')
+# Keras names the same layers blockB_convC.
+KERAS_NAMES = {name: 'block%s_conv%s' % tuple(name[4:].split('_')) for name in CONV_LAYERS}
+# A 2x2 max pool (stride 2, 'VALID' as in Keras) follows the last conv of each block.
+POOL_AFTER = ('conv1_2', 'conv2_2', 'conv3_3', 'conv4_3', 'conv5_3')
+
+# Caffe-style input of the ImageNet weights: BGR minus the ImageNet mean.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+PREPROCESS_CHOICES = ('caffe', 'unit', 'none')
+
+
+def model_dir():
+    """The folder in use for model files: $VGG16_DIR if set, else `data_dir`."""
+    return os.environ.get('VGG16_DIR') or data_dir
+
+
+def model_path(dir=None):
+    return os.path.join(dir or model_dir(), MODEL_FILENAME)
+
+
+# ---------------------------------------------------------------------------
+# Building a graph from conv weights
+
+def build_graph_def(weights, preprocess='caffe'):
+    """A frozen VGG16 GraphDef (the contract above) holding the given weights.
+
+    weights: sequence of (kernel, bias) for the first len(weights) conv layers
+      in order (conv1_1, conv1_2, ...), kernel float32 [3, 3, in, out]
+      (any odd size works), bias float32 [out]. Fewer than 13 layers make a
+      truncated VGG16; tests use that to build small models.
+    preprocess: 'caffe' (RGB->BGR minus the ImageNet mean), 'unit' (pixels/255)
+      or 'none' (the first conv sees raw 0..255).
+    """
+    if preprocess not in PREPROCESS_CHOICES:
+        raise ValueError('preprocess=%r: expected one of %s' % (preprocess, ', '.join(PREPROCESS_CHOICES)))
+    if not 1 <= len(weights) <= len(CONV_LAYERS):
+        raise ValueError('got %d conv layers of weights; VGG16 has 1 to %d' % (len(weights), len(CONV_LAYERS)))
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.placeholder(tf.float32, [None, None, None, 3], name='images')
+        if preprocess == 'caffe':
+            x = tf.reverse(images, axis=[3]) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
+        elif preprocess == 'unit':
+            x = images / 255.0
+        else:
+            x = tf.identity(images)
+        channels = 3
+        for block_layer, (kernel, bias) in zip(CONV_LAYERS, weights):
+            kernel = np.asarray(kernel, np.float32)
+            bias = np.asarray(bias, np.float32)
+            if kernel.ndim != 4 or kernel.shape[2] != channels or bias.shape != (kernel.shape[3],):
+                raise ValueError(
+                    'layer %s: kernel %s and bias %s do not fit; expected kernel [k, k, %d, out] and bias [out]'
+                    % (block_layer, kernel.shape, bias.shape, channels))
+            channels = kernel.shape[3]
+            with tf.name_scope(block_layer):
+                x = tf.nn.conv2d(x, tf.constant(kernel, name='filter'), [1, 1, 1, 1], 'SAME', name='Conv2D')
+                x = tf.nn.bias_add(x, tf.constant(bias, name='biases'), name='BiasAdd')
+                x = tf.nn.relu(x, name=block_layer)
+            if block_layer in POOL_AFTER:
+                x = tf.nn.max_pool2d(x, 2, 2, 'VALID', name='pool' + block_layer[4])
+    return graph.as_graph_def()
+
+
+def _attr_names(value):
+    return [v.decode('utf8') if isinstance(v, bytes) else str(v) for v in value]
+
+
+def read_h5_weights(path):
+    """The 13 (kernel, bias) pairs of a Keras VGG16 weight file, conv1_1 first.
+
+    Read the way Keras reads its own files: the root attribute `layer_names`,
+    then on each layer group the attribute `weight_names`, which lists that
+    layer's datasets in order (kernel, then bias). Dataset names differ between
+    Keras versions ('block1_conv1_W_1:0', 'block1_conv1/kernel:0', ...), so
+    none is hard-coded. Full models saved with model.save() keep the same
+    layout under the group 'model_weights'.
+    """
+    import h5py
+    try:
+        h5 = h5py.File(path, 'r')
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise ValueError('%s is not a readable h5 weight file (%s); fetch it again, '
+                         'e.g. `python download.py --force`' % (path, error)) from None
+    with h5:
+        root = h5['model_weights'] if 'model_weights' in h5 and 'layer_names' not in h5.attrs else h5
+        if 'layer_names' not in root.attrs:
+            raise ValueError('%s has no `layer_names` attribute: not a Keras weight file' % path)
+        with_weights = []
+        for layer in _attr_names(root.attrs['layer_names']):
+            names = _attr_names(root[layer].attrs.get('weight_names', []))
+            if names:
+                with_weights.append((layer, [np.asarray(root[layer][n]) for n in names]))
+    if len(with_weights) < len(CONV_LAYERS):
+        raise ValueError('%s holds %d layers with weights; a VGG16 has %d conv layers (%s)'
+                         % (path, len(with_weights), len(CONV_LAYERS), ', '.join(l for l, _ in with_weights)))
+    weights, channels = [], 3
+    # Files of the full model also hold the classifier (fc1, fc2, predictions): take the conv layers.
+    for block_layer, (layer, arrays) in zip(CONV_LAYERS, with_weights):
+        if len(arrays) != 2:
+            raise ValueError('%s, layer %s (our %s): %d weight arrays, expected kernel and bias'
+                             % (path, layer, block_layer, len(arrays)))
+        kernel, bias = arrays
+        if kernel.shape[:3] != (3, 3, channels) or bias.shape != kernel.shape[3:]:
+            raise ValueError('%s, layer %s (our %s): kernel %s and bias %s; expected kernel [3, 3, %d, out] '
+                             'and bias [out]' % (path, layer, block_layer, kernel.shape, bias.shape, channels))
+        channels = kernel.shape[3]
+        weights.append((kernel, bias))
+    return weights
+
+
+def _write_atomic(path, data):
+    # Write beside the target and rename: a reader never sees half a file.
+    tmp = path + '.tmp%d' % os.getpid()
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _file_md5(path):
+    digest = hashlib.md5()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert_h5(weights_path, preprocess, out_path=None):
+    """Build vgg16.tfmodel from an h5 weight file and record what made it.
+
+    Returns the path of the graph. The stamp file beside it (`.json`) holds the
+    weight file's name, size and md5 and the preprocessing, so maybe_download()
+    rebuilds the graph when any of them changes.
+    """
+    out_path = out_path or model_path()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    graph_def = build_graph_def(read_h5_weights(weights_path), preprocess)
+    stamp = {'weights': os.path.basename(weights_path),
+             'weights_path': os.path.abspath(weights_path),
+             'size': os.path.getsize(weights_path),
+             'md5': _file_md5(weights_path),
+             'preprocess': preprocess}
+    # Graph first, then stamp: a crash in between leaves a graph without a
+    # stamp that matches, which the next call rebuilds.
+    stamp_path = out_path + STAMP_SUFFIX
+    if os.path.exists(stamp_path):
+        os.remove(stamp_path)
+    _write_atomic(out_path, graph_def.SerializeToString())
+    _write_atomic(stamp_path, json.dumps(stamp, indent=1).encode('utf8'))
+    return out_path
+
+
+def read_stamp(path=None):
+    """What made the graph at `path` (dict), or None for a graph loaded as is."""
+    try:
+        with open((path or model_path()) + STAMP_SUFFIX) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _stamp_matches(stamp, weights_path, preprocess):
+    if not stamp or stamp.get('preprocess') != preprocess:
+        return False
+    if stamp.get('size') != os.path.getsize(weights_path):
+        return False
+    return stamp.get('md5') == _file_md5(weights_path)
+
+
+# ---------------------------------------------------------------------------
+# Loading and checking a graph
+
+REQUIRED_TENSORS = ('images:0',) + tuple('%s/%s:0' % (n, n) for n in CONV_LAYERS)
+
+
+def load_graph_def(path):
+    """Parse a frozen GraphDef file; clear errors for missing or corrupt files."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            'no model at %s. Run `python download.py` to fetch the weights and build it '
+            '(or `python download.py --weights FILE.h5 --preprocess unit|caffe|none` for your own), '
+            'or set VGG16_DIR to the folder that holds vgg16.tfmodel.' % path)
+    graph_def = tf.GraphDef()
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        graph_def.ParseFromString(data)
+    except Exception as error:  # protobuf raises its own DecodeError
+        raise ValueError('%s is not a valid frozen graph (%s: %s); delete it and run '
+                         '`python download.py --force`' % (path, type(error).__name__, error)) from None
+    check_graph_def(graph_def, path)
+    return graph_def
+
+
+def check_graph_def(graph_def, path='the graph'):
+    """Raise ValueError unless graph_def has `images` and at least conv1_1."""
+    names = {node.name for node in graph_def.node}
+    missing = [t for t in ('images:0', 'conv1_1/conv1_1:0') if t[:-2] not in names]
+    if missing:
+        raise ValueError('%s lacks the tensors %s that the VGG16 contract needs; delete it and run '
+                         '`python download.py --force`' % (path, ', '.join(missing)))
+
+
+def check_model(dir=None):
+    """Problems with the model folder (list of str; [] when a usable model is there)."""
+    path = model_path(dir)
+    try:
+        load_graph_def(path)
+    except (FileNotFoundError, ValueError) as error:
+        return [str(error)]
+    problems = []
+    stamp = read_stamp(path)
+    if stamp:
+        weights_path = stamp.get('weights_path', '')
+        if not os.path.exists(weights_path):
+            problems.append('%s was built from %s, which is gone; the graph still works, but cannot be '
+                            'checked against its weights' % (path, weights_path))
+        elif not _stamp_matches(stamp, weights_path, stamp.get('preprocess')):
+            problems.append('%s is stale: %s changed since the graph was built; run `python download.py '
+                            '--weights %s --preprocess %s`' % (path, weights_path, weights_path,
+                                                                stamp.get('preprocess')))
+    return problems
+
+
+def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
+                   preprocess=None, force=False, quiet=False):
+    """Make sure vgg16.tfmodel is ready in `dir` (default model_dir()); return its path.
+
+    With no arguments, any valid vgg16.tfmodel already there is kept and no
+    network is touched; otherwise the default source (Keras ImageNet conv
+    weights, 59 MB) is fetched and converted. Naming a source, weights or a
+    url asks for exactly that model: the graph is rebuilt when it came from
+    other weights or another preprocessing.
+    """
+    import download
+
+    dir = dir or model_dir()
+    out_path = model_path(dir)
+    if preprocess is not None and preprocess not in PREPROCESS_CHOICES:
+        raise ValueError('preprocess=%r: expected one of %s' % (preprocess, ', '.join(PREPROCESS_CHOICES)))
+    asked = source is not None or url is not None or weights is not None or preprocess is not None
+    if not asked and not force and os.path.exists(out_path):
+        load_graph_def(out_path)  # corrupt -> clear error instead of a later crash
+        return out_path
+    source = source or download.DEFAULT_SOURCE
+    if source not in download.SOURCES:
+        raise ValueError('source=%r: expected one of %s' % (source, ', '.join(download.SOURCES)))
+
+    if weights is not None:
+        if not os.path.exists(weights):
+            raise FileNotFoundError('weight file %s does not exist' % weights)
+        weights_path, preprocess = weights, preprocess or 'caffe'
+    elif url is not None:
+        if not md5:
+            raise ValueError('url=%r needs md5=... so that the download can be verified' % url)
+        name = os.path.basename(url.split('?')[0]) or 'weights.h5'
+        weights_path = download.fetch([url], os.path.join(dir, name), md5=md5, force=force, quiet=quiet)
+        preprocess = preprocess or 'caffe'
+    else:
+        spec = download.SOURCES[source]
+        if spec.filename == MODEL_FILENAME:
+            # The post's original graph: loaded as is, checked before it is put in place.
+            def validate(part_path):
+                load_graph_def(part_path)
+            if os.path.exists(out_path + STAMP_SUFFIX):
+                os.remove(out_path + STAMP_SUFFIX)
+            return download.fetch(list(spec.urls), out_path, size=spec.size, md5=spec.md5,
+                                  validate=validate, record_sha256=True, force=force, quiet=quiet)
+        weights_path = download.fetch(list(spec.urls), os.path.join(dir, spec.filename),
+                                      size=spec.size, md5=spec.md5, force=force, quiet=quiet)
+        preprocess = preprocess or spec.preprocess
+
+    if force or not os.path.exists(out_path) or not _stamp_matches(read_stamp(out_path), weights_path, preprocess):
+        if not quiet:
+            print('building %s from %s (preprocess %s)' % (out_path, weights_path, preprocess))
+        convert_h5(weights_path, preprocess, out_path)
+    return out_path
+
+
+# ---------------------------------------------------------------------------
+# The wrapper
+
+class VGG16:
+    """A VGG16 graph of its own, with the post's (Hvass-style) helper methods.
+
+    model.graph     tf.compat.v1.Graph holding only this model (and the ops
+                    visualize.py adds once per layer)
+    model.input     tensor `images:0`, float32 [N, H, W, 3], RGB 0..255
+    model.layer_names   ['conv1_1/conv1_1', ..., 'conv5_3/conv5_3'] (post-ReLU)
+    model.description   which weights made the graph, for captions
+    """
+
+    tensor_name_input_image = 'images:0'
+
+    def __init__(self, path=None, graph_def=None, description=None):
+        """Load `path` (default: vgg16.tfmodel in model_dir()), or use graph_def."""
+        if graph_def is None:
+            path = path or model_path()
+            graph_def = load_graph_def(path)
+        else:
+            check_graph_def(graph_def)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.import_graph_def(graph_def, name='')
+        self.input = self.graph.get_tensor_by_name(self.tensor_name_input_image)
+        ops = {op.name for op in self.graph.get_operations()}
+        # Test models may hold fewer than 13 layers; the order is VGG16's.
+        self.layer_names = ['%s/%s' % (n, n) for n in CONV_LAYERS if '%s/%s' % (n, n) in ops]
+        self.layer_tensors = [self.graph.get_tensor_by_name(n + ':0') for n in self.layer_names]
+        if description is None:
+            description = _describe(path)
+        self.description = description
+        self.session = None   # made on first use by visualize.py, one per model
+        self.cache = {}       # ops visualize.py builds once, keyed by what they compute
+
+    def get_layer_tensors(self, layer_ids):
+        """Post-ReLU tensors, float32 [N, h, w, channels], of the given layer indices."""
+        return [self.layer_tensors[self._index(i)] for i in layer_ids]
+
+    def get_layer_names(self, layer_ids):
+        return [self.layer_names[self._index(i)] for i in layer_ids]
+
+    def get_all_layer_names(self, startswith=None):
+        """Names of every op in the graph, optionally only those starting with `startswith`."""
+        names = [op.name for op in self.graph.get_operations()]
+        if startswith is not None:
+            names = [n for n in names if n.startswith(startswith)]
+        return names
+
+    def create_feed_dict(self, image):
+        """{images:0: image with a batch axis} for an image [H, W, 3] or a batch [N, H, W, 3].
+
+        The array is not copied (np.expand_dims gives a view), so a caller who
+        updates `image` in place, as the post's loop does, feeds the new pixels.
+        """
+        image = np.asarray(image)
+        if image.ndim == 3:
+            image = np.expand_dims(image, axis=0)
+        if image.ndim != 4 or image.shape[-1] != 3:
+            raise ValueError('image of shape %s: expected [H, W, 3] or [N, H, W, 3], RGB 0..255'
+                             % (image.shape,))
+        return {self.input: image}
+
+    def layer_index(self, layer_id):
+        """Index into layer_names of an int index or a name such as 'conv3_2' or 'conv3_2/conv3_2'."""
+        return self._index(layer_id)
+
+    def _index(self, layer_id):
+        if isinstance(layer_id, (int, np.integer)) and not isinstance(layer_id, bool):
+            if -len(self.layer_names) <= layer_id < len(self.layer_names):
+                return int(layer_id) % len(self.layer_names)
+            raise ValueError('layer %d is out of range: this model has %d conv layers, 0..%d (%s ... %s)'
+                             % (layer_id, len(self.layer_names), len(self.layer_names) - 1,
+                                self.short_names[0], self.short_names[-1]))
+        if isinstance(layer_id, str):
+            short = layer_id.split('/')[0]
+            if short in self.short_names:
+                return self.short_names.index(short)
+        raise ValueError('unknown layer %r: use an index 0..%d or one of %s'
+                         % (layer_id, len(self.layer_names) - 1, ', '.join(self.short_names)))
+
+    @property
+    def short_names(self):
+        """['conv1_1', ..., 'conv5_3']"""
+        return [n.split('/')[0] for n in self.layer_names]
+
+    def channels(self, layer_id):
+        """Number of filters of a layer."""
+        return int(self.layer_tensors[self._index(layer_id)].shape[-1])
+
+
+def _describe(path):
+    stamp = read_stamp(path)
+    if stamp:
+        name = stamp['weights']
+        if name == 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5':
+            return 'VGG16, Keras ImageNet conv weights'
+        return 'VGG16 conv weights from %s (preprocess %s)' % (name, stamp['preprocess'])
+    return 'VGG16 graph %s' % os.path.basename(path)
+
+
+if __name__ == '__main__':
+    model = VGG16()
+    print(model.description)
+    for i, (name, tensor) in enumerate(zip(model.layer_names, model.layer_tensors)):
+        print('%2d  %-18s %s' % (i, name, tensor.shape))

@@ -1,0 +1,492 @@
+"""
+What does a filter of VGG16 respond to? Start from a noise image and change
+it, by gradient ascent, so that the mean activation of one filter of one conv
+layer grows; the image then shows the pattern the filter looks for.
+
+This is the algorithm of the blog post, run as a TensorFlow 1.x graph through
+tf.compat.v1: the objective and one ascent step are built once per layer, the
+filter ids are fed through a placeholder, and a batch of filters moves in one
+session.run. Only the wanted channels of the target layer are computed.
+
+    python visualize.py                                   # the post's demo: conv3_2, filters 0-5
+    python visualize.py --layer conv3_2 --filters 0-5 --iters 150 --step-size 2 --out filters.png
+    python visualize.py --weights ../shared/models/vgg16-mri-notop.h5 --preprocess unit
+
+    from visualize import visual, visualize_filters
+    image = visual(model, 'conv3_2', 0, 150, 2, seed=0)      # float32 [224, 224, 3]
+"""
+
+import argparse
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from matplotlib.figure import Figure
+
+import vgg16
+
+tf.disable_v2_behavior()
+
+NORMALIZE_CHOICES = ('max', 'std')
+# 'blog': the post's plain gradient ascent. 'regularized': a Fourier-basis
+# image, random transforms and Adam (regularized.py).
+METHOD_CHOICES = ('blog', 'regularized')
+# Keeps the step finite when the gradient is tiny; the post's constant.
+GRAD_EPSILON = 1e-8
+# Peak memory the automatic batch size aims to stay under.
+MEMORY_BUDGET_BYTES = 3 << 30
+
+
+# ---------------------------------------------------------------------------
+# Objectives: what to maximize
+
+def _check_feature_ids(model, layer_index, feature_ids):
+    channels = model.channels(layer_index)
+    ids = []
+    for feature_id in feature_ids:
+        if isinstance(feature_id, bool) or not isinstance(feature_id, (int, np.integer)):
+            raise ValueError('filter id %r is not an integer; %s has filters 0..%d'
+                             % (feature_id, model.short_names[layer_index], channels - 1))
+        if not 0 <= feature_id < channels:
+            raise ValueError('filter %d is out of range: %s has %d filters, 0..%d'
+                             % (feature_id, model.short_names[layer_index], channels, channels - 1))
+        ids.append(int(feature_id))
+    if not ids:
+        raise ValueError('no filter ids given')
+    return ids
+
+
+def cost(model, layer_id, feature_id):
+    """The post's loss: a scalar tensor, the mean of one filter's feature map.
+
+    layer_id: index into model.layer_names or a name such as 'conv3_2'.
+    The tensor is built once per (layer, filter) and reused.
+    """
+    layer_index = model.layer_index(layer_id)
+    feature_id, = _check_feature_ids(model, layer_index, [feature_id])
+    key = ('cost', layer_index, feature_id)
+    if key not in model.cache:
+        with model.graph.as_default(), tf.name_scope('cost'):
+            layer_t = model.get_layer_tensors([layer_index])[0]
+            model.cache[key] = tf.reduce_mean(layer_t[:, :, :, feature_id])
+    return model.cache[key]
+
+
+def conv_parts(graph, layer_name, prefix=''):
+    """The pieces of one conv layer of a VGG16 graph.
+
+    Returns (input_t, kernel_t, bias_t, conv_op): the layer's input
+    [N, h, w, in], its kernel [k, k, in, out] and bias [out], and the Conv2D
+    op (for strides and padding). `prefix` is the import scope of a copy of
+    the network (e.g. 'regularized/').
+    """
+    short = layer_name.split('/')[0]
+    bias_add = graph.get_operation_by_name('%s%s/BiasAdd' % (prefix, short))
+    conv_op = bias_add.inputs[0].op
+    if conv_op.type != 'Conv2D':
+        raise ValueError('%s: expected Conv2D before BiasAdd, found %s' % (short, conv_op.type))
+    return conv_op.inputs[0], conv_op.inputs[1], bias_add.inputs[1], conv_op
+
+
+def channel_objective(graph, layer_name, filter_ids_t, pre_relu=False, prefix=''):
+    """Per-image objective, float32 [N]: mean activation of filter_ids_t[i] in image i.
+
+    Computes only the wanted channels of the target layer: its kernel and bias
+    columns are gathered and convolved with the layer's input, which gives the
+    same values as the full layer at a fraction of the cost (conv3_2: 6 of 256
+    channels). Image i gets N channels and keeps the i-th; N is small.
+    """
+    input_t, kernel_t, bias_t, conv_op = conv_parts(graph, layer_name, prefix)
+    kernel_sel_t = tf.gather(kernel_t, filter_ids_t, axis=3)                  # [k, k, in, N]
+    bias_sel_t = tf.gather(bias_t, filter_ids_t)                              # [N]
+    conv_t = tf.nn.conv2d(input_t, kernel_sel_t, strides=conv_op.get_attr('strides'),
+                          padding=conv_op.get_attr('padding').decode())
+    pre_t = tf.nn.bias_add(conv_t, bias_sel_t)                                # [N, h, w, N]
+    count = tf.shape(filter_ids_t)[0]
+    own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)  # [N, h, w, 1]
+    if not pre_relu:
+        own_t = tf.nn.relu(own_t)
+    return tf.reduce_mean(own_t, axis=[1, 2, 3])
+
+
+@dataclass
+class AscentOps:
+    """Ops of one ascent step for one (layer, target, normalization), built once."""
+    filter_ids_t: tf.Tensor     # int32 [N], placeholder
+    step_size_t: tf.Tensor      # float32 [], placeholder
+    objective_t: tf.Tensor      # float32 [N], objective of the fed images
+    grad_scale_t: tf.Tensor     # float32 [N], max |grad| or std of grad per image
+    new_image_t: tf.Tensor      # float32 [N, H, W, 3], the fed images after one step
+
+
+def ascent_ops(model, layer_index, pre_relu=False, normalize='max'):
+    """The post's step for a batch: img += step_size / (scale(grad) + 1e-8) * grad.
+
+    scale is max |grad| ('max'; the post used grad.max(), which turns ascent
+    into descent, or explodes, when the largest gradient is <= 0) or the
+    standard deviation of grad ('std'), per image.
+    """
+    key = ('ascent', layer_index, bool(pre_relu), normalize)
+    if key in model.cache:
+        return model.cache[key]
+    with model.graph.as_default(), tf.name_scope('ascent_%s' % model.short_names[layer_index]):
+        filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
+        step_size_t = tf.placeholder(tf.float32, [], name='step_size')
+        objective_t = channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t, pre_relu)
+        # Images are independent, so the gradient of the sum is each image's own gradient.
+        grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)
+        if normalize == 'max':
+            scale_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3])
+        else:
+            scale_t = tf.math.reduce_std(grad_t, axis=[1, 2, 3])
+        rate_t = step_size_t / (scale_t + GRAD_EPSILON)
+        new_image_t = model.input + rate_t[:, None, None, None] * grad_t
+    ops = AscentOps(filter_ids_t, step_size_t, objective_t, scale_t, new_image_t)
+    model.cache[key] = ops
+    return ops
+
+
+def session(model):
+    """The model's one session, made on first use."""
+    if model.session is None:
+        model.session = tf.Session(graph=model.graph)
+    return model.session
+
+
+# ---------------------------------------------------------------------------
+# The ascent loop
+
+@dataclass
+class Result:
+    """What one call of `ascend` made.
+
+    images:     float32 [N, size, size, 3], RGB, around 0..255 (not clipped)
+    objectives: float32 [iters, N], the objective of each image before each step
+    dead:       bool [N], True where the gradient was exactly zero at every
+                step: the filter never saw the image, which is still the start
+    """
+    images: np.ndarray
+    objectives: np.ndarray
+    dead: np.ndarray
+
+
+def _check_options(iters, step_size, size, normalize):
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise ValueError('iters=%r: expected an integer >= 1 (the post uses 150)' % (iters,))
+    if not isinstance(step_size, (int, float, np.number)) or not math.isfinite(step_size) or step_size <= 0:
+        raise ValueError('step_size=%r: expected a finite number > 0 (the post uses 0.5 and 2)' % (step_size,))
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError('size=%r: expected an image side length >= 1 pixel (the post uses 224)' % (size,))
+    if normalize not in NORMALIZE_CHOICES:
+        raise ValueError('normalize=%r: expected one of %s' % (normalize, ', '.join(NORMALIZE_CHOICES)))
+
+
+def start_images(feature_ids, size, seed=None, init=None):
+    """Start images, float32 [N, size, size, 3]: the post's noise, uniform(0, 1) + 128.
+
+    With a seed, image i depends only on (seed, feature_ids[i]), so a filter
+    gets the same start alone or in any batch. Without one, numpy's global
+    generator is used, as in the post (np.random.seed works).
+    init: float32 [size, size, 3] (every filter) or [N, size, size, 3], RGB 0..255.
+    """
+    count = len(feature_ids)
+    if init is not None:
+        init = np.asarray(init, np.float32)
+        if init.shape == (size, size, 3):
+            return np.repeat(init[None], count, axis=0)
+        if init.shape == (count, size, size, 3):
+            return init.copy()
+        raise ValueError('init of shape %s: expected (%d, %d, 3) or (%d, %d, %d, 3) for size=%d and %d filters'
+                         % (init.shape, size, size, count, size, size, size, count))
+    if seed is None:
+        return (np.random.uniform(size=(count, size, size, 3)) + 128.0).astype(np.float32)
+    return np.stack([np.random.default_rng([seed, f]).uniform(size=(size, size, 3)) + 128.0
+                     for f in feature_ids]).astype(np.float32)
+
+
+def activation_bytes_per_image(model, layer_index, size):
+    """Estimated peak bytes one image costs when ascending on layer `layer_index`.
+
+    Each conv layer up to the target keeps about four float32 maps of its size
+    (conv, bias-add and ReLU outputs for the backward pass, and one gradient);
+    MEMORY_FACTOR was measured, see benchmarks/ascent.py.
+    """
+    total, side = 0, size
+    for i in range(layer_index + 1):
+        total += side * side * model.channels(i)
+        if model.short_names[i] in vgg16.POOL_AFTER:
+            side = side // 2
+    return MEMORY_FACTOR * 4 * total
+
+
+MEMORY_FACTOR = 4
+
+
+def auto_batch_size(model, layer_index, size, budget=MEMORY_BUDGET_BYTES):
+    """How many images fit in `budget` bytes at once (at least 1, at most 64)."""
+    per_image = activation_bytes_per_image(model, layer_index, size)
+    return int(max(1, min(64, budget // max(per_image, 1))))
+
+
+def ascend(model, layer_id, feature_ids, iters, step_size=0.5, *, seed=None, size=224,
+           normalize='max', init=None, pre_relu=False, batch_size=None, progress=False,
+           method='blog', config=None):
+    """Gradient ascent for several filters of one layer; returns a Result.
+
+    layer_id: index into model.layer_names or a name such as 'conv3_2'.
+    feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
+    Images go through in batches of batch_size (default: what fits in about
+    3 GB) with one session.run per step; progress shows a tqdm bar.
+    method: 'blog' (the post's algorithm) or 'regularized' (regularized.py:
+    `iters` Adam steps with the knobs of `config`, a regularized.Config;
+    step_size, normalize, init and pre_relu belong to 'blog' and are not used).
+    """
+    if method not in METHOD_CHOICES:
+        raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
+    _check_options(iters, step_size, size, normalize)
+    layer_index = model.layer_index(layer_id)
+    feature_ids = _check_feature_ids(model, layer_index, list(feature_ids))
+    if batch_size is None:
+        batch_size = auto_batch_size(model, layer_index, size)
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError('batch_size=%r: expected an integer >= 1' % (batch_size,))
+    if method == 'regularized':
+        import regularized
+        return regularized.render(model, layer_index, feature_ids, iters, config=config, seed=seed,
+                                  size=size, batch_size=batch_size, progress=progress)
+    images = start_images(feature_ids, size, seed, init)
+
+    ops = ascent_ops(model, layer_index, pre_relu, normalize)
+    sess = session(model)
+    objectives = np.zeros((iters, len(feature_ids)), np.float32)
+    moved = np.zeros(len(feature_ids), bool)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=iters * len(feature_ids), unit='step', desc=model.short_names[layer_index])
+    try:
+        for start in range(0, len(feature_ids), batch_size):
+            chunk = slice(start, start + batch_size)
+            batch = images[chunk]
+            feed = {ops.filter_ids_t: feature_ids[chunk], ops.step_size_t: step_size}
+            for step in range(iters):
+                feed[model.input] = batch
+                batch, objectives[step, chunk], scale = sess.run(
+                    [ops.new_image_t, ops.objective_t, ops.grad_scale_t], feed)
+                moved[chunk] |= scale > 0
+                if bar is not None:
+                    bar.update(len(batch))
+                    if step % 10 == 0:
+                        bar.set_postfix(objective='%.3g' % objectives[step, chunk].mean())
+            images[chunk] = batch
+    finally:
+        if bar is not None:
+            bar.close()
+
+    dead = ~moved
+    if dead.any():
+        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the image never '
+                      'moved from its start (no unit of the filter is active on it). Try pre_relu=True, '
+                      'another seed or init.' % (model.short_names[layer_index],
+                                                 [f for f, d in zip(feature_ids, dead) if d]),
+                      RuntimeWarning, stacklevel=3)
+    return Result(images, objectives, dead)
+
+
+def visual(model, layer_id, feature_id, iters, step_size=0.5, *, seed=None, size=224,
+           normalize='max', init=None, pre_relu=False, method='blog', config=None):
+    """The post's visual(): the image that maximizes one filter, float32 [size, size, 3], RGB ~0..255.
+
+    Same positional signature as the post. Starts from noise uniform(0, 1) + 128
+    (or `init`), then `iters` steps of img += step_size / (max|grad| + 1e-8) * grad.
+    method='regularized' uses regularized.py instead (see ascend()).
+    """
+    return ascend(model, layer_id, [feature_id], iters, step_size, seed=seed, size=size,
+                  normalize=normalize, init=init, pre_relu=pre_relu, method=method,
+                  config=config).images[0]
+
+
+def visualize_filters(model, layer_id, feature_ids, iters, step_size=0.5, *, seed=None, size=224,
+                      batch_size=None, progress=True, normalize='max', init=None, pre_relu=False,
+                      method='blog', config=None):
+    """visual() for many filters, batched: float32 [N, size, size, 3], image i for feature_ids[i].
+
+    For the same seed, image i equals visual(model, layer_id, feature_ids[i], ...).
+    """
+    return ascend(model, layer_id, feature_ids, iters, step_size, seed=seed, size=size,
+                  normalize=normalize, init=init, pre_relu=pre_relu, batch_size=batch_size,
+                  progress=progress, method=method, config=config).images
+
+
+# ---------------------------------------------------------------------------
+# Pictures
+
+def normalize_image(x):
+    """Scale an image to 0..1 by its own min and max; a flat image becomes 0.5."""
+    x = np.asarray(x, np.float32)
+    x_min, x_max = float(x.min()), float(x.max())
+    if x_max - x_min < 1e-12:
+        return np.full_like(x, 0.5)
+    return (x - x_min) / (x_max - x_min)
+
+
+def plot_image(image, title=None, size=4):
+    """A Figure showing one image [H, W, 3] (any range; scaled by normalize_image)."""
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(normalize_image(image), interpolation='nearest')
+    ax.axis('off')
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_images(images, captions=None, title=None, ncols=3, size=4):
+    """A Figure with a grid of any number of images [N, H, W, 3], each scaled by itself.
+
+    captions: one string per image, shown under it; title: shown above the grid.
+    """
+    images = list(images)
+    if not images:
+        raise ValueError('plot_images needs at least one image')
+    if captions is not None and len(captions) != len(images):
+        raise ValueError('%d captions for %d images' % (len(captions), len(images)))
+    ncols = max(1, min(ncols, len(images)))
+    nrows = (len(images) + ncols - 1) // ncols
+    fig = Figure(figsize=(size * ncols, size * nrows + (0.4 if title else 0)))
+    for i in range(nrows * ncols):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= len(images):
+            ax.axis('off')
+            continue
+        ax.imshow(normalize_image(images[i]), interpolation='nearest')
+        if captions is not None:
+            ax.set_xlabel(captions[i], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path, dpi=100):
+    """Save a Figure to PNG without ever leaving half a file at `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError('cannot save %s: folder %s does not exist' % (path, folder))
+    tmp = '%s.tmp%d.png' % (path, os.getpid())
+    try:
+        fig.savefig(tmp, dpi=dpi, format='png')
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_grid(images, path, captions=None, title=None, ncols=3):
+    """plot_images() saved to a PNG file; returns the path."""
+    return save_figure(plot_images(images, captions, title, ncols), path)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+def parse_filters(text, channels):
+    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> every filter; ranges checked."""
+    text = text.strip()
+    if text == 'all':
+        return list(range(channels))
+    ids = []
+    try:
+        for part in text.split(','):
+            if '-' in part:
+                first, last = part.split('-')
+                ids.extend(range(int(first), int(last) + 1))
+            else:
+                ids.append(int(part))
+    except ValueError:
+        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all'" % text) from None
+    return ids
+
+
+def _layer_arg(text):
+    return int(text) if text.lstrip('-').isdigit() else text
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description='Render what filters of a VGG16 conv layer respond to, by gradient ascent '
+                    'on a noise image. With no arguments: the post\'s demo (layer 5 = conv3_2, '
+                    'filters 0-5, 150 steps, step size 2).')
+    parser.add_argument('--layer', type=_layer_arg, default=5,
+                        help='conv layer: index 0..12 or a name conv1_1 .. conv5_3 (default 5 = conv3_2)')
+    parser.add_argument('--filters', default='0-5',
+                        help="filter ids: a range '0-5', a list '1,4,9' or 'all' (default 0-5)")
+    parser.add_argument('--iters', type=int, default=150, help='ascent steps (default 150)')
+    parser.add_argument('--step-size', type=float, default=2.0,
+                        help='step size: each step moves the largest pixel by this much (default 2)')
+    parser.add_argument('--method', choices=METHOD_CHOICES, default='blog',
+                        help="blog: the post's plain gradient ascent (default); regularized: Fourier-basis "
+                             "image, random transforms and Adam (see regularized.py), sharper pictures")
+    parser.add_argument('--normalize', choices=NORMALIZE_CHOICES, default='max',
+                        help='scale the step by the largest |gradient| (max, the post) or by its std')
+    parser.add_argument('--pre-relu', action='store_true',
+                        help='maximize the filter before its ReLU (avoids dead starts)')
+    parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
+    parser.add_argument('--seed', type=int, default=None, help='random seed of the start noise')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='images per session.run (default: as many as fit in about 3 GB)')
+    parser.add_argument('--out', default='filters.png', help='PNG file for the grid (default filters.png)')
+    parser.add_argument('--cols', type=int, default=3, help='images per row of the grid (default 3)')
+    parser.add_argument('--model', default=None,
+                        help='a vgg16.tfmodel file to use (default: the one in the model folder, '
+                             '$VGG16_DIR or %s)' % vgg16.data_dir)
+    parser.add_argument('--weights', default=None,
+                        help='build the graph from this Keras VGG16 h5 weight file first (see download.py)')
+    parser.add_argument('--preprocess', choices=vgg16.PREPROCESS_CHOICES, default=None,
+                        help='with --weights: input scaling the weights were trained with: caffe '
+                             '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.model:
+            model = vgg16.VGG16(args.model)
+        else:
+            if args.weights or args.preprocess:
+                if not args.weights:
+                    raise ValueError('--preprocess needs --weights FILE.h5')
+                vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=args.quiet)
+            model = vgg16.VGG16()
+        layer_index = model.layer_index(args.layer)
+        feature_ids = parse_filters(args.filters, model.channels(layer_index))
+        result = ascend(model, layer_index, feature_ids, args.iters, args.step_size, seed=args.seed,
+                        size=args.size, normalize=args.normalize, pre_relu=args.pre_relu,
+                        batch_size=args.batch_size, progress=not args.quiet, method=args.method)
+        captions = ['filter %d: objective %.3g' % (f, o) for f, o in zip(feature_ids, result.objectives[-1])]
+        if args.method == 'blog':
+            how = '%s%s, %d steps of size %g' % (model.short_names[layer_index],
+                                                 ' (pre-ReLU)' if args.pre_relu else '', args.iters, args.step_size)
+        else:
+            how = '%s, regularized, %d steps' % (model.short_names[layer_index], args.iters)
+        title = '%s\n%s' % (model.description, how)
+        save_grid(result.images, args.out, captions, title, ncols=args.cols)
+    except (ValueError, FileNotFoundError) as error:
+        print('error: %s' % error, file=__import__('sys').stderr)
+        return 2
+    if not args.quiet:
+        print('saved %d filters of %s to %s' % (len(feature_ids), model.short_names[layer_index], args.out))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
