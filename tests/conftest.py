@@ -1,0 +1,58 @@
+"""Shared fixtures: small models built by the tests with the contract's tensor names.
+
+Nothing here needs the network. The real (MRI fine-tuned) VGG16 weights in
+../shared/models are used only by tests that ask for `mri_model` or
+`mri_weights`, and those skip when the file is absent.
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import vgg16  # noqa: E402
+
+MRI_WEIGHTS = os.environ.get('VGG16_MRI_WEIGHTS',
+                             os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5'))
+# Channels of the small test VGG16: all 13 layers, few filters each.
+TINY_CHANNELS = (4, 4, 6, 6, 8, 8, 8, 8, 8, 8, 8, 8, 8)
+
+
+def random_weights(channels=TINY_CHANNELS, seed=0):
+    """He-initialised (kernel [3, 3, in, out], bias [out]) pairs for len(channels) layers."""
+    rng = np.random.default_rng(seed)
+    weights, fan_in = [], 3
+    for out in channels:
+        kernel = rng.normal(0, np.sqrt(2.0 / (9 * fan_in)), (3, 3, fan_in, out)).astype(np.float32)
+        bias = rng.normal(0, 0.05, out).astype(np.float32)
+        weights.append((kernel, bias))
+        fan_in = out
+    return weights
+
+
+def make_model(weights, preprocess='unit', description='test model (random weights)'):
+    return vgg16.VGG16(graph_def=vgg16.build_graph_def(weights, preprocess), description=description)
+
+
+@pytest.fixture(scope='session')
+def tiny_model():
+    """A 13-layer VGG16 with 4-8 random filters per layer, preprocess 'unit'."""
+    return make_model(random_weights())
+
+
+@pytest.fixture(scope='session')
+def mri_weights():
+    if not os.path.exists(MRI_WEIGHTS):
+        pytest.skip('real weights %s absent' % MRI_WEIGHTS)
+    return MRI_WEIGHTS
+
+
+@pytest.fixture(scope='session')
+def mri_model(mri_weights, tmp_path_factory):
+    """The real VGG16 conv weights (fine-tuned on brain MRI), inputs scaled to 0..1."""
+    path = vgg16.convert_h5(mri_weights, 'unit', str(tmp_path_factory.mktemp('mri') / 'vgg16.tfmodel'))
+    return vgg16.VGG16(path)
