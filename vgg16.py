@@ -31,6 +31,8 @@ import re
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import download
+
 tf.disable_v2_behavior()
 
 # Where model files live. VGG16_DIR, when set, wins (read at call time, so a
@@ -54,7 +56,7 @@ POOL_AFTER = ('conv1_2', 'conv2_2', 'conv3_3', 'conv4_3', 'conv5_3')
 
 # Caffe-style input of the ImageNet weights: BGR minus the ImageNet mean.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-PREPROCESS_CHOICES = ('caffe', 'unit', 'none')
+PREPROCESS_CHOICES = download.PREPROCESS_CHOICES
 
 
 def model_dir():
@@ -286,8 +288,6 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
     url asks for exactly that model: the graph is rebuilt when it came from
     other weights or another preprocessing.
     """
-    import download
-
     dir = dir or model_dir()
     out_path = model_path(dir)
     if preprocess is not None and preprocess not in PREPROCESS_CHOICES:
@@ -423,14 +423,23 @@ class VGG16:
         return int(self.layer_tensors[self._index(layer_id)].shape[-1])
 
 
+# Weight files this project knows by md5, so that a caption names what really
+# made a picture, whatever the file is called.
+KNOWN_WEIGHTS = {
+    '6d6bbae143d832006294945121d1f1fc': 'VGG16, Keras ImageNet conv weights',
+    '3372a1ab9f12dc81901e8e969b589c74': 'VGG16 conv weights fine-tuned on brain MRI (vgg16-mri-notop.h5), '
+                                        'not the ImageNet model',
+}
+
+
 def _describe(path):
     stamp = read_stamp(path)
     if stamp:
-        name = stamp['weights']
-        if name == 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5':
-            return 'VGG16, Keras ImageNet conv weights'
-        return 'VGG16 conv weights from %s (preprocess %s)' % (name, stamp['preprocess'])
-    return 'VGG16 graph %s' % os.path.basename(path)
+        known = KNOWN_WEIGHTS.get(stamp.get('md5'))
+        if known:
+            return known
+        return 'VGG16 conv weights from %s (preprocess %s)' % (stamp['weights'], stamp['preprocess'])
+    return 'VGG16 graph %s, loaded as is' % os.path.basename(path)
 
 
 if __name__ == '__main__':

@@ -266,7 +266,7 @@ def test_graph_without_the_contract_tensors(tmp_path):
 
 def test_real_weights_convert_and_run(mri_model):
     assert mri_model.channels('conv3_2') == 256 and mri_model.channels('conv5_3') == 512
-    assert 'vgg16-mri-notop.h5' in mri_model.description
+    assert 'brain MRI' in mri_model.description and 'not the ImageNet model' in mri_model.description
     out = __import__('visualize').session(mri_model).run(
         mri_model.layer_tensors[5], mri_model.create_feed_dict(np.full((64, 64, 3), 128.0)))
     assert out.shape == (1, 16, 16, 256) and np.isfinite(out).all() and out.max() > 0

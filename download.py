@@ -1,0 +1,595 @@
+"""Fetch the VGG16 weights robustly: resumable, checksummed, atomic, locked.
+
+`fetch()` streams a URL into `NAME.part`, resumes it with an HTTP Range
+request when the connection drops (or a `.part` is left from an earlier run),
+retries transient failures with exponential backoff, falls back to mirror
+URLs, and verifies size, md5 and an optional caller check before an atomic
+`os.replace` puts the file at its final path. So a file at the final path is
+always complete and verified; a broken download never looks like a model.
+A lock file (`NAME.lock`) keeps two processes from downloading into the same
+folder at once: the second waits, then finds the file ready.
+
+This module only moves bytes. `vgg16.py` owns the graph: it calls `fetch()`
+with one of `SOURCES` and turns the weights into `vgg16.tfmodel`.
+
+    python download.py                      # Keras ImageNet weights (59 MB) into the model folder
+    python download.py --source cadl        # the blog post's original frozen graph (~550 MB)
+    python download.py --check              # verify what is there, download nothing
+    python download.py --help               # every flag
+
+Needs `requests` and `tqdm`; locking uses `fcntl`, so POSIX only.
+"""
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+import requests
+from tqdm import tqdm
+
+USER_AGENT = 'vgg16-filter-visualization-downloader/1.0 (python-requests)'
+# urllib3 discards a partly filled read buffer when the connection drops, so
+# a resume restarts at the last whole chunk: 64 KiB keeps that loss small
+# while still being few writes per second.
+CHUNK_SIZE = 64 * 1024
+HASH_CHUNK_SIZE = 1024 * 1024
+LOCK_POLL_SECONDS = 0.1
+PREPROCESS_CHOICES = ('caffe', 'unit', 'none')
+_MD5_PATTERN = re.compile(r'[0-9a-fA-F]{32}')
+_CONTENT_RANGE_PATTERN = re.compile(r'bytes\s+(\d+)-(\d+)/(\d+|\*)')
+
+
+class DownloadError(RuntimeError):
+    """No URL gave verified bytes. `attempts` holds (url, what happened) pairs in order."""
+
+    def __init__(self, message, attempts=()):
+        super().__init__(message)
+        self.attempts = list(attempts)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A known file to fetch: where from, how to check it, how vgg16 must feed its input.
+
+    preprocess names the pixel convention the weights were trained with:
+    'caffe' = BGR 0..255 minus the ImageNet mean, 'unit' = RGB 0..1,
+    'none' = RGB 0..255 as is.
+    """
+    name: str
+    filename: str
+    urls: tuple
+    size: int | None
+    md5: str | None
+    preprocess: str | None
+    description: str
+
+
+SOURCES = {
+    'keras': Source(
+        name='keras',
+        filename='vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5',
+        urls=(
+            'https://storage.googleapis.com/tensorflow/keras-applications/vgg16/'
+            'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5',
+            'https://github.com/fchollet/deep-learning-models/releases/download/v0.1/'
+            'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5',
+        ),
+        size=58_889_256,
+        md5='6d6bbae143d832006294945121d1f1fc',
+        # Keras converted these from the Caffe model, so inputs are Caffe-style.
+        preprocess='caffe',
+        description='Keras ImageNet VGG16 convolution weights (no classifier), 59 MB',
+    ),
+    'cadl': Source(
+        name='cadl',
+        filename='vgg16.tfmodel',
+        urls=('https://s3.amazonaws.com/cadl/models/vgg16.tfmodel',),
+        # No published size or checksum: vgg16 checks that the GraphDef parses,
+        # and fetch records a sha256 beside the file for later checks.
+        size=None,
+        md5=None,
+        # Loaded as is, preprocessing and all, as the post did: it fed noise
+        # around 128, the 0..255 range that Hvass's wrapper documents for this
+        # file (the README of the graph it was converted from says 0..1).
+        preprocess=None,
+        description="the blog post's original frozen VGG16 graph, ~550 MB, no published checksum",
+    ),
+}
+DEFAULT_SOURCE = 'keras'
+
+
+class _Retryable(Exception):
+    """A failure worth trying again on the same URL (network trouble, 5xx)."""
+
+
+class _Fatal(Exception):
+    """A failure that trying the same URL again will not fix (4xx, wrong size)."""
+
+
+def md5sum(path):
+    """Hex md5 of the file at path, read in chunks so memory stays small."""
+    return _file_digests(path, 'md5')['md5']
+
+
+def _file_digests(path, *algorithms):
+    """{algorithm: hex digest} of the file, computing all of them in one read."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    with open(path, 'rb') as file:
+        while chunk := file.read(HASH_CHUNK_SIZE):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def sha256_record_path(path):
+    return path + '.sha256'
+
+
+def read_sha256_record(path):
+    """The sha256 that fetch(record_sha256=True) wrote beside path, or None if there is none."""
+    try:
+        with open(sha256_record_path(path)) as record:
+            fields = record.read().split()
+    except FileNotFoundError:
+        return None
+    return fields[0].lower() if fields else None
+
+
+def file_problems(path, *, size=None, md5=None, sha256=None):
+    """Human-readable problems with the file at path; [] when present and matching.
+
+    size: expected bytes, md5/sha256: expected hex digests; None skips that check.
+    md5 is only computed when the size already matches, since a wrong size
+    settles it and hashing ~550 MB is not free.
+    """
+    if not os.path.exists(path):
+        return [f'{path} is missing']
+    if not os.path.isfile(path):
+        return [f'{path} is not a regular file']
+    actual_size = os.path.getsize(path)
+    if size is not None and actual_size != size:
+        return [f'{path} is {actual_size:,} bytes, expected {size:,} (incomplete or a different file)']
+    wanted = {name: value.lower() for name, value in (('md5', md5), ('sha256', sha256)) if value}
+    if not wanted:
+        return []
+    digests = _file_digests(path, *wanted)
+    return [f'{path} has {name} {digests[name]}, expected {value} (corrupt or a different file)'
+            for name, value in wanted.items() if digests[name] != value]
+
+
+def _normalized_md5(md5):
+    if md5 is None:
+        return None
+    if not isinstance(md5, str) or not _MD5_PATTERN.fullmatch(md5.strip()):
+        raise ValueError(f'md5 must be 32 hexadecimal characters, got {md5!r}')
+    return md5.strip().lower()
+
+
+def _url_list(urls):
+    url_list = [urls] if isinstance(urls, str) else list(urls)
+    if not url_list or not all(isinstance(url, str) and url for url in url_list):
+        raise ValueError(f'urls must be a URL string or a non-empty sequence of them, got {urls!r}')
+    return url_list
+
+
+def _say(message, quiet):
+    if not quiet:
+        # tqdm.write keeps an active progress bar from being torn by the message.
+        tqdm.write(message, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path, *, timeout, quiet):
+    """Hold an flock on lock_path; wait up to timeout seconds for another process.
+
+    The lock file stays behind on purpose: deleting it would let a third
+    process lock a fresh inode while a second still waits on the old one,
+    and then two processes would write the same .part. It is empty apart
+    from the holder's pid, so nothing mistakes it for the model.
+    """
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise DownloadError(f'Could not create the lock file {lock_path}: {error}. '
+                            f'The folder must be writable; choose another one.') from error
+    try:
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(lock_path)
+                if time.monotonic() >= deadline:
+                    raise DownloadError(
+                        f'Another process ({holder}) has been downloading into {os.path.dirname(lock_path)} '
+                        f'for over {timeout} s (it holds the lock {lock_path}). Wait for it to finish, '
+                        f'stop it, or raise lock_timeout.') from None
+                if not announced:
+                    _say(f'Waiting for another download ({holder}) to finish; lock: {lock_path}', quiet)
+                    announced = True
+                time.sleep(LOCK_POLL_SECONDS)
+        # The pid only makes a waiting process's message more useful.
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f'{os.getpid()}\n'.encode())
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+def _lock_holder(lock_path):
+    try:
+        with open(lock_path) as lock_file:
+            pid = lock_file.read().strip()
+    except OSError:
+        pid = ''
+    return f'pid {pid}' if pid.isdigit() else 'pid unknown'
+
+
+def _describe(error):
+    return f'{type(error).__name__}: {error}'
+
+
+def _part_size(part_path):
+    try:
+        return os.path.getsize(part_path)
+    except FileNotFoundError:
+        return 0
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _transfer(session, url, part_path, *, size, timeout, chunk_size, quiet, label):
+    """Bring part_path to the full body of url, resuming what it already holds.
+
+    Returns normally when the server says the body is complete (the caller
+    still verifies it); raises _Retryable or _Fatal with a one-line reason.
+    """
+    offset = _part_size(part_path)
+    if size is not None and offset > size:
+        # Longer than the real file: not a prefix of it, so nothing to resume.
+        _remove(part_path)
+        offset = 0
+    if size is not None and offset == size:
+        return
+    # identity: Range offsets and sizes must count the file's own bytes, not gzip's.
+    headers = {'Accept-Encoding': 'identity'}
+    if offset:
+        headers['Range'] = f'bytes={offset}-'
+    try:
+        response = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as error:
+        raise _Retryable(_describe(error)) from None
+    except requests.RequestException as error:
+        # A malformed URL or the like: the same request fails the same way.
+        raise _Fatal(_describe(error)) from None
+
+    with response:
+        status = f'HTTP {response.status_code} {response.reason}'.strip()
+        if response.status_code == 416 and offset:
+            total = _content_range_total(response.headers.get('Content-Range', ''))
+            if total == offset:
+                return  # The .part already holds the whole file.
+            _remove(part_path)
+            raise _Retryable(f'{status} for Range bytes={offset}-; discarded the .part to start over')
+        if response.status_code >= 500:
+            raise _Retryable(status)
+        if response.status_code not in (200, 206):
+            raise _Fatal(f'{status} (not retried)')
+
+        if response.status_code == 206:
+            match = _CONTENT_RANGE_PATTERN.fullmatch(response.headers.get('Content-Range', '').strip())
+            if not offset or not match or int(match[1]) != offset:
+                # Appending bytes from another offset would silently corrupt the file.
+                _remove(part_path)
+                raise _Retryable(f"{status} with Content-Range {response.headers.get('Content-Range')!r}, "
+                                 f'expected bytes {offset}-...; discarded the .part to start over')
+            mode = 'ab'
+            expected_total = None if match[3] == '*' else int(match[3])
+        else:
+            if offset:
+                _say(f'{url} ignored the Range request; starting over from byte 0', quiet)
+            offset = 0
+            mode = 'wb'
+            content_length = response.headers.get('Content-Length', '')
+            expected_total = int(content_length) if content_length.isdigit() else None
+        if size is not None and expected_total is not None and expected_total != size:
+            raise _Fatal(f'{status}: the server offers {expected_total:,} bytes, expected {size:,} '
+                         f'(a different file)')
+
+        received = offset
+        try:
+            with open(part_path, mode) as part_file, tqdm(
+                    total=size or expected_total, initial=offset, desc=label, unit='B', unit_scale=True,
+                    unit_divisor=1024, disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+                try:
+                    for chunk in response.iter_content(chunk_size):
+                        part_file.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                        if size is not None and received > size:
+                            break
+                except requests.RequestException as error:
+                    # The bytes so far are kept: the retry resumes after them.
+                    raise _Retryable(f'connection lost after {received:,} bytes: {_describe(error)}') from None
+                finally:
+                    part_file.flush()
+                    os.fsync(part_file.fileno())
+        except OSError as error:
+            # A full disk or a read-only folder: no URL will fix that.
+            raise DownloadError(f'Could not write {part_path}: {error}') from error
+
+    if size is not None and received > size:
+        _remove(part_path)
+        raise _Fatal(f'the server sent more than the expected {size:,} bytes; discarded the .part')
+    if expected_total is not None and received < expected_total:
+        raise _Retryable(f'connection closed after {received:,} of {expected_total:,} bytes')
+
+
+def _content_range_total(content_range):
+    """The total from a 416 answer's 'bytes */TOTAL', or None."""
+    match = re.fullmatch(r'bytes\s+\*/(\d+)', content_range.strip())
+    return int(match[1]) if match else None
+
+
+def _verification_problem(part_path, *, size, md5, validate):
+    """Why the finished .part is unusable, or None when it passes every check."""
+    problems = file_problems(part_path, size=size, md5=md5)
+    if problems:
+        label = 'checksum (md5) mismatch' if md5 and 'md5' in problems[0] else 'size mismatch'
+        return f'{label}: {problems[0]}'
+    if validate is not None:
+        try:
+            validate(part_path)
+        except ValueError as error:
+            return f'rejected by validate: {error}'
+    return None
+
+
+def _fetch_from(session, url, part_path, attempts, *, size, md5, validate, timeout, retries, backoff,
+                chunk_size, quiet, label):
+    """Try one URL with retries. True when part_path now holds verified bytes."""
+    # Counts consecutive failures that made no progress, so a flaky link that
+    # still moves the .part forward is not abandoned halfway through 550 MB.
+    failures = 0
+    high_water = _part_size(part_path)
+    while True:
+        try:
+            _transfer(session, url, part_path, size=size, timeout=timeout, chunk_size=chunk_size,
+                      quiet=quiet, label=label)
+        except _Fatal as error:
+            attempts.append((url, str(error)))
+            _say(f'{url}: {error}', quiet)
+            return False
+        except _Retryable as error:
+            grown = _part_size(part_path)
+            if grown > high_water:
+                high_water = grown
+                failures = 0
+            failures += 1
+            if failures > retries:
+                retry_word = 'retry' if retries == 1 else 'retries'
+                attempts.append((url, f'{error} (gave up after {retries} {retry_word})'))
+                return False
+            delay = backoff * 2 ** (failures - 1)
+            attempts.append((url, f'{error} (retrying in {delay:.3g} s)'))
+            _say(f'{url}: {error}; retrying in {delay:.3g} s', quiet)
+            time.sleep(delay)
+            continue
+        problem = _verification_problem(part_path, size=size, md5=md5, validate=validate)
+        if problem is None:
+            return True
+        # Bad bytes must never linger where a later resume or a loader could use them.
+        _remove(part_path)
+        attempts.append((url, f'{problem}; deleted {part_path}'))
+        _say(f'{url}: {problem}; deleted {part_path}', quiet)
+        return False
+
+
+def _install(part_path, path, *, record_sha256):
+    """Atomically move the verified .part into place and keep the sha256 record in step."""
+    sha256 = _file_digests(part_path, 'sha256')['sha256'] if record_sha256 else None
+    os.replace(part_path, path)
+    record_path = sha256_record_path(path)
+    if sha256 is None:
+        # A record of the bytes just replaced would make check report a false mismatch.
+        _remove(record_path)
+        return
+    temporary_path = record_path + '.part'
+    with open(temporary_path, 'w') as record:
+        record.write(f'{sha256}  {os.path.basename(path)}\n')
+    os.replace(temporary_path, record_path)
+
+
+def _failure_message(path, url_list, attempts, *, size, md5, present_problems):
+    lines = [f'Could not download {os.path.basename(path)}. Tried:']
+    lines += [f'  {url}: {what}' for url, what in attempts]
+    lines.append('Fetch it by hand from one of:')
+    lines += [f'  {url}' for url in url_list]
+    lines.append(f'and save it as {path}')
+    expected = []
+    if size is not None:
+        expected.append(f'{size:,} bytes')
+    if md5:
+        expected.append(f'md5 {md5}')
+    if expected:
+        lines.append(f"It must be {' with '.join(expected)}.")
+    else:
+        lines.append('There is no published size or checksum for it.')
+    if present_problems:
+        lines.append('The file there now is not usable: ' + '; '.join(present_problems))
+    return '\n'.join(lines)
+
+
+def fetch(urls, path, *, size=None, md5=None, validate=None, record_sha256=False, force=False, quiet=False,
+          timeout=(10, 60), retries=3, backoff=1.0, lock_timeout=600, verify='md5', user_agent=USER_AGENT,
+          chunk_size=CHUNK_SIZE):
+    """Make path hold the verified file from the first URL that delivers it; return path.
+
+    urls: a URL or a sequence tried in order (primary, then mirrors).
+    size, md5: what the file must be; None skips that check.
+    validate: callable(part_path) that raises ValueError when the bytes are
+        unusable; a failure discards the .part exactly like a checksum mismatch.
+    record_sha256: write '<sha256>  <filename>' to path + '.sha256' afterwards.
+    force: download again even if a valid file is present; the old file is
+        only replaced once the new one verifies.
+    timeout: (connect, read) seconds for requests. retries: retries per URL of
+        failures that made no progress, waiting backoff * 2**k seconds between.
+    lock_timeout: seconds to wait for another process downloading the same file.
+    verify: how a file already at path is judged valid without any network:
+        'md5' (default) checks size and md5, 'size' trusts a matching size.
+        Hashing the 59 MB weights takes ~0.1 s, so 'md5' is the safe default;
+        files that fetch itself wrote are verified before they get there anyway.
+        With neither size nor md5 (the cadl graph) a present file counts as
+        valid; compare it with read_sha256_record() to check it later.
+    Raises DownloadError naming every attempt, and ValueError for bad arguments.
+    """
+    url_list = _url_list(urls)
+    md5 = _normalized_md5(md5)
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise ValueError(f'size must be a positive number of bytes or None, got {size!r}')
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f'retries must be a whole number >= 0, got {retries!r}')
+    if backoff < 0:
+        raise ValueError(f'backoff must be >= 0 seconds, got {backoff!r}')
+    if verify not in ('md5', 'size'):
+        raise ValueError(f"verify must be 'md5' or 'size', got {verify!r}")
+    if validate is not None and not callable(validate):
+        raise ValueError(f'validate must be a callable(part_path) or None, got {validate!r}')
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f'Could not create the folder {folder} for {os.path.basename(path)}: {error}. '
+                            f'Choose another folder.') from error
+    present_check = {'size': size, 'md5': md5 if verify == 'md5' else None}
+    if not force and os.path.isfile(path) and not file_problems(path, **present_check):
+        return path
+
+    with _exclusive_lock(path + '.lock', timeout=lock_timeout, quiet=quiet):
+        # Another process may have finished the file while this one waited.
+        if not force and os.path.isfile(path) and not file_problems(path, **present_check):
+            return path
+        present_problems = file_problems(path, **present_check) if os.path.exists(path) else []
+        part_path = path + '.part'
+        attempts = []
+        with requests.Session() as session:
+            session.headers['User-Agent'] = user_agent
+            for url in url_list:
+                if _fetch_from(session, url, part_path, attempts, size=size, md5=md5, validate=validate,
+                               timeout=timeout, retries=retries, backoff=backoff, chunk_size=chunk_size,
+                               quiet=quiet, label=os.path.basename(path)):
+                    _install(part_path, path, record_sha256=record_sha256)
+                    return path
+        raise DownloadError(_failure_message(path, url_list, attempts, size=size, md5=md5,
+                                             present_problems=present_problems), attempts)
+
+
+def _build_parser():
+    source_lines = '\n'.join(f'  {name}: {source.description} '
+                             f"(preprocess {source.preprocess or 'inside the graph'})"
+                             for name, source in SOURCES.items())
+    parser = argparse.ArgumentParser(
+        prog='download.py',
+        description='Download and verify the VGG16 weights, then let vgg16.py build vgg16.tfmodel.\n'
+                    'Downloads resume, retry, fall back to mirrors and are checksummed before use.',
+        epilog=f'sources:\n{source_lines}\n\nThe model folder is $VGG16_DIR if set, else vgg16.data_dir.',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--source', choices=sorted(SOURCES),
+                        help=f'which known weights to fetch (default: {DEFAULT_SOURCE})')
+    parser.add_argument('--dir', help='model folder to use instead of $VGG16_DIR / vgg16.data_dir')
+    parser.add_argument('--url', help='bring your own: download Keras-layout VGG16 .h5 weights from URL '
+                                      '(needs --md5)')
+    parser.add_argument('--md5', help='md5 the --url download must have: 32 hexadecimal characters')
+    parser.add_argument('--weights', metavar='FILE', help='bring your own: a local Keras-layout VGG16 .h5 file')
+    parser.add_argument('--preprocess', choices=PREPROCESS_CHOICES,
+                        help='pixel convention of --url/--weights weights: caffe = BGR 0..255 minus the '
+                             'ImageNet mean (default, as Keras weights), unit = RGB 0..1, none = RGB 0..255')
+    parser.add_argument('--force', action='store_true',
+                        help='download and rebuild even if valid files are present (they are replaced '
+                             'only once the new ones verify)')
+    parser.add_argument('--check', action='store_true',
+                        help='only verify what is in the model folder; print problems, download nothing')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar and no messages except errors')
+    return parser
+
+
+def _argument_problem(args):
+    """What is wrong with the combination of flags, or None. Needs no vgg16."""
+    if args.check:
+        extra = [flag for flag, value in (('--source', args.source), ('--url', args.url), ('--md5', args.md5),
+                                          ('--weights', args.weights), ('--preprocess', args.preprocess),
+                                          ('--force', args.force)) if value]
+        if extra:
+            return f"--check only verifies and takes --dir and --quiet; drop {', '.join(extra)}"
+        return None
+    if args.weights and args.url:
+        return '--weights (a local file) and --url (a download) exclude each other; give one'
+    if args.source and (args.url or args.weights):
+        return '--source picks a known download; leave it out when you give --url or --weights'
+    if args.url and not args.md5:
+        return '--url needs --md5 HASH so the download can be verified (md5sum FILE prints it)'
+    if args.md5 and not args.url:
+        return '--md5 goes with --url; give the URL it checks'
+    if args.md5 and not _MD5_PATTERN.fullmatch(args.md5):
+        return f'--md5 must be 32 hexadecimal characters, got {args.md5!r}'
+    if args.preprocess and not (args.url or args.weights):
+        source = SOURCES[args.source or DEFAULT_SOURCE]
+        return (f'--preprocess applies to --url or --weights; the {source.name} source uses '
+                f"{source.preprocess or 'the preprocessing inside its graph'} by itself")
+    if args.weights and not os.path.isfile(args.weights):
+        return f'--weights {args.weights}: no such file'
+    return None
+
+
+def main(argv=None):
+    """The command line; returns the exit status (argument errors exit 2 via argparse)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    problem = _argument_problem(args)
+    if problem:
+        parser.error(problem)
+    if args.md5:
+        args.md5 = args.md5.lower()
+
+    # Imported here because vgg16 imports this module (and TensorFlow, which
+    # argument errors above should not have to wait for).
+    import vgg16
+
+    try:
+        if args.check:
+            problems = vgg16.check_model(dir=args.dir)
+            for line in problems:
+                print(line)
+            if not problems and not args.quiet:
+                print(f'{args.dir or vgg16.model_dir()}: all files present and valid')
+            return 1 if problems else 0
+        ready_path = vgg16.maybe_download(source=args.source, dir=args.dir, url=args.url, md5=args.md5,
+                                          weights=args.weights, preprocess=args.preprocess, force=args.force,
+                                          quiet=args.quiet)
+    except (DownloadError, ValueError, FileNotFoundError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('interrupted; run the same command again to resume the download', file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(ready_path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
