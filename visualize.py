@@ -335,13 +335,12 @@ def normalize_image(x):
 
 def plot_image(image, title=None, size=4):
     """A Figure showing one image [H, W, 3] (any range; scaled by normalize_image)."""
-    fig = Figure(figsize=(size, size))
+    fig = Figure(figsize=(size, size), layout='constrained')
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(normalize_image(image), interpolation='nearest')
     ax.axis('off')
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
     return fig
 
 
@@ -357,7 +356,8 @@ def plot_images(images, captions=None, title=None, ncols=3, size=4):
         raise ValueError('%d captions for %d images' % (len(captions), len(images)))
     ncols = max(1, min(ncols, len(images)))
     nrows = (len(images) + ncols - 1) // ncols
-    fig = Figure(figsize=(size * ncols, size * nrows + (0.4 if title else 0)))
+    # Constrained layout keeps captions clear of the row below and the title clear of the top row.
+    fig = Figure(figsize=(size * ncols, size * nrows + (0.5 if title else 0)), layout='constrained')
     for i in range(nrows * ncols):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.set_xticks([])
@@ -370,7 +370,6 @@ def plot_images(images, captions=None, title=None, ncols=3, size=4):
             ax.set_xlabel(captions[i], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return fig
 
 
