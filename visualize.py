@@ -19,6 +19,7 @@ session.run. Only the wanted channels of the target layer are computed.
 import argparse
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -388,9 +389,21 @@ def save_figure(fig, path, dpi=100):
     return path
 
 
-def save_grid(images, path, captions=None, title=None, ncols=3):
+def save_grid(images, path, captions=None, title=None, ncols=3, size=4):
     """plot_images() saved to a PNG file; returns the path."""
-    return save_figure(plot_images(images, captions, title, ncols), path)
+    return save_figure(plot_images(images, captions, title, ncols, size), path)
+
+
+def save_arrays(path, **arrays):
+    """np.savez to `path` without ever leaving half a file there."""
+    tmp = '%s.tmp%d.npz' % (path, os.getpid())
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -442,7 +455,11 @@ def build_parser():
     parser.add_argument('--batch-size', type=int, default=None,
                         help='images per session.run (default: as many as fit in about 3 GB)')
     parser.add_argument('--out', default='filters.png', help='PNG file for the grid (default filters.png)')
-    parser.add_argument('--cols', type=int, default=3, help='images per row of the grid (default 3)')
+    parser.add_argument('--cols', type=int, default=None,
+                        help='images per row of the grid (default 3, or a square grid for more than 12)')
+    parser.add_argument('--npz', default=None,
+                        help='also save the raw images (float32 [N, size, size, 3]), filter ids and '
+                             'objectives to this .npz file')
     parser.add_argument('--model', default=None,
                         help='a vgg16.tfmodel file to use (default: the one in the model folder, '
                              '$VGG16_DIR or %s)' % vgg16.data_dir)
@@ -458,6 +475,11 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        for path in (args.out, args.npz):
+            # Checked first: finding a missing folder after an hour of ascent loses the hour.
+            if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                raise FileNotFoundError('cannot save %s: folder %s does not exist'
+                                        % (path, os.path.dirname(os.path.abspath(path))))
         if args.model:
             model = vgg16.VGG16(args.model)
         else:
@@ -471,16 +493,26 @@ def main(argv=None):
         result = ascend(model, layer_index, feature_ids, args.iters, args.step_size, seed=args.seed,
                         size=args.size, normalize=args.normalize, pre_relu=args.pre_relu,
                         batch_size=args.batch_size, progress=not args.quiet, method=args.method)
-        captions = ['filter %d: objective %.3g' % (f, o) for f, o in zip(feature_ids, result.objectives[-1])]
+        if args.npz:
+            # Saved before plotting: a whole layer takes long, and the arrays are the result.
+            save_arrays(args.npz, images=result.images, filter_ids=np.array(feature_ids),
+                        objectives=result.objectives, dead=result.dead,
+                        layer=model.short_names[layer_index], weights=model.description)
+        many = len(feature_ids) > 12
+        if many:
+            captions = ['%d' % f for f in feature_ids]
+        else:
+            captions = ['filter %d: objective %.3g' % (f, o) for f, o in zip(feature_ids, result.objectives[-1])]
         if args.method == 'blog':
             how = '%s%s, %d steps of size %g' % (model.short_names[layer_index],
                                                  ' (pre-ReLU)' if args.pre_relu else '', args.iters, args.step_size)
         else:
             how = '%s, regularized, %d steps' % (model.short_names[layer_index], args.iters)
         title = '%s\n%s' % (model.description, how)
-        save_grid(result.images, args.out, captions, title, ncols=args.cols)
+        ncols = args.cols or (math.ceil(math.sqrt(len(feature_ids))) if many else 3)
+        save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
     except (ValueError, FileNotFoundError) as error:
-        print('error: %s' % error, file=__import__('sys').stderr)
+        print('error: %s' % error, file=sys.stderr)
         return 2
     if not args.quiet:
         print('saved %d filters of %s to %s' % (len(feature_ids), model.short_names[layer_index], args.out))

@@ -47,12 +47,33 @@ def test_flags(model_dir, tmp_path):
     assert done.stdout == '' and is_png(out)
 
 
+def test_npz_and_a_large_grid(model_dir, tmp_path, monkeypatch):
+    import numpy as np
+    import visualize
+    monkeypatch.setenv('VGG16_DIR', model_dir)
+    out, arrays = tmp_path / 'all.png', tmp_path / 'all.npz'
+    assert visualize.main(['--layer', 'conv5_3', '--filters', 'all', '--iters', '2', '--size', '32',
+                           '--seed', '0', '--out', str(out), '--npz', str(arrays), '--quiet']) == 0
+    saved = np.load(arrays)
+    assert saved['images'].shape == (8, 32, 32, 3) and saved['objectives'].shape == (2, 8)
+    assert saved['filter_ids'].tolist() == list(range(8)) and str(saved['layer']) == 'conv5_3'
+    assert is_png(out) and sorted(p.name for p in tmp_path.iterdir()) == ['all.npz', 'all.png']
+
+
+def test_missing_output_folder_is_found_before_the_work(model_dir, tmp_path, monkeypatch, capsys):
+    import visualize
+    monkeypatch.setenv('VGG16_DIR', model_dir)
+    assert visualize.main(['--out', str(tmp_path / 'no' / 'x.png'), '--quiet']) == 2
+    err = capsys.readouterr().err
+    assert 'cannot save' in err and 'does not exist' in err
+
+
 def test_help_explains_every_flag(model_dir, tmp_path):
     done = run(['--help'], model_dir, tmp_path)
     assert done.returncode == 0
     for flag in ['--layer', '--filters', '--iters', '--step-size', '--method', '--normalize', '--pre-relu',
                  '--size', '--seed', '--batch-size', '--out', '--cols', '--model', '--weights',
-                 '--preprocess', '--quiet']:
+                 '--preprocess', '--npz', '--quiet']:
         assert flag in done.stdout
 
 
