@@ -1,0 +1,164 @@
+"""
+The post's plain gradient ascent (visualize.py, method 'blog') against the
+regularized method (regularized.py), measured (measures.py) on real trained
+weights: VGG16 conv weights fine-tuned on brain MRI,
+../shared/models/vgg16-mri-notop.h5, with inputs scaled to 0..1 as they were
+trained. Not the ImageNet model, and every figure says so.
+
+Both methods render conv3_2 filters 0-15 at 224x224 with the same number of
+steps (200) and seed 0, as one batch of 16; the blog method with the step size
+of the post's demo (2). The script prints a markdown table of the three
+measures per filter, the targets of the comparison (met or not) and the time
+per step of each method, measured in the same run, then saves
+
+  docs/methods-conv3_2.png       the post's demo filters 0-5 by both methods, side by side
+  docs/walk-through-layers.png   filter 0 of each of the 13 conv layers, regularized
+
+    python benchmarks/methods.py            # the full run: about 25 minutes on 2 cores
+    python benchmarks/methods.py --quick    # 6 filters, 128 px, 60 steps, figures to a temp folder: ~2 minutes
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import measures  # noqa: E402
+import vgg16  # noqa: E402
+import visualize  # noqa: E402
+
+WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
+WEIGHTS_TITLE = 'VGG16 conv weights fine-tuned on brain MRI (vgg16-mri-notop.h5), not the ImageNet model'
+LAYER = 'conv3_2'
+# The post's demo: conv3_2, filters 0-5, step size 2.
+DEMO_FILTERS = list(range(6))
+BLOG_STEP_SIZE = 2.0
+SEED = 0
+NAMES = {'blog': "post's method", 'regularized': 'regularized'}
+
+
+def run(model, method, layer, feature_ids, iters, size, batch_size):
+    """(Result, seconds per step) of one method; the ops are built and warmed up before the clock starts."""
+    options = dict(seed=SEED, size=size, batch_size=batch_size, method=method)
+    if method == 'blog':
+        options['step_size'] = BLOG_STEP_SIZE
+    # One untimed step builds the graph and lets TensorFlow pick its kernels.
+    visualize.ascend(model, layer, feature_ids, 1, **options)
+    start = time.perf_counter()
+    result = visualize.ascend(model, layer, feature_ids, iters, **options)
+    return result, (time.perf_counter() - start) / iters
+
+
+def table(feature_ids, values):
+    lines = ['| filter | activation: post | regularized | dead fraction: post | regularized '
+             '| blur robustness: post | regularized |',
+             '|---:|---:|---:|---:|---:|---:|---:|']
+    for i, feature_id in enumerate(feature_ids):
+        cells = []
+        for name in ('activation', 'dead_fraction', 'blur_robustness'):
+            cells += ['%.2f' % values[method][name][i] for method in ('blog', 'regularized')]
+        lines.append('| %d | %s |' % (feature_id, ' | '.join(cells)))
+    return '\n'.join(lines)
+
+
+def targets(values, seconds):
+    """[(description, met)] for the targets of the comparison."""
+    blog, ours = values['blog'], values['regularized']
+    lowest = ours['activation'].min() / blog['activation'].min()
+    median = np.median(ours['activation']) / np.median(blog['activation'])
+    blur_blog, blur_ours = np.nanmedian(blog['blur_robustness']), np.nanmedian(ours['blur_robustness'])
+    slower = seconds['regularized'] / seconds['blog']
+    return [
+        ('regularized dead fraction 0 for every filter: largest %.3f (post: largest %.3f)'
+         % (ours['dead_fraction'].max(), blog['dead_fraction'].max()), ours['dead_fraction'].max() == 0),
+        ('lowest activation >= 3x the post\'s: %.1f vs %.1f, %.1fx'
+         % (ours['activation'].min(), blog['activation'].min(), lowest), lowest >= 3),
+        ('median activation >= 90%% of the post\'s: %.1f vs %.1f, %.0f%%'
+         % (np.median(ours['activation']), np.median(blog['activation']), 100 * median), median >= 0.9),
+        ('median blur robustness above the post\'s: %.2f vs %.2f' % (blur_ours, blur_blog), blur_ours > blur_blog),
+        ('time per step within 2x of the post\'s: %.0f ms vs %.0f ms, %.2fx'
+         % (1000 * seconds['regularized'], 1000 * seconds['blog'], slower), slower <= 2),
+    ]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='filters 0-5 at 128 px with 60 steps, figures to a temp folder (a smoke run)')
+    parser.add_argument('--iters', type=int, default=None, help='steps of each method (default 200; quick 60)')
+    parser.add_argument('--weights', default=WEIGHTS, help='the MRI VGG16 weight file (h5)')
+    parser.add_argument('--out-dir', default=None,
+                        help='folder for the figures (default docs/; with --quick a temp folder)')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not os.path.exists(args.weights):
+        print('error: the MRI weights %s are absent. This comparison needs those real weights '
+              '(see ../shared/models/README.md); pass --weights FILE.h5 if they are elsewhere.'
+              % os.path.abspath(args.weights), file=sys.stderr)
+        return 1
+    feature_ids = DEMO_FILTERS if args.quick else list(range(16))
+    size = 128 if args.quick else 224
+    iters = args.iters or (60 if args.quick else 200)
+    out_dir = args.out_dir or (tempfile.mkdtemp(prefix='methods-') if args.quick else os.path.join(ROOT, 'docs'))
+    os.makedirs(out_dir, exist_ok=True)
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = vgg16.convert_h5(args.weights, 'unit', os.path.join(folder, vgg16.MODEL_FILENAME))
+        model = vgg16.VGG16(path, description=WEIGHTS_TITLE)
+
+    print('# %s: the post\'s method against the regularized one\n' % LAYER)
+    print('%s; filters %d-%d, %dx%d px, %d steps each, seed %d, one batch of %d.\n'
+          % (WEIGHTS_TITLE, feature_ids[0], feature_ids[-1], size, size, iters, SEED, len(feature_ids)),
+          flush=True)
+    results, seconds, values = {}, {}, {}
+    for method in ('blog', 'regularized'):
+        results[method], seconds[method] = run(model, method, LAYER, feature_ids, iters, size, len(feature_ids))
+        values[method] = measures.measure_all(model, LAYER, feature_ids, results[method].images)
+        print('%s: %.0f ms per step (%.0f ms per picture and step)'
+              % (NAMES[method], 1000 * seconds[method], 1000 * seconds[method] / len(feature_ids)), flush=True)
+    print()
+    print(table(feature_ids, values))
+    print('\n## Targets\n')
+    met = targets(values, seconds)
+    for description, ok in met:
+        print('- [%s] %s' % ('x' if ok else ' ', description))
+    print()
+
+    demo = [i for i, f in enumerate(feature_ids) if f in DEMO_FILTERS]
+    images, captions = [], []
+    for i in demo:
+        for method in ('blog', 'regularized'):
+            images.append(results[method].images[i])
+            captions.append('filter %d, %s\n%s' % (feature_ids[i], NAMES[method], measures.caption(values[method], i)))
+    title = '%s\n%s filters %d-%d, %dx%d px, %d steps each: the post\'s method (step size %g) | regularized' % (
+        WEIGHTS_TITLE, LAYER, DEMO_FILTERS[0], DEMO_FILTERS[-1], size, size, iters, BLOG_STEP_SIZE)
+    figure_path = visualize.save_figure(visualize.plot_images(images, captions, title, ncols=4, size=3),
+                                        os.path.join(out_dir, 'methods-%s.png' % LAYER))
+    print('saved %s' % figure_path, flush=True)
+
+    images, captions = [], []
+    for layer in model.short_names:
+        result = visualize.ascend(model, layer, [0], iters, seed=SEED, size=size, method='regularized')
+        layer_values = measures.measure_all(model, layer, [0], result.images)
+        images.append(result.images[0])
+        captions.append('%s filter 0\n%s' % (layer, measures.caption(layer_values, 0)))
+        print('%-8s filter 0: %s' % (layer, measures.caption(layer_values, 0)), flush=True)
+    title = '%s\nfilter 0 of each conv layer, regularized, %dx%d px, %d steps' % (WEIGHTS_TITLE, size, size, iters)
+    figure_path = visualize.save_figure(visualize.plot_images(images, captions, title, ncols=5, size=3),
+                                        os.path.join(out_dir, 'walk-through-layers.png'))
+    print('saved %s' % figure_path)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

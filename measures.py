@@ -1,0 +1,196 @@
+"""
+Numbers that tell a readable filter picture from one the filter barely sees,
+so that two methods (visualize.py's 'blog', regularized.py) can be compared
+without squinting. Each takes the pictures of several filters of one layer and
+returns one number per picture:
+
+- activation: what the picture does to its filter, with no transform.
+- dead fraction: the share of the picture the filter cannot see at all.
+- blur robustness: how much of the activation survives a 1-pixel blur;
+  pixel-level noise loses most of it, patterns keep most.
+
+    python benchmarks/methods.py        # the comparison on the MRI weights
+
+    import measures
+    values = measures.measure_all(model, 'conv3_2', [0, 1], images)   # images [2, H, W, 3], RGB 0..255
+    measures.caption(values, 0)          # 'act 50.3 · dead 0.00 · blur 0.70'
+
+Ops are built once per (model, layer, pre_relu) and fed through placeholders.
+"""
+
+import math
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import visualize
+
+tf.disable_v2_behavior()
+
+# Dead fraction: the picture is cut into BLOCK x BLOCK pixel blocks, and a
+# block is dead when its largest gradient is below DEAD_THRESHOLD times the
+# picture's largest. Relative, so that it does not depend on the filter's scale.
+BLOCK = 8
+DEAD_THRESHOLD = 1e-3
+# Blur robustness: Gaussian of BLUR_SIGMA pixels, cut at BLUR_RADIUS pixels (4 sigma).
+BLUR_SIGMA = 1.0
+BLUR_RADIUS = 4
+# Images go through the network this many at a time.
+BATCH_SIZE = 8
+
+
+def _check(model, layer_id, feature_ids, images):
+    layer_index = model.layer_index(layer_id)
+    feature_ids = visualize._check_feature_ids(model, layer_index, list(feature_ids))
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError('images of shape %s: expected [N, H, W, 3], RGB 0..255' % (images.shape,))
+    if len(images) != len(feature_ids):
+        raise ValueError('%d images for %d filter ids: expected one image per filter'
+                         % (len(images), len(feature_ids)))
+    if min(images.shape[1:3]) < BLOCK:
+        raise ValueError('images of %dx%d pixels: expected at least %dx%d'
+                         % (images.shape[1], images.shape[2], BLOCK, BLOCK))
+    if not np.isfinite(images).all():
+        raise ValueError('images hold NaN or infinite values')
+    return layer_index, feature_ids, images
+
+
+def _ops(model, layer_index, pre_relu):
+    """(filter_ids_t, objective_t, dead_fraction_t) on model.input, built once."""
+    key = ('measures', layer_index, bool(pre_relu))
+    if key not in model.cache:
+        with model.graph.as_default(), tf.name_scope('measures_%s' % model.short_names[layer_index]):
+            filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
+            objective_t = visualize.channel_objective(model.graph, model.layer_names[layer_index],
+                                                      filter_ids_t, pre_relu)                  # [N]
+            # Images are independent, so the gradient of the sum is each image's own gradient.
+            grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)                    # [N, H, W, 3]
+            pixel_t = tf.reduce_sum(tf.abs(grad_t), axis=3, keepdims=True)                     # [N, H, W, 1]
+            # 'SAME' keeps the partial blocks at the right and bottom edges.
+            block_t = tf.nn.max_pool2d(pixel_t, BLOCK, BLOCK, 'SAME')                          # [N, h, w, 1]
+            peak_t = tf.reduce_max(pixel_t, axis=[1, 2, 3])                                    # [N]
+            dead_t = tf.cast(block_t < DEAD_THRESHOLD * peak_t[:, None, None, None], tf.float32)
+            # A picture with no gradient anywhere is all dead (block < 0 would say none).
+            dead_fraction_t = tf.where(peak_t > 0, tf.reduce_mean(dead_t, axis=[1, 2, 3]),
+                                       tf.ones_like(peak_t))
+        model.cache[key] = (filter_ids_t, objective_t, dead_fraction_t)
+    return model.cache[key]
+
+
+def gaussian_kernel(sigma=BLUR_SIGMA, radius=BLUR_RADIUS):
+    """float32 [2 radius + 1]: a sampled Gaussian that sums to 1."""
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (x / sigma) ** 2)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def _blur_ops(model):
+    """(images_t, blurred_t): a Gaussian blur of each colour channel, built once."""
+    key = ('measures_blur', BLUR_SIGMA, BLUR_RADIUS)
+    if key not in model.cache:
+        with model.graph.as_default(), tf.name_scope('measures_blur'):
+            images_t = tf.placeholder(tf.float32, [None, None, None, 3], name='images')
+            weights = gaussian_kernel()
+            r = BLUR_RADIUS
+            # SYMMETRIC repeats the edge pixel (scipy's 'reflect'), so a flat
+            # picture stays exactly flat up to its border.
+            padded_t = tf.pad(images_t, [[0, 0], [r, r], [r, r], [0, 0]], mode='SYMMETRIC')
+            # Separable: rows, then columns; depthwise so that colours do not mix.
+            rows = np.tile(weights[:, None, None, None], [1, 1, 3, 1])                        # [2r+1, 1, 3, 1]
+            columns = np.tile(weights[None, :, None, None], [1, 1, 3, 1])                     # [1, 2r+1, 3, 1]
+            blurred_t = tf.nn.depthwise_conv2d(padded_t, rows, [1, 1, 1, 1], 'VALID')
+            blurred_t = tf.nn.depthwise_conv2d(blurred_t, columns, [1, 1, 1, 1], 'VALID')
+        model.cache[key] = (images_t, blurred_t)
+    return model.cache[key]
+
+
+def _run(model, fetch_t, filter_ids_t, feature_ids, images):
+    sess = visualize.session(model)
+    out = []
+    for begin in range(0, len(images), BATCH_SIZE):
+        chunk = slice(begin, begin + BATCH_SIZE)
+        out.append(sess.run(fetch_t, {model.input: images[chunk], filter_ids_t: feature_ids[chunk]}))
+    return np.concatenate(out).astype(np.float32)
+
+
+def activation(model, layer_id, feature_ids, images, *, pre_relu=False):
+    """The objective of each picture, untransformed: float32 [N].
+
+    activation_i = mean over (y, x) of relu(conv_i(images[i]))[y, x], the
+    mean of filter feature_ids[i] over its feature map: the post's objective.
+    pre_relu=True leaves out the ReLU (and may be negative).
+    layer_id: index into model.layer_names or a name such as 'conv3_2'.
+    images: [N, H, W, 3], RGB 0..255 (not clipped), image i for feature_ids[i].
+    """
+    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
+    filter_ids_t, objective_t, _ = _ops(model, layer_index, pre_relu)
+    return _run(model, objective_t, filter_ids_t, feature_ids, images)
+
+
+def dead_fraction(model, layer_id, feature_ids, images, *, pre_relu=False):
+    """The share of the picture the filter cannot see: float [N], 0..1.
+
+    g[y, x] = sum over colours c of |d activation_i / d images[i, y, x, c]|
+    dead_i  = share of the BLOCK x BLOCK blocks B (8 x 8 pixels; partial
+              blocks at the right and bottom edges count as blocks) with
+              max over B of g < DEAD_THRESHOLD (1e-3) x max over the image of g
+    A picture with g = 0 everywhere is all dead (1.0). Where every unit on
+    every path from a pixel to the filter is off, the gradient is exactly zero;
+    a test of pixel variance would miss this, because such an area still holds
+    its start noise. Arguments as activation().
+    """
+    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
+    filter_ids_t, _, dead_fraction_t = _ops(model, layer_index, pre_relu)
+    return _run(model, dead_fraction_t, filter_ids_t, feature_ids, images)
+
+
+def blur(model, images):
+    """Each colour channel blurred by a Gaussian of BLUR_SIGMA (1) pixel, edges mirrored: [N, H, W, 3]."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:3]) <= BLUR_RADIUS:
+        raise ValueError('images of shape %s: expected [N, H, W, 3] with H and W > %d'
+                         % (images.shape, BLUR_RADIUS))
+    images_t, blurred_t = _blur_ops(model)
+    return visualize.session(model).run(blurred_t, {images_t: images})
+
+
+def blur_robustness(model, layer_id, feature_ids, images, *, pre_relu=False):
+    """How much activation survives a 1-pixel blur: float32 [N], usually 0..1.
+
+    robustness_i = activation_i(blur(images[i])) / activation_i(images[i])
+    with blur() a Gaussian of sigma 1 pixel per colour channel, edges mirrored.
+    NaN where activation_i(images[i]) <= 0: the filter is off on the picture,
+    so there is nothing to keep. Arguments as activation().
+    """
+    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
+    return _robustness(activation(model, layer_index, feature_ids, images, pre_relu=pre_relu),
+                       activation(model, layer_index, feature_ids, blur(model, images), pre_relu=pre_relu))
+
+
+def _robustness(sharp, blurred):
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return np.where(sharp > 0, blurred / sharp, np.nan).astype(np.float32)
+
+
+def measure_all(model, layer_id, feature_ids, images, *, pre_relu=False):
+    """{'activation', 'dead_fraction', 'blur_robustness'}: each float32 [N], as the functions above."""
+    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
+    sharp = activation(model, layer_index, feature_ids, images, pre_relu=pre_relu)
+    blurred = activation(model, layer_index, feature_ids, blur(model, images), pre_relu=pre_relu)
+    return {'activation': sharp,
+            'dead_fraction': dead_fraction(model, layer_index, feature_ids, images, pre_relu=pre_relu),
+            'blur_robustness': _robustness(sharp, blurred)}
+
+
+def caption(values, index):
+    """One picture's measures as a short line: 'act 50.3 · dead 0.00 · blur 0.70'."""
+    robustness = values['blur_robustness'][index]
+    return 'act %.3g · dead %.2f · blur %s' % (
+        values['activation'][index], values['dead_fraction'][index],
+        'n/a' if math.isnan(robustness) else '%.2f' % robustness)
+
+
+def captions(values):
+    """caption() of every picture: list of str."""
+    return [caption(values, i) for i in range(len(values['activation']))]
