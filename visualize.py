@@ -37,8 +37,20 @@ NORMALIZE_CHOICES = ('max', 'std')
 METHOD_CHOICES = ('blog', 'regularized')
 # Keeps the step finite when the gradient is tiny; the post's constant.
 GRAD_EPSILON = 1e-8
-# Peak memory the automatic batch size aims to stay under.
-MEMORY_BUDGET_BYTES = 3 << 30
+# Bytes the automatic batch size may spend on the images of one batch. A whole
+# layer must stay under 4 GB; TF, the model and the ascent ops take up to
+# 1.5 GB before the first image (benchmarks/ascent.py --memory: 0.8 GB for
+# conv1_2, 1.5 GB for conv5_3, 1.35 GB while the model loads), 0.5 GB is margin.
+MEMORY_BUDGET_BYTES = 2 << 30
+# Every image of a batch computes all of the batch's channels of the target
+# layer (channel_objective), so a batch past channels/16 images costs more than
+# it saves: conv1_2 (64 channels) takes 12.4 ms per filter-step at batch 4 and
+# 23.5 ms at 31; conv3_2 and conv5_3 are flat within 4% from batch 4 to 32.
+CHANNELS_PER_BATCH_IMAGE = 16
+MAX_BATCH_SIZE = 16
+# float32 maps per conv output up to the target that one image of a batch
+# keeps alive (see activation_bytes_per_image).
+MEMORY_FACTOR = 2
 
 
 # ---------------------------------------------------------------------------
@@ -204,16 +216,21 @@ def start_images(feature_ids, size, seed=None, init=None):
                          % (init.shape, size, size, count, size, size, size, count))
     if seed is None:
         return (np.random.uniform(size=(count, size, size, 3)) + 128.0).astype(np.float32)
-    return np.stack([np.random.default_rng([seed, f]).uniform(size=(size, size, 3)) + 128.0
-                     for f in feature_ids]).astype(np.float32)
+    # Filled one image at a time: a list of float64 images, their stack and its
+    # float32 copy took 4x the result (1.2 GB for 512 filters at 224x224).
+    images = np.empty((count, size, size, 3), np.float32)
+    for i, f in enumerate(feature_ids):
+        images[i] = np.random.default_rng([seed, f]).uniform(size=(size, size, 3)) + 128.0
+    return images
 
 
 def activation_bytes_per_image(model, layer_index, size):
     """Estimated peak bytes one image costs when ascending on layer `layer_index`.
 
-    Each conv layer up to the target keeps about four float32 maps of its size
-    (conv, bias-add and ReLU outputs for the backward pass, and one gradient);
-    MEMORY_FACTOR was measured, see benchmarks/ascent.py.
+    MEMORY_FACTOR float32 maps of the size of each conv layer's output up to
+    the target: the ReLU outputs kept for the backward pass, gradients, pool
+    indices. Measured per image of a batch at 224x224 (benchmarks/ascent.py
+    --memory): 1.73 for conv1_2, 1.34 for conv3_2, 1.37 for conv5_3.
     """
     total, side = 0, size
     for i in range(layer_index + 1):
@@ -223,13 +240,13 @@ def activation_bytes_per_image(model, layer_index, size):
     return MEMORY_FACTOR * 4 * total
 
 
-MEMORY_FACTOR = 4
 
-
-def auto_batch_size(model, layer_index, size, budget=MEMORY_BUDGET_BYTES):
-    """How many images fit in `budget` bytes at once (at least 1, at most 64)."""
+def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES):
+    """Images per session.run: the fastest batch that fits in `budget` bytes (1 .. MAX_BATCH_SIZE)."""
+    layer_index = model.layer_index(layer_id)
     per_image = activation_bytes_per_image(model, layer_index, size)
-    return int(max(1, min(64, budget // max(per_image, 1))))
+    fastest = max(4, model.channels(layer_index) // CHANNELS_PER_BATCH_IMAGE)
+    return int(max(1, min(MAX_BATCH_SIZE, fastest, budget // max(per_image, 1))))
 
 
 def ascend(model, layer_id, feature_ids, iters, step_size=0.5, *, seed=None, size=224,
@@ -239,8 +256,9 @@ def ascend(model, layer_id, feature_ids, iters, step_size=0.5, *, seed=None, siz
 
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
-    Images go through in batches of batch_size (default: what fits in about
-    3 GB) with one session.run per step; progress shows a tqdm bar.
+    Images go through in batches of batch_size (default: auto_batch_size(),
+    the fastest batch that keeps a whole layer under 4 GB) with one
+    session.run per step; progress shows a tqdm bar.
     method: 'blog' (the post's algorithm) or 'regularized' (regularized.py:
     `iters` Adam steps with the knobs of `config`, a regularized.Config;
     step_size, normalize, init and pre_relu belong to 'blog' and are not used).
@@ -453,7 +471,7 @@ def build_parser():
     parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
     parser.add_argument('--seed', type=int, default=None, help='random seed of the start noise')
     parser.add_argument('--batch-size', type=int, default=None,
-                        help='images per session.run (default: as many as fit in about 3 GB)')
+                        help='images per session.run (default: the fastest batch that keeps memory under 4 GB)')
     parser.add_argument('--out', default='filters.png', help='PNG file for the grid (default filters.png)')
     parser.add_argument('--cols', type=int, default=None,
                         help='images per row of the grid (default 3, or a square grid for more than 12)')

@@ -199,7 +199,15 @@ def test_bad_batch_size(tiny_model):
 
 
 def test_auto_batch_size_is_bounded(tiny_model):
-    assert 1 <= visualize.auto_batch_size(tiny_model, 12, 224) <= 64
+    assert visualize.auto_batch_size(tiny_model, 12, 224) == 4     # few channels: the smallest fast batch
+    assert visualize.auto_batch_size(tiny_model, 12, 224, budget=1) == 1
+
+
+def test_auto_batch_size_on_real_layers(mri_model):
+    # channels / 16, at least 4, at most 16, within 2 GB of activations (benchmarks/ascent.py --memory).
+    assert [visualize.auto_batch_size(mri_model, name, 224) for name in ('conv1_2', 'conv2_2', 'conv3_2', 'conv5_3')] \
+        == [4, 8, 16, 16]
+    assert visualize.auto_batch_size(mri_model, 'conv1_2', 2048) < 4    # a large image: memory decides
 
 
 # --- pictures -----------------------------------------------------------------
