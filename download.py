@@ -398,6 +398,23 @@ def _fetch_from(session, url, part_path, attempts, *, size, md5, validate, timeo
         return False
 
 
+def write_atomic(path, write):
+    """Create the file at path through write(binary_file), all or nothing.
+
+    The bytes go to a temporary file beside path, which is renamed into place
+    only once write() returned; on any error it is deleted, so path never holds
+    half a file. Used for graphs, stamps, PNGs, arrays and records alike.
+    """
+    temporary_path = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(temporary_path, 'wb') as file:
+            write(file)
+        os.replace(temporary_path, path)
+    finally:
+        _remove(temporary_path)
+    return path
+
+
 def _install(part_path, path, *, record_sha256):
     """Atomically move the verified .part into place and keep the sha256 record in step."""
     sha256 = _file_digests(part_path, 'sha256')['sha256'] if record_sha256 else None
@@ -407,10 +424,7 @@ def _install(part_path, path, *, record_sha256):
         # A record of the bytes just replaced would make check report a false mismatch.
         _remove(record_path)
         return
-    temporary_path = record_path + '.part'
-    with open(temporary_path, 'w') as record:
-        record.write(f'{sha256}  {os.path.basename(path)}\n')
-    os.replace(temporary_path, record_path)
+    write_atomic(record_path, lambda record: record.write(f'{sha256}  {os.path.basename(path)}\n'.encode()))
 
 
 def _failure_message(path, url_list, attempts, *, size, md5, present_problems):

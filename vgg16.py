@@ -23,7 +23,6 @@ Graph contract (what other code may rely on):
   `convX_Y/BiasAdd:0` is the same layer before ReLU.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -161,26 +160,6 @@ def read_h5_weights(path):
     return weights
 
 
-def _write_atomic(path, data):
-    # Write beside the target and rename: a reader never sees half a file.
-    tmp = path + '.tmp%d' % os.getpid()
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _file_md5(path):
-    digest = hashlib.md5()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert_h5(weights_path, preprocess, out_path=None):
     """Build vgg16.tfmodel from an h5 weight file and record what made it.
 
@@ -194,15 +173,16 @@ def convert_h5(weights_path, preprocess, out_path=None):
     stamp = {'weights': os.path.basename(weights_path),
              'weights_path': os.path.abspath(weights_path),
              'size': os.path.getsize(weights_path),
-             'md5': _file_md5(weights_path),
+             'md5': download.md5sum(weights_path),
              'preprocess': preprocess}
     # Graph first, then stamp: a crash in between leaves a graph without a
     # stamp that matches, which the next call rebuilds.
     stamp_path = out_path + STAMP_SUFFIX
     if os.path.exists(stamp_path):
         os.remove(stamp_path)
-    _write_atomic(out_path, graph_def.SerializeToString())
-    _write_atomic(stamp_path, json.dumps(stamp, indent=1).encode('utf8'))
+    data = graph_def.SerializeToString()
+    download.write_atomic(out_path, lambda f: f.write(data))
+    download.write_atomic(stamp_path, lambda f: f.write(json.dumps(stamp, indent=1).encode('utf8')))
     return out_path
 
 
@@ -220,7 +200,7 @@ def _stamp_matches(stamp, weights_path, preprocess):
         return False
     if stamp.get('size') != os.path.getsize(weights_path):
         return False
-    return stamp.get('md5') == _file_md5(weights_path)
+    return stamp.get('md5') == download.md5sum(weights_path)
 
 
 # ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from matplotlib.figure import Figure
 
+import download
 import vgg16
 
 tf.disable_v2_behavior()
@@ -392,19 +393,16 @@ def plot_images(images, captions=None, title=None, ncols=3, size=4):
     return fig
 
 
-def save_figure(fig, path, dpi=100):
-    """Save a Figure to PNG without ever leaving half a file at `path`."""
+def _require_folder(path):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError('cannot save %s: folder %s does not exist' % (path, folder))
-    tmp = '%s.tmp%d.png' % (path, os.getpid())
-    try:
-        fig.savefig(tmp, dpi=dpi, format='png')
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+
+def save_figure(fig, path, dpi=100):
+    """Save a Figure to PNG without ever leaving half a file at `path`."""
+    _require_folder(path)
+    return download.write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format='png'))
 
 
 def save_grid(images, path, captions=None, title=None, ncols=3, size=4):
@@ -414,14 +412,8 @@ def save_grid(images, path, captions=None, title=None, ncols=3, size=4):
 
 def save_arrays(path, **arrays):
     """np.savez to `path` without ever leaving half a file there."""
-    tmp = '%s.tmp%d.npz' % (path, os.getpid())
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    _require_folder(path)
+    return download.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 # ---------------------------------------------------------------------------
@@ -495,9 +487,8 @@ def main(argv=None):
     try:
         for path in (args.out, args.npz):
             # Checked first: finding a missing folder after an hour of ascent loses the hour.
-            if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-                raise FileNotFoundError('cannot save %s: folder %s does not exist'
-                                        % (path, os.path.dirname(os.path.abspath(path))))
+            if path:
+                _require_folder(path)
         if args.model:
             model = vgg16.VGG16(args.model)
         else:

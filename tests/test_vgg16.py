@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+import download
 import vgg16
 from conftest import TINY_CHANNELS, make_model, random_weights
 
@@ -188,7 +189,7 @@ def test_convert_records_what_made_the_graph(tmp_path, weights):
     write_keras2_h5(path, weights)
     out = vgg16.convert_h5(path, 'caffe', str(tmp_path / 'vgg16.tfmodel'))
     stamp = json.loads(open(out + '.json').read())
-    assert stamp['md5'] == vgg16._file_md5(path) and stamp['preprocess'] == 'caffe'
+    assert stamp['md5'] == download.md5sum(path) and stamp['preprocess'] == 'caffe'
     assert sorted(os.listdir(tmp_path)) == ['vgg16.tfmodel', 'vgg16.tfmodel.json', 'w.h5']
 
 
