@@ -184,7 +184,7 @@ def _say(message, quiet):
 
 
 @contextlib.contextmanager
-def _exclusive_lock(lock_path, *, timeout, quiet):
+def exclusive_lock(lock_path, *, timeout, quiet):
     """Hold an flock on lock_path; wait up to timeout seconds for another process.
 
     The lock file stays behind on purpose: deleting it would let a third
@@ -493,7 +493,7 @@ def fetch(urls, path, *, size=None, md5=None, validate=None, record_sha256=False
     if not force and os.path.isfile(path) and not file_problems(path, **present_check):
         return path
 
-    with _exclusive_lock(path + '.lock', timeout=lock_timeout, quiet=quiet):
+    with exclusive_lock(path + '.lock', timeout=lock_timeout, quiet=quiet):
         # Another process may have finished the file while this one waited.
         if not force and os.path.isfile(path) and not file_problems(path, **present_check):
             return path

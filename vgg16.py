@@ -228,10 +228,14 @@ def load_graph_def(path):
     return graph_def
 
 
-def check_graph_def(graph_def, path='the graph'):
-    """Raise ValueError unless graph_def has `images` and at least conv1_1."""
+def check_graph_def(graph_def, path='the graph', required=('images:0', 'conv1_1/conv1_1:0')):
+    """Raise ValueError unless graph_def holds the `required` tensors.
+
+    Loading asks only for `images` and conv1_1, so that small test models load;
+    a downloaded graph must hold all of REQUIRED_TENSORS.
+    """
     names = {node.name for node in graph_def.node}
-    missing = [t for t in ('images:0', 'conv1_1/conv1_1:0') if t[:-2] not in names]
+    missing = [t for t in required if t[:-2] not in names]
     if missing:
         raise ValueError('%s lacks the tensors %s that the VGG16 contract needs; delete it and run '
                          '`python download.py --force`' % (path, ', '.join(missing)))
@@ -246,12 +250,13 @@ def check_model(dir=None):
         return [str(error)]
     problems = []
     stamp = read_stamp(path)
+    recorded_sha256 = download.read_sha256_record(path)
+    if recorded_sha256:
+        problems += download.file_problems(path, sha256=recorded_sha256)
     if stamp:
         weights_path = stamp.get('weights_path', '')
-        if not os.path.exists(weights_path):
-            problems.append('%s was built from %s, which is gone; the graph still works, but cannot be '
-                            'checked against its weights' % (path, weights_path))
-        elif not _stamp_matches(stamp, weights_path, stamp.get('preprocess')):
+        # A graph whose weight file moved away still works: nothing to check it against.
+        if os.path.exists(weights_path) and not _stamp_matches(stamp, weights_path, stamp.get('preprocess')):
             problems.append('%s is stale: %s changed since the graph was built; run `python download.py '
                             '--weights %s --preprocess %s`' % (path, weights_path, weights_path,
                                                                 stamp.get('preprocess')))
@@ -293,21 +298,34 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
     else:
         spec = download.SOURCES[source]
         if spec.filename == MODEL_FILENAME:
-            # The post's original graph: loaded as is, checked before it is put in place.
+            # The post's original graph: loaded as is, and checked for every
+            # tensor of the contract before it is put in place.
             def validate(part_path):
-                load_graph_def(part_path)
-            if os.path.exists(out_path + STAMP_SUFFIX):
-                os.remove(out_path + STAMP_SUFFIX)
-            return download.fetch(list(spec.urls), out_path, size=spec.size, md5=spec.md5,
-                                  validate=validate, record_sha256=True, force=force, quiet=quiet)
+                check_graph_def(load_graph_def(part_path), part_path, REQUIRED_TENSORS)
+            stamp_path = out_path + STAMP_SUFFIX
+            # A graph there that was built from h5 weights is not the post's graph:
+            # with no checksum to tell them apart, the stamp (or a missing sha256 record) does.
+            replace = force or os.path.exists(stamp_path) or (
+                os.path.exists(out_path) and download.read_sha256_record(out_path) is None)
+            path = download.fetch(list(spec.urls), out_path, size=spec.size, md5=spec.md5,
+                                  validate=validate, record_sha256=True, force=replace, quiet=quiet)
+            if os.path.exists(stamp_path):
+                os.remove(stamp_path)
+            return path
         weights_path = download.fetch(list(spec.urls), os.path.join(dir, spec.filename),
                                       size=spec.size, md5=spec.md5, force=force, quiet=quiet)
         preprocess = preprocess or spec.preprocess
 
-    if force or not os.path.exists(out_path) or not _stamp_matches(read_stamp(out_path), weights_path, preprocess):
-        if not quiet:
-            print('building %s from %s (preprocess %s)' % (out_path, weights_path, preprocess))
-        convert_h5(weights_path, preprocess, out_path)
+    def fresh():
+        return os.path.exists(out_path) and _stamp_matches(read_stamp(out_path), weights_path, preprocess)
+
+    if force or not fresh():
+        # Two processes building at once could leave the graph of one beside the stamp of the other.
+        with download.exclusive_lock(out_path + '.lock', timeout=600, quiet=quiet):
+            if force or not fresh():
+                if not quiet:
+                    print('building %s from %s (preprocess %s)' % (out_path, weights_path, preprocess))
+                convert_h5(weights_path, preprocess, out_path)
     return out_path
 
 
@@ -342,10 +360,22 @@ class VGG16:
         self.layer_names = ['%s/%s' % (n, n) for n in CONV_LAYERS if '%s/%s' % (n, n) in ops]
         self.layer_tensors = [self.graph.get_tensor_by_name(n + ':0') for n in self.layer_names]
         if description is None:
-            description = _describe(path)
+            description = _describe(path) if path else 'VGG16 graph given in memory'
         self.description = description
         self.session = None   # made on first use by visualize.py, one per model
         self.cache = {}       # ops visualize.py builds once, keyed by what they compute
+
+    def close(self):
+        """Close the session visualize.py opened for this model, if any."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     def get_layer_tensors(self, layer_ids):
         """Post-ReLU tensors, float32 [N, h, w, channels], of the given layer indices."""
@@ -397,6 +427,11 @@ class VGG16:
     def short_names(self):
         """['conv1_1', ..., 'conv5_3']"""
         return [n.split('/')[0] for n in self.layer_names]
+
+    def min_size(self, layer_id):
+        """Smallest image side the layer can take: 2 ** (pools before it)."""
+        index = self._index(layer_id)
+        return 2 ** sum(1 for name in self.short_names[:index] if name in POOL_AFTER)
 
     def channels(self, layer_id):
         """Number of filters of a layer."""

@@ -86,7 +86,7 @@ def test_clean_download_is_verified_and_leaves_only_the_file_and_its_lock(server
 
     assert returned == target
     assert read_bytes(target) == PAYLOAD
-    # The lock stays by design (see _exclusive_lock); it holds only a pid.
+    # The lock stays by design (see exclusive_lock); it holds only a pid.
     assert sorted(os.listdir(os.path.dirname(target))) == [NAME, NAME + '.lock']
     assert read_bytes(target + '.lock').strip().isdigit()
     assert ranges(server, '/w') == [None]

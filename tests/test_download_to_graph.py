@@ -44,7 +44,7 @@ def test_default_source_end_to_end(server, tmp_path, monkeypatch, capsys):
     assert download.main(['--dir', str(folder), '--quiet']) == 0
     ranges = [r['range'] for r in server.requests('/mirror.h5')]
     assert ranges[0] is None and ranges[1] == 'bytes=%d-' % download.CHUNK_SIZE and len(ranges) == 2
-    assert sorted(os.listdir(folder)) == sorted([keras.filename, keras.filename + '.lock', 'vgg16.tfmodel',
+    assert sorted(os.listdir(folder)) == sorted([keras.filename, keras.filename + '.lock', 'vgg16.tfmodel.lock', 'vgg16.tfmodel',
                                                  'vgg16.tfmodel.json'])
     model = vgg16.VGG16(str(folder / 'vgg16.tfmodel'))
     image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3))
@@ -59,7 +59,8 @@ def test_default_source_end_to_end(server, tmp_path, monkeypatch, capsys):
 
 
 def test_cadl_source_is_checked_before_it_is_put_in_place(server, tmp_path, monkeypatch, capsys):
-    graph = vgg16.build_graph_def(random_weights(seed=1)[:2], 'none').SerializeToString()
+    graph = vgg16.build_graph_def(random_weights(seed=1), 'none').SerializeToString()
+    truncated = vgg16.build_graph_def(random_weights(seed=1)[:2], 'none').SerializeToString()
     server.serve('/vgg16.tfmodel', Behaviour(body=b'\x08\x01junk' * 5000))
     monkeypatch.setitem(download.SOURCES, 'cadl', download.Source(
         name='cadl', filename='vgg16.tfmodel', urls=(server.url('/vgg16.tfmodel'),), size=None, md5=None,
@@ -69,11 +70,35 @@ def test_cadl_source_is_checked_before_it_is_put_in_place(server, tmp_path, monk
     assert 'rejected by validate' in capsys.readouterr().err
     assert not (folder / 'vgg16.tfmodel').exists() and not (folder / 'vgg16.tfmodel.part').exists()
 
+    # A graph that parses but lacks conv2_1 ... conv5_3 is refused too.
+    server.serve('/vgg16.tfmodel', Behaviour(body=truncated))
+    assert download.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 1
+    err = capsys.readouterr().err
+    assert 'lacks the tensors conv2_1/conv2_1:0' in err, err
+    assert not (folder / 'vgg16.tfmodel').exists()
+
+    # A graph built from h5 weights is there: asking for cadl replaces it.
+    h5_path = str(tmp_path / 'w.h5')
+    write_keras2_h5(h5_path, random_weights(seed=2))
+    vgg16.maybe_download(weights=h5_path, preprocess='unit', dir=str(folder), quiet=True)
     server.serve('/vgg16.tfmodel', Behaviour(body=graph))
     assert download.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 0
+    assert not (folder / 'vgg16.tfmodel.json').exists()
     assert read(folder / 'vgg16.tfmodel') == graph
     assert download.read_sha256_record(str(folder / 'vgg16.tfmodel')) == __import__('hashlib').sha256(graph).hexdigest()
     assert vgg16.VGG16(str(folder / 'vgg16.tfmodel')).description == 'VGG16 graph vgg16.tfmodel, loaded as is'
+    # Present and recorded: no request; --check compares the sha256 record.
+    count = len(server.requests('/vgg16.tfmodel'))
+    assert download.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 0
+    assert len(server.requests('/vgg16.tfmodel')) == count
+    assert download.main(['--check', '--dir', str(folder), '--quiet']) == 0
+    with open(folder / 'vgg16.tfmodel', 'r+b') as f:      # flip a byte of a constant: still parses
+        f.seek(len(graph) - 10)
+        byte = f.read(1)
+        f.seek(len(graph) - 10)
+        f.write(bytes([byte[0] ^ 1]))
+    assert download.main(['--check', '--dir', str(folder)]) == 1
+    assert 'sha256' in capsys.readouterr().out
 
 
 def test_nothing_reachable_leaves_nothing_behind(tmp_path, monkeypatch, capsys):

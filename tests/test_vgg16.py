@@ -271,3 +271,12 @@ def test_real_weights_convert_and_run(mri_model):
     out = __import__('visualize').session(mri_model).run(
         mri_model.layer_tensors[5], mri_model.create_feed_dict(np.full((64, 64, 3), 128.0)))
     assert out.shape == (1, 16, 16, 256) and np.isfinite(out).all() and out.max() > 0
+
+
+def test_in_memory_graph_description_and_close(weights):
+    model = vgg16.VGG16(graph_def=vgg16.build_graph_def(weights, 'unit'))
+    assert model.description == 'VGG16 graph given in memory'
+    with model:
+        session = __import__('visualize').session(model)
+    assert model.session is None and session._closed
+    assert [model.min_size(n) for n in ('conv1_2', 'conv2_1', 'conv3_1', 'conv5_3')] == [1, 2, 4, 16]
