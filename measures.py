@@ -41,16 +41,17 @@ BATCH_SIZE = 8
 
 def _check(model, layer_id, feature_ids, images):
     layer_index = model.layer_index(layer_id)
-    feature_ids = visualize._check_feature_ids(model, layer_index, list(feature_ids))
+    feature_ids = visualize.check_feature_ids(model, layer_index, feature_ids)
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError('images of shape %s: expected [N, H, W, 3], RGB 0..255' % (images.shape,))
     if len(images) != len(feature_ids):
         raise ValueError('%d images for %d filter ids: expected one image per filter'
                          % (len(images), len(feature_ids)))
-    if min(images.shape[1:3]) < BLOCK:
-        raise ValueError('images of %dx%d pixels: expected at least %dx%d'
-                         % (images.shape[1], images.shape[2], BLOCK, BLOCK))
+    smallest = max(BLOCK, model.min_size(layer_index))
+    if min(images.shape[1:3]) < smallest:
+        raise ValueError('images of %dx%d pixels: expected at least %dx%d for %s'
+                         % (images.shape[1], images.shape[2], smallest, smallest, model.short_names[layer_index]))
     if not np.isfinite(images).all():
         raise ValueError('images hold NaN or infinite values')
     return layer_index, feature_ids, images

@@ -34,7 +34,6 @@ seeds, the step counter and start spectra are fed.
 
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -353,18 +352,18 @@ def render(model, layer_index, feature_ids, iters, *, config=None, seed=None, si
         raise ValueError('config=%r: expected a regularized.Config or None' % (config,))
     # visualize.ascend has checked these; render() may also be called directly.
     layer_index = model.layer_index(layer_index)
-    feature_ids = visualize._check_feature_ids(model, layer_index, list(feature_ids))
-    for name, value in (('iters', iters), ('size', size), ('batch_size', batch_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError('%s=%r: expected an integer >= 1' % (name, value))
+    feature_ids = visualize.check_feature_ids(model, layer_index, feature_ids)
+    iters = visualize.check_int('iters', iters, 1)
+    batch_size = visualize.check_int('batch_size', batch_size, 1)
+    size = visualize.check_int('size', size, 1)
+    seed = visualize.check_seed(seed)
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))
-    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError('seed=%r: expected an integer >= 0 or None' % (seed,))
-    if transformed_size(size, config) < 1:
+    if transformed_size(size, config) < model.min_size(layer_index):
         raise ValueError('size=%d is too small for jitter=%d and final_jitter=%d with pad=%d: the network would '
-                         'see %d pixels; lower the jitters or raise the size'
-                         % (size, config.jitter, config.final_jitter, config.pad, transformed_size(size, config)))
+                         'see %d pixels and %s needs at least %d; lower the jitters or raise the size'
+                         % (size, config.jitter, config.final_jitter, config.pad, transformed_size(size, config),
+                            model.short_names[layer_index], model.min_size(layer_index)))
     ops = render_ops(model, layer_index, config, size)
     sess = visualize.session(model)
 
@@ -398,9 +397,6 @@ def render(model, layer_index, feature_ids, iters, *, config=None, seed=None, si
             bar.close()
 
     dead = ~moved
-    if dead.any():
-        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the picture never moved '
-                      'from its start. With pre_relu=False, try Config(pre_relu=True).'
-                      % (model.short_names[layer_index], [f for f, d in zip(feature_ids, dead) if d]),
-                      RuntimeWarning, stacklevel=2)
+    visualize.warn_dead(model, layer_index, feature_ids, dead,
+                        '' if config.pre_relu else ' Try Config(pre_relu=True).')
     return visualize.Result(images, objectives, dead)

@@ -25,7 +25,6 @@ Graph contract (what other code may rely on):
 
 import json
 import os
-import re
 
 import numpy as np
 import tensorflow.compat.v1 as tf

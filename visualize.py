@@ -18,6 +18,7 @@ session.run. Only the wanted channels of the target layer are computed.
 
 import argparse
 import math
+import numbers
 import os
 import sys
 import warnings
@@ -57,8 +58,24 @@ MEMORY_FACTOR = 2
 # ---------------------------------------------------------------------------
 # Objectives: what to maximize
 
-def _check_feature_ids(model, layer_index, feature_ids):
+def check_int(name, value, minimum):
+    """value as int, or ValueError naming `name` unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError('%s=%r: expected an integer >= %d' % (name, value, minimum))
+    return int(value)
+
+
+def check_seed(seed):
+    """None, or the seed as int >= 0."""
+    return None if seed is None else check_int('seed', seed, 0)
+
+
+def check_feature_ids(model, layer_index, feature_ids):
+    """Filter ids as a list of int, each within the layer's channels."""
     channels = model.channels(layer_index)
+    if isinstance(feature_ids, (numbers.Integral, str)) or not hasattr(feature_ids, '__iter__'):
+        raise ValueError('feature_ids=%r: expected a sequence of filter ids, e.g. [0, 1, 2] or range(%d)'
+                         % (feature_ids, channels))
     ids = []
     for feature_id in feature_ids:
         if isinstance(feature_id, bool) or not isinstance(feature_id, (int, np.integer)):
@@ -80,7 +97,7 @@ def cost(model, layer_id, feature_id):
     The tensor is built once per (layer, filter) and reused.
     """
     layer_index = model.layer_index(layer_id)
-    feature_id, = _check_feature_ids(model, layer_index, [feature_id])
+    feature_id, = check_feature_ids(model, layer_index, [feature_id])
     key = ('cost', layer_index, feature_id)
     if key not in model.cache:
         with model.graph.as_default(), tf.name_scope('cost'):
@@ -187,15 +204,32 @@ class Result:
     dead: np.ndarray
 
 
-def _check_options(iters, step_size, size, normalize):
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise ValueError('iters=%r: expected an integer >= 1 (the post uses 150)' % (iters,))
-    if not isinstance(step_size, (int, float, np.number)) or not math.isfinite(step_size) or step_size <= 0:
+def _check_options(iters, step_size, normalize):
+    check_int('iters', iters, 1)
+    if (isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not math.isfinite(step_size)
+            or step_size <= 0):
         raise ValueError('step_size=%r: expected a finite number > 0 (the post uses 0.5 and 2)' % (step_size,))
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError('size=%r: expected an image side length >= 1 pixel (the post uses 224)' % (size,))
     if normalize not in NORMALIZE_CHOICES:
         raise ValueError('normalize=%r: expected one of %s' % (normalize, ', '.join(NORMALIZE_CHOICES)))
+
+
+def check_size(model, layer_index, size):
+    """size as int, or ValueError unless the image survives the pools before the layer."""
+    minimum = model.min_size(layer_index)
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < minimum:
+        raise ValueError('size=%r: %s needs images of at least %d pixels (it follows %d poolings; '
+                         'the post uses 224)' % (size, model.short_names[layer_index], minimum,
+                                                 int(math.log2(minimum))))
+    return int(size)
+
+
+def warn_dead(model, layer_index, feature_ids, dead, hint):
+    """The RuntimeWarning for filters whose gradient stayed exactly zero."""
+    if dead.any():
+        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the image never '
+                      'moved from its start (no unit of the filter is active on it).%s'
+                      % (model.short_names[layer_index], [f for f, d in zip(feature_ids, dead) if d],
+                         hint), RuntimeWarning, stacklevel=4)
 
 
 def start_images(feature_ids, size, seed=None, init=None):
@@ -250,33 +284,52 @@ def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES):
     return int(max(1, min(MAX_BATCH_SIZE, fastest, budget // max(per_image, 1))))
 
 
-def ascend(model, layer_id, feature_ids, iters, step_size=0.5, *, seed=None, size=224,
-           normalize='max', init=None, pre_relu=False, batch_size=None, progress=False,
+def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
+           normalize='max', init=None, pre_relu=None, batch_size=None, progress=False,
            method='blog', config=None):
     """Gradient ascent for several filters of one layer; returns a Result.
 
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
+    iters: steps (>= 1). size: image side, at least model.min_size(layer_id).
+    seed: int >= 0 or None (numpy's global generator, as in the post).
     Images go through in batches of batch_size (default: auto_batch_size(),
     the fastest batch that keeps a whole layer under 4 GB) with one
     session.run per step; progress shows a tqdm bar.
-    method: 'blog' (the post's algorithm) or 'regularized' (regularized.py:
-    `iters` Adam steps with the knobs of `config`, a regularized.Config;
-    step_size, normalize, init and pre_relu belong to 'blog' and are not used).
+    method: 'blog' (the post's algorithm; step_size default 0.5, normalize,
+    init, pre_relu default False) or 'regularized' (regularized.py: `iters`
+    Adam steps with the knobs of `config`, a regularized.Config; pre_relu, when
+    given, overrides config.pre_relu; step_size, normalize and init belong to
+    'blog' and are refused).
     """
     if method not in METHOD_CHOICES:
         raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
-    _check_options(iters, step_size, size, normalize)
+    if method == 'regularized':
+        given = [name for name, value, default in (('step_size', step_size, None), ('normalize', normalize, 'max'),
+                                                   ('init', init, None)) if value is not default]
+        if given:
+            raise ValueError("%s belong(s) to method='blog'; the regularized method takes its knobs from "
+                             "config=regularized.Config(...) (learning_rate, ...)" % ', '.join(given))
+    else:
+        step_size = 0.5 if step_size is None else step_size
+        _check_options(iters, step_size, normalize)
+    check_int('iters', iters, 1)
+    seed = check_seed(seed)
     layer_index = model.layer_index(layer_id)
-    feature_ids = _check_feature_ids(model, layer_index, list(feature_ids))
+    feature_ids = check_feature_ids(model, layer_index, feature_ids)
+    size = check_size(model, layer_index, size)
     if batch_size is None:
         batch_size = auto_batch_size(model, layer_index, size)
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError('batch_size=%r: expected an integer >= 1' % (batch_size,))
+    batch_size = check_int('batch_size', batch_size, 1)
     if method == 'regularized':
+        import dataclasses
         import regularized
+        config = regularized.Config() if config is None else config
+        if pre_relu is not None and isinstance(config, regularized.Config):
+            config = dataclasses.replace(config, pre_relu=bool(pre_relu))
         return regularized.render(model, layer_index, feature_ids, iters, config=config, seed=seed,
                                   size=size, batch_size=batch_size, progress=progress)
+    pre_relu = bool(pre_relu)
     images = start_images(feature_ids, size, seed, init)
 
     ops = ascent_ops(model, layer_index, pre_relu, normalize)
@@ -307,21 +360,18 @@ def ascend(model, layer_id, feature_ids, iters, step_size=0.5, *, seed=None, siz
             bar.close()
 
     dead = ~moved
-    if dead.any():
-        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the image never '
-                      'moved from its start (no unit of the filter is active on it). Try pre_relu=True, '
-                      'another seed or init.' % (model.short_names[layer_index],
-                                                 [f for f, d in zip(feature_ids, dead) if d]),
-                      RuntimeWarning, stacklevel=3)
+    warn_dead(model, layer_index, feature_ids, dead,
+              ' Try another seed or init.' if pre_relu else ' Try pre_relu=True, another seed or init.')
     return Result(images, objectives, dead)
 
 
-def visual(model, layer_id, feature_id, iters, step_size=0.5, *, seed=None, size=224,
-           normalize='max', init=None, pre_relu=False, method='blog', config=None):
+def visual(model, layer_id, feature_id, iters, step_size=None, *, seed=None, size=224,
+           normalize='max', init=None, pre_relu=None, method='blog', config=None):
     """The post's visual(): the image that maximizes one filter, float32 [size, size, 3], RGB ~0..255.
 
-    Same positional signature as the post. Starts from noise uniform(0, 1) + 128
-    (or `init`), then `iters` steps of img += step_size / (max|grad| + 1e-8) * grad.
+    Same positional signature as the post (step_size None means the post's
+    default, 0.5). Starts from noise uniform(0, 1) + 128 (or `init`), then
+    `iters` steps of img += step_size / (max|grad| + 1e-8) * grad.
     method='regularized' uses regularized.py instead (see ascend()).
     """
     return ascend(model, layer_id, [feature_id], iters, step_size, seed=seed, size=size,
@@ -329,8 +379,8 @@ def visual(model, layer_id, feature_id, iters, step_size=0.5, *, seed=None, size
                   config=config).images[0]
 
 
-def visualize_filters(model, layer_id, feature_ids, iters, step_size=0.5, *, seed=None, size=224,
-                      batch_size=None, progress=True, normalize='max', init=None, pre_relu=False,
+def visualize_filters(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
+                      batch_size=None, progress=True, normalize='max', init=None, pre_relu=None,
                       method='blog', config=None):
     """visual() for many filters, batched: float32 [N, size, size, 3], image i for feature_ids[i].
 
@@ -420,20 +470,26 @@ def save_arrays(path, **arrays):
 # Command line
 
 def parse_filters(text, channels):
-    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> every filter; ranges checked."""
+    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> range(channels); spaces allowed.
+
+    Ids beyond the layer are left for check_feature_ids, which names the layer's range.
+    """
     text = text.strip()
     if text == 'all':
         return list(range(channels))
     ids = []
     try:
         for part in text.split(','):
-            if '-' in part:
-                first, last = part.split('-')
-                ids.extend(range(int(first), int(last) + 1))
+            if '-' in part.strip()[1:]:
+                first, last = (int(v) for v in part.split('-'))
+                if last < first:
+                    raise ValueError
+                ids.extend(range(first, last + 1))
             else:
                 ids.append(int(part))
     except ValueError:
-        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all'" % text) from None
+        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all' (a range runs upwards)"
+                         % text) from None
     return ids
 
 
@@ -450,16 +506,19 @@ def build_parser():
                         help='conv layer: index 0..12 or a name conv1_1 .. conv5_3 (default 5 = conv3_2)')
     parser.add_argument('--filters', default='0-5',
                         help="filter ids: a range '0-5', a list '1,4,9' or 'all' (default 0-5)")
-    parser.add_argument('--iters', type=int, default=150, help='ascent steps (default 150)')
-    parser.add_argument('--step-size', type=float, default=2.0,
-                        help='step size: each step moves the largest pixel by this much (default 2)')
+    parser.add_argument('--iters', type=int, default=150,
+                        help='ascent steps (default 150); Adam steps for --method regularized')
+    parser.add_argument('--step-size', type=float, default=None,
+                        help="blog method: step size (default 2, the post's demo); with --normalize max the "
+                             'pixel with the largest gradient moves by this much per step')
     parser.add_argument('--method', choices=METHOD_CHOICES, default='blog',
                         help="blog: the post's plain gradient ascent (default); regularized: Fourier-basis "
                              "image, random transforms and Adam (see regularized.py), sharper pictures")
     parser.add_argument('--normalize', choices=NORMALIZE_CHOICES, default='max',
-                        help='scale the step by the largest |gradient| (max, the post) or by its std')
-    parser.add_argument('--pre-relu', action='store_true',
-                        help='maximize the filter before its ReLU (avoids dead starts)')
+                        help='blog method: scale the step by the largest |gradient| (max) or by its std')
+    parser.add_argument('--pre-relu', action='store_true', default=None,
+                        help='maximize the filter before its ReLU (avoids dead starts; the regularized '
+                             'method does so by default)')
     parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
     parser.add_argument('--seed', type=int, default=None, help='random seed of the start noise')
     parser.add_argument('--batch-size', type=int, default=None,
@@ -489,7 +548,13 @@ def main(argv=None):
             # Checked first: finding a missing folder after an hour of ascent loses the hour.
             if path:
                 _require_folder(path)
+        if args.method == 'regularized' and (args.step_size is not None or args.normalize != 'max'):
+            raise ValueError('--step-size and --normalize belong to --method blog; the regularized method '
+                             'uses Adam with the learning rate of regularized.Config')
         if args.model:
+            if args.weights or args.preprocess:
+                raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude '
+                                 'each other; give one')
             model = vgg16.VGG16(args.model)
         else:
             if args.weights or args.preprocess:
@@ -499,7 +564,10 @@ def main(argv=None):
             model = vgg16.VGG16()
         layer_index = model.layer_index(args.layer)
         feature_ids = parse_filters(args.filters, model.channels(layer_index))
-        result = ascend(model, layer_index, feature_ids, args.iters, args.step_size, seed=args.seed,
+        step_size = None
+        if args.method == 'blog':
+            step_size = 2.0 if args.step_size is None else args.step_size
+        result = ascend(model, layer_index, feature_ids, args.iters, step_size, seed=args.seed,
                         size=args.size, normalize=args.normalize, pre_relu=args.pre_relu,
                         batch_size=args.batch_size, progress=not args.quiet, method=args.method)
         if args.npz:
@@ -511,10 +579,14 @@ def main(argv=None):
         if many:
             captions = ['%d' % f for f in feature_ids]
         else:
-            captions = ['filter %d: objective %.3g' % (f, o) for f, o in zip(feature_ids, result.objectives[-1])]
+            # The three measures of measures.py, the same for both methods (the
+            # regularized objective is taken on transformed pictures, before ReLU).
+            import measures
+            values = measures.measure_all(model, layer_index, feature_ids, result.images)
+            captions = ['filter %d\n%s' % (f, c) for f, c in zip(feature_ids, measures.captions(values))]
         if args.method == 'blog':
             how = '%s%s, %d steps of size %g' % (model.short_names[layer_index],
-                                                 ' (pre-ReLU)' if args.pre_relu else '', args.iters, args.step_size)
+                                                 ' (pre-ReLU)' if args.pre_relu else '', args.iters, step_size)
         else:
             how = '%s, regularized, %d steps' % (model.short_names[layer_index], args.iters)
         title = '%s\n%s' % (model.description, how)

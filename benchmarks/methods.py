@@ -14,7 +14,7 @@ per step of each method, measured in the same run, then saves
   docs/methods-conv3_2.png       the post's demo filters 0-5 by both methods, side by side
   docs/walk-through-layers.png   filter 0 of each of the 13 conv layers, regularized
 
-    python benchmarks/methods.py            # the full run: about 25 minutes on 2 cores
+    python benchmarks/methods.py            # the full run: about 21 minutes on the 2-core machine
     python benchmarks/methods.py --quick    # 6 filters, 128 px, 60 steps, figures to a temp folder: ~2 minutes
 """
 
@@ -35,7 +35,6 @@ import vgg16  # noqa: E402
 import visualize  # noqa: E402
 
 WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
-WEIGHTS_TITLE = 'VGG16 conv weights fine-tuned on brain MRI (vgg16-mri-notop.h5), not the ImageNet model'
 LAYER = 'conv3_2'
 # The post's demo: conv3_2, filters 0-5, step size 2.
 DEMO_FILTERS = list(range(6))
@@ -114,11 +113,14 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as folder:
         path = vgg16.convert_h5(args.weights, 'unit', os.path.join(folder, vgg16.MODEL_FILENAME))
-        model = vgg16.VGG16(path, description=WEIGHTS_TITLE)
+        # The description names the weights by md5 (vgg16.KNOWN_WEIGHTS), so
+        # another --weights file is never captioned as the MRI model.
+        model = vgg16.VGG16(path)
+    weights_title = model.description
 
     print('# %s: the post\'s method against the regularized one\n' % LAYER)
     print('%s; filters %d-%d, %dx%d px, %d steps each, seed %d, one batch of %d.\n'
-          % (WEIGHTS_TITLE, feature_ids[0], feature_ids[-1], size, size, iters, SEED, len(feature_ids)),
+          % (weights_title, feature_ids[0], feature_ids[-1], size, size, iters, SEED, len(feature_ids)),
           flush=True)
     results, seconds, values = {}, {}, {}
     for method in ('blog', 'regularized'):
@@ -141,7 +143,7 @@ def main(argv=None):
             images.append(results[method].images[i])
             captions.append('filter %d, %s\n%s' % (feature_ids[i], NAMES[method], measures.caption(values[method], i)))
     title = '%s\n%s filters %d-%d, %dx%d px, %d steps each: the post\'s method (step size %g) | regularized' % (
-        WEIGHTS_TITLE, LAYER, DEMO_FILTERS[0], DEMO_FILTERS[-1], size, size, iters, BLOG_STEP_SIZE)
+        weights_title, LAYER, DEMO_FILTERS[0], DEMO_FILTERS[-1], size, size, iters, BLOG_STEP_SIZE)
     figure_path = visualize.save_figure(visualize.plot_images(images, captions, title, ncols=4, size=3),
                                         os.path.join(out_dir, 'methods-%s.png' % LAYER))
     print('saved %s' % figure_path, flush=True)
@@ -153,7 +155,7 @@ def main(argv=None):
         images.append(result.images[0])
         captions.append('%s filter 0\n%s' % (layer, measures.caption(layer_values, 0)))
         print('%-8s filter 0: %s' % (layer, measures.caption(layer_values, 0)), flush=True)
-    title = '%s\nfilter 0 of each conv layer, regularized, %dx%d px, %d steps' % (WEIGHTS_TITLE, size, size, iters)
+    title = '%s\nfilter 0 of each conv layer, regularized, %dx%d px, %d steps' % (weights_title, size, size, iters)
     figure_path = visualize.save_figure(visualize.plot_images(images, captions, title, ncols=5, size=3),
                                         os.path.join(out_dir, 'walk-through-layers.png'))
     print('saved %s' % figure_path)

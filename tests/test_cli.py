@@ -52,11 +52,11 @@ def test_npz_and_a_large_grid(model_dir, tmp_path, monkeypatch):
     import visualize
     monkeypatch.setenv('VGG16_DIR', model_dir)
     out, arrays = tmp_path / 'all.png', tmp_path / 'all.npz'
-    assert visualize.main(['--layer', 'conv5_3', '--filters', 'all', '--iters', '2', '--size', '32',
+    assert visualize.main(['--layer', 'conv5_3', '--filters', '0-7, 0-7', '--iters', '2', '--size', '32',
                            '--seed', '0', '--out', str(out), '--npz', str(arrays), '--quiet']) == 0
     saved = np.load(arrays)
-    assert saved['images'].shape == (8, 32, 32, 3) and saved['objectives'].shape == (2, 8)
-    assert saved['filter_ids'].tolist() == list(range(8)) and str(saved['layer']) == 'conv5_3'
+    assert saved['images'].shape == (16, 32, 32, 3) and saved['objectives'].shape == (2, 16)
+    assert saved['filter_ids'].tolist() == list(range(8)) * 2 and str(saved['layer']) == 'conv5_3'
     assert is_png(out) and sorted(p.name for p in tmp_path.iterdir()) == ['all.npz', 'all.png']
 
 
@@ -85,6 +85,10 @@ def test_help_explains_every_flag(model_dir, tmp_path):
     (['--iters', '0'], 'iters=0'),
     (['--step-size', '-2'], 'step_size=-2.0'),
     (['--preprocess', 'unit'], '--preprocess needs --weights'),
+    (['--filters', '5-3'], "--filters '5-3'"),
+    (['--size', '2'], 'size=2: conv3_2 needs images of at least 4 pixels'),
+    (['--method', 'regularized', '--step-size', '2'], '--step-size and --normalize belong to --method blog'),
+    (['--model', 'x.tfmodel', '--weights', 'w.h5'], '--model (a ready graph) and --weights'),
     (['--weights', 'missing.h5'], 'missing.h5 does not exist'),
 ])
 def test_bad_flags_exit_2_with_a_message(model_dir, tmp_path, monkeypatch, capsys, args, message):

@@ -6,10 +6,8 @@ request so a test can assert what was sent (or that nothing was).
 
     python -m pytest tests/test_download.py -q     # ~10 s, most of it importing TensorFlow in conftest
 """
-import ast
 import fcntl
 import hashlib
-import importlib.util
 import os
 import random
 import select
@@ -601,20 +599,6 @@ def test_help_explains_every_flag(capsys):
         assert flag in text
 
 
-def vgg16_has_check_model():
-    """Whether vgg16.py exists and defines check_model, judged without importing TensorFlow here."""
-    spec = importlib.util.find_spec('vgg16')
-    if spec is None or not spec.origin:
-        return False
-    try:
-        with open(spec.origin) as source_file:
-            tree = ast.parse(source_file.read())
-    except (OSError, SyntaxError):
-        return False
-    return any(isinstance(node, ast.FunctionDef) and node.name == 'check_model' for node in tree.body)
-
-
-@pytest.mark.skipif(not vgg16_has_check_model(), reason='vgg16.check_model is not available yet')
 def test_command_line_check_on_an_empty_folder_reports_problems(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
@@ -627,7 +611,6 @@ def test_command_line_check_on_an_empty_folder_reports_problems(tmp_path):
     assert os.listdir(empty) == []
 
 
-@pytest.mark.skipif(not vgg16_has_check_model(), reason='vgg16 is not available yet')
 def test_command_line_prints_a_download_error_without_a_traceback(server, tmp_path, capsys):
     url = server.serve('/mine.h5', Behaviour(status=404))
 

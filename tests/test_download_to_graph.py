@@ -11,7 +11,7 @@ import pytest
 
 import download
 import vgg16
-from conftest import make_model, random_weights
+from conftest import random_weights
 from httpserver import Behaviour, LocalServer
 from test_vgg16 import numpy_vgg16, write_keras2_h5
 

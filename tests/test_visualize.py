@@ -260,3 +260,47 @@ def test_parse_filters():
     assert visualize.parse_filters('all', 3) == [0, 1, 2]
     with pytest.raises(ValueError, match="--filters 'a-b'"):
         visualize.parse_filters('a-b', 8)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(seed=-1), r'seed=-1: expected an integer >= 0'),
+    (dict(seed=1.5), r'seed=1.5'),
+    (dict(seed='3'), r"seed='3'"),
+    (dict(layer_id='conv5_3', size=15), r'size=15: conv5_3 needs images of at least 16 pixels'),
+    (dict(layer_id='conv2_1', size=1), r'size=1: conv2_1 needs images of at least 2 pixels'),
+])
+def test_more_bad_input(tiny_model, kwargs, message):
+    layer_id = kwargs.pop('layer_id', 0)
+    with pytest.raises(ValueError, match=message):
+        visualize.visual(tiny_model, layer_id, 0, 1, **kwargs)
+
+
+def test_feature_ids_must_be_a_sequence(tiny_model):
+    with pytest.raises(ValueError, match=r'feature_ids=3: expected a sequence of filter ids'):
+        visualize.visualize_filters(tiny_model, 0, 3, 1, size=16, progress=False)
+    # numpy ids, ranges and numpy layer indices are fine
+    images = visualize.visualize_filters(tiny_model, np.int64(1), np.array([0, 1]), 1, size=16, progress=False)
+    assert images.shape == (2, 16, 16, 3)
+
+
+def test_smallest_size_works(tiny_model):
+    assert visualize.visual(tiny_model, 'conv5_3', 0, 1, size=16, pre_relu=True).shape == (16, 16, 3)
+
+
+def test_regularized_refuses_blog_knobs(tiny_model):
+    for kwargs in (dict(step_size=2), dict(normalize='std'), dict(init=np.zeros((16, 16, 3)))):
+        with pytest.raises(ValueError, match="belong.* to method='blog'"):
+            visualize.visual(tiny_model, 0, 0, 1, size=16, method='regularized', **kwargs)
+
+
+def test_pre_relu_reaches_the_regularized_method():
+    # R - G - B is negative on every picture the sigmoid can make near grey: after the
+    # ReLU the gradient is zero (dead); before it, it is not.
+    model = one_filter_model(red_kernel(), -300.0)
+    with pytest.warns(RuntimeWarning, match=r'Try Config\(pre_relu=True\)'):
+        result = visualize.ascend(model, 0, [0], 3, size=32, seed=0, method='regularized', pre_relu=False)
+    assert result.dead.tolist() == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        result = visualize.ascend(model, 0, [0], 3, size=32, seed=0, method='regularized')
+    assert result.dead.tolist() == [False]
