@@ -606,4 +606,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Run main() of the imported module, not of __main__: vgg16 raises
+    # download.DownloadError, which a second copy of this module would not catch.
+    import download
+    sys.exit(download.main())

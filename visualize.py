@@ -601,4 +601,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    # One copy of this module: regularized.py and measures.py import `visualize`.
+    import visualize
+    raise SystemExit(visualize.main())

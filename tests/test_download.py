@@ -620,3 +620,16 @@ def test_command_line_prints_a_download_error_without_a_traceback(server, tmp_pa
     assert status == 1
     assert captured.err.startswith('error: Could not download mine.h5') and 'HTTP 404' in captured.err
     assert 'Traceback' not in captured.err and captured.out == ''
+
+
+def test_script_prints_a_download_error_without_a_traceback(tmp_path):
+    # As a script, download.py is __main__ while vgg16 raises download.DownloadError.
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, os.path.join(REPO_ROOT, 'download.py'), '--url', 'http://127.0.0.1:%d/w.h5' % port,
+               '--md5', PAYLOAD_MD5, '--dir', str(tmp_path), '--quiet']
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+    assert result.returncode == 1
+    assert 'error: Could not download w.h5' in result.stderr and 'Traceback' not in result.stderr
