@@ -38,6 +38,30 @@ def make_model(weights, preprocess='unit', description='test model (random weigh
     return vgg16.VGG16(graph_def=vgg16.build_graph_def(weights, preprocess), description=description)
 
 
+SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
+
+
+def one_layer_model(kernel, bias=0.0, preprocess='unit'):
+    """A 1-layer VGG16 (conv1_1 only) with hand-set filters.
+
+    kernel: [k, k] (one filter, the same on every colour), [k, k, 3] (one
+    filter) or [k, k, 3, out]; bias: a number or [out].
+    """
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.ndim == 2:
+        kernel = np.repeat(kernel[:, :, None], 3, axis=2)
+    if kernel.ndim == 3:
+        kernel = kernel[:, :, :, None]
+    bias = np.broadcast_to(np.asarray(bias, np.float32), kernel.shape[3:]).copy()
+    return make_model([(kernel, bias)], preprocess, description='test model (hand-set filter)')
+
+
+def gradient_energy(image):
+    """(horizontal, vertical): mean squared difference of neighbouring pixels of the grey image."""
+    grey = np.asarray(image, np.float64).mean(axis=-1)
+    return np.mean(np.diff(grey, axis=1) ** 2), np.mean(np.diff(grey, axis=0) ** 2)
+
+
 @pytest.fixture(scope='session')
 def tiny_model():
     """A 13-layer VGG16 with 4-8 random filters per layer, preprocess 'unit'."""

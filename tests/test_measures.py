@@ -6,18 +6,8 @@ import numpy as np
 import pytest
 
 import measures
-from conftest import make_model
+from conftest import SOBEL_X, make_model, one_layer_model
 
-SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
-
-
-def one_layer_model(kernel, bias, preprocess='unit'):
-    """kernel [k, k, 3, out] (or [k, k] for one filter on every colour), bias [out] or a number."""
-    kernel = np.asarray(kernel, np.float32)
-    if kernel.ndim == 2:
-        kernel = np.repeat(kernel[:, :, None, None], 3, axis=2)
-    bias = np.broadcast_to(np.asarray(bias, np.float32), kernel.shape[3:]).copy()
-    return make_model([(kernel, bias)], preprocess=preprocess, description='test model (hand-set filter)')
 
 
 def numpy_conv_same(image, kernel, bias):

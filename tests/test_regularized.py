@@ -11,24 +11,9 @@ import tensorflow.compat.v1 as tf
 import measures
 import regularized
 import visualize
-from conftest import ROOT, make_model
+from conftest import ROOT, gradient_energy, one_layer_model
 
 SIZE = 48
-
-
-def one_filter_model(kernel, bias=0.0, preprocess='unit'):
-    """A 1-layer model whose only filter is `kernel` [k, k] on every colour, or [k, k, 3]."""
-    kernel = np.asarray(kernel, np.float32)
-    if kernel.ndim == 2:
-        kernel = np.repeat(kernel[:, :, None], 3, axis=2)
-    return make_model([(kernel[:, :, :, None], np.array([bias], np.float32))], preprocess=preprocess,
-                      description='test model (hand-set filter)')
-
-
-def gradient_energy(image):
-    """(horizontal, vertical): mean squared difference of neighbouring pixels, colours averaged."""
-    grey = image.mean(axis=2)
-    return np.mean(np.diff(grey, axis=1) ** 2), np.mean(np.diff(grey, axis=0) ** 2)
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +171,7 @@ def test_other_configs_render_and_rise(tiny_model, config):
 
 
 def test_a_filter_that_sees_nothing_is_reported_dead():
-    model = one_filter_model(np.zeros((3, 3)))
+    model = one_layer_model(np.zeros((3, 3)))
     with pytest.warns(RuntimeWarning, match='exactly zero'):
         result = regularized.render(model, 0, [0], 3, seed=0, size=16)
     assert result.dead.tolist() == [True]
@@ -202,13 +187,13 @@ def test_vertical_edge_filter_gives_vertical_stripes():
     # as well as to upright ones, and so would its picture.
     kernel = np.zeros((7, 7), np.float32)
     kernel[:, 2], kernel[:, 4] = -1, 1
-    model = one_filter_model(kernel / 7)
+    model = one_layer_model(kernel / 7)
     result = regularized.render(model, 0, [0], 100, seed=0, size=64,
                                 config=regularized.Config(pre_relu=False))
     horizontal, vertical = gradient_energy(result.images[0])
     assert horizontal > 3 * vertical
 
-    model = one_filter_model(kernel.T / 7)
+    model = one_layer_model(kernel.T / 7)
     result = regularized.render(model, 0, [0], 100, seed=0, size=64,
                                 config=regularized.Config(pre_relu=False))
     horizontal, vertical = gradient_energy(result.images[0])
@@ -216,7 +201,7 @@ def test_vertical_edge_filter_gives_vertical_stripes():
 
 
 def test_red_filter_gives_a_red_picture():
-    model = one_filter_model(np.array([[[1.0, -1.0, -1.0]]]))
+    model = one_layer_model(np.array([[[1.0, -1.0, -1.0]]]))
     result = regularized.render(model, 0, [0], 150, seed=0, size=32)
     red, green, blue = result.images[0].mean(axis=(0, 1))
     assert red > green + 100 and red > blue + 100, (red, green, blue)

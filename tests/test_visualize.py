@@ -7,32 +7,16 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import visualize
-from conftest import make_model
-
-SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
-
-
-def one_filter_model(kernel_3x3x3, bias, preprocess='none'):
-    """A 1-layer VGG16 (conv1_1 only) with one hand-set filter."""
-    kernel = np.asarray(kernel_3x3x3, np.float32).reshape(3, 3, 3, 1)
-    return make_model([(kernel, np.array([bias], np.float32))], preprocess,
-                      description='test model (hand-set filter)')
-
+from conftest import SOBEL_X, gradient_energy, one_layer_model
 
 def vertical_edge_model():
-    return one_filter_model(np.repeat(SOBEL_X[:, :, None], 3, axis=2), 0.0)
+    return one_layer_model(SOBEL_X, 0.0, 'none')
 
 
 def red_kernel():
     kernel = np.zeros((3, 3, 3), np.float32)
     kernel[1, 1] = [1, -1, -1]
     return kernel
-
-
-def gradient_energy(image):
-    """(horizontal, vertical) energy of the grey image's differences."""
-    grey = np.asarray(image, np.float64).mean(axis=-1)
-    return (np.diff(grey, axis=1) ** 2).sum(), (np.diff(grey, axis=0) ** 2).sum()
 
 
 # --- known answers --------------------------------------------------------
@@ -46,7 +30,7 @@ def test_vertical_edge_filter_draws_vertical_structure():
 
 def test_red_filter_draws_red():
     # R - G - B + 200 is positive on the grey start (128 each), so the filter is alive.
-    image = visualize.visual(one_filter_model(red_kernel(), 200.0), 0, 0, 40, 2, seed=0, size=32)
+    image = visualize.visual(one_layer_model(red_kernel(), 200.0, 'none'), 0, 0, 40, 2, seed=0, size=32)
     red, green, blue = image.reshape(-1, 3).mean(axis=0)
     # 40 steps of 2 per active pixel: R rises by ~80, G and B fall by ~80.
     assert red > 180 and green < 80 and blue < 80
@@ -63,7 +47,7 @@ def test_negative_gradient_still_ascends():
     # Every weight -1 and a large bias: the unit is on, and d(objective)/d(pixel)
     # is negative everywhere. The post's grad.max() is then negative, so its
     # step would go downhill; max |grad| keeps it ascending.
-    model = one_filter_model(-np.ones((3, 3, 3)), 20000.0)
+    model = one_layer_model(-np.ones((3, 3, 3)), 20000.0, 'none')
     result = visualize.ascend(model, 0, [0], 10, 2, seed=0, size=16)
     assert result.objectives[-1, 0] > result.objectives[0, 0] + 10
 
@@ -86,7 +70,7 @@ def test_normalize_std_ascends(tiny_model):
 
 def test_dead_filter_stays_finite_and_warns():
     # R - G - B on a grey image of ~128 is about -128: ReLU off everywhere.
-    model = one_filter_model(red_kernel(), 0.0)
+    model = one_layer_model(red_kernel(), 0.0, 'none')
     start = visualize.start_images([0], 32, seed=3)[0]
     with pytest.warns(RuntimeWarning, match='gradient was exactly zero'):
         result = visualize.ascend(model, 0, [0], 5, 2, seed=3, size=32)
@@ -296,7 +280,7 @@ def test_regularized_refuses_blog_knobs(tiny_model):
 def test_pre_relu_reaches_the_regularized_method():
     # R - G - B is negative on every picture the sigmoid can make near grey: after the
     # ReLU the gradient is zero (dead); before it, it is not.
-    model = one_filter_model(red_kernel(), -300.0)
+    model = one_layer_model(red_kernel(), -300.0, 'none')
     with pytest.warns(RuntimeWarning, match=r'Try Config\(pre_relu=True\)'):
         result = visualize.ascend(model, 0, [0], 3, size=32, seed=0, method='regularized', pre_relu=False)
     assert result.dead.tolist() == [True]
