@@ -9,7 +9,6 @@ import measures
 from conftest import SOBEL_X, make_model, one_layer_model
 
 
-
 def numpy_conv_same(image, kernel, bias):
     """image [H, W, 3], kernel [k, k, 3, out]: the 'SAME' (zero padded) convolution plus bias, [H, W, out]."""
     k = kernel.shape[0]
