@@ -204,8 +204,7 @@ class Result:
     dead: np.ndarray
 
 
-def _check_options(iters, step_size, normalize):
-    check_int('iters', iters, 1)
+def _check_blog_options(step_size, normalize):
     if (isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not math.isfinite(step_size)
             or step_size <= 0):
         raise ValueError('step_size=%r: expected a finite number > 0 (the post uses 0.5 and 2)' % (step_size,))
@@ -275,7 +274,6 @@ def activation_bytes_per_image(model, layer_index, size):
     return MEMORY_FACTOR * 4 * total
 
 
-
 def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES):
     """Images per session.run: the fastest batch that fits in `budget` bytes (1 .. MAX_BATCH_SIZE)."""
     layer_index = model.layer_index(layer_id)
@@ -312,7 +310,7 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
                              "config=regularized.Config(...) (learning_rate, ...)" % ', '.join(given))
     else:
         step_size = 0.5 if step_size is None else step_size
-        _check_options(iters, step_size, normalize)
+        _check_blog_options(step_size, normalize)
     check_int('iters', iters, 1)
     seed = check_seed(seed)
     layer_index = model.layer_index(layer_id)
