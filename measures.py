@@ -21,11 +21,11 @@ Ops are built once per (model, layer, pre_relu) and fed through placeholders.
 import math
 
 import numpy as np
-import tensorflow.compat.v1 as tf
 
-import visualize
+import quiet
+import vgg16
 
-tf.disable_v2_behavior()
+tf = quiet.import_tensorflow()
 
 # Dead fraction: the picture is cut into BLOCK x BLOCK pixel blocks, and a
 # block is dead when its largest gradient is below DEAD_THRESHOLD times the
@@ -40,15 +40,16 @@ BATCH_SIZE = 8
 
 
 def _check(model, layer_id, feature_ids, images):
+    """The public functions' one check: (layer index, filter ids as list of int, images as float32)."""
     layer_index = model.layer_index(layer_id)
-    feature_ids = visualize.check_feature_ids(model, layer_index, feature_ids)
+    feature_ids = vgg16.check_feature_ids(model, layer_index, feature_ids)
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError('images of shape %s: expected [N, H, W, 3], RGB 0..255' % (images.shape,))
     if len(images) != len(feature_ids):
         raise ValueError('%d images for %d filter ids: expected one image per filter'
                          % (len(images), len(feature_ids)))
-    smallest = max(BLOCK, model.min_size(layer_index))
+    smallest = max(BLOCK, model.layer_min_sizes[layer_index])
     if min(images.shape[1:3]) < smallest:
         raise ValueError('images of %dx%d pixels: expected at least %dx%d for %s'
                          % (images.shape[1], images.shape[2], smallest, smallest, model.short_names[layer_index]))
@@ -63,7 +64,7 @@ def _ops(model, layer_index, pre_relu):
     if key not in model.cache:
         with model.graph.as_default(), tf.name_scope('measures_%s' % model.short_names[layer_index]):
             filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
-            objective_t = visualize.channel_objective(model.graph, model.layer_names[layer_index],
+            objective_t = vgg16.channel_objective(model.graph, model.layer_names[layer_index],
                                                       filter_ids_t, pre_relu)                  # [N]
             # Images are independent, so the gradient of the sum is each image's own gradient.
             grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)                    # [N, H, W, 3]
@@ -107,7 +108,7 @@ def _blur_ops(model):
 
 
 def _run(model, fetch_t, filter_ids_t, feature_ids, images):
-    sess = visualize.session(model)
+    sess = vgg16.session(model)
     out = []
     for begin in range(0, len(images), BATCH_SIZE):
         chunk = slice(begin, begin + BATCH_SIZE)
@@ -124,7 +125,10 @@ def activation(model, layer_id, feature_ids, images, *, pre_relu=False):
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     images: [N, H, W, 3], RGB 0..255 (not clipped), image i for feature_ids[i].
     """
-    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
+    return _activation(model, *_check(model, layer_id, feature_ids, images), pre_relu)
+
+
+def _activation(model, layer_index, feature_ids, images, pre_relu):
     filter_ids_t, objective_t, _ = _ops(model, layer_index, pre_relu)
     return _run(model, objective_t, filter_ids_t, feature_ids, images)
 
@@ -141,7 +145,10 @@ def dead_fraction(model, layer_id, feature_ids, images, *, pre_relu=False):
     a test of pixel variance would miss this, because such an area still holds
     its start noise. Arguments as activation().
     """
-    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
+    return _dead_fraction(model, *_check(model, layer_id, feature_ids, images), pre_relu)
+
+
+def _dead_fraction(model, layer_index, feature_ids, images, pre_relu):
     filter_ids_t, _, dead_fraction_t = _ops(model, layer_index, pre_relu)
     return _run(model, dead_fraction_t, filter_ids_t, feature_ids, images)
 
@@ -153,7 +160,7 @@ def blur(model, images):
         raise ValueError('images of shape %s: expected [N, H, W, 3] with H and W > %d'
                          % (images.shape, BLUR_RADIUS))
     images_t, blurred_t = _blur_ops(model)
-    return visualize.session(model).run(blurred_t, {images_t: images})
+    return vgg16.session(model).run(blurred_t, {images_t: images})
 
 
 def blur_robustness(model, layer_id, feature_ids, images, *, pre_relu=False):
@@ -165,8 +172,8 @@ def blur_robustness(model, layer_id, feature_ids, images, *, pre_relu=False):
     so there is nothing to keep. Arguments as activation().
     """
     layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
-    return _robustness(activation(model, layer_index, feature_ids, images, pre_relu=pre_relu),
-                       activation(model, layer_index, feature_ids, blur(model, images), pre_relu=pre_relu))
+    return _robustness(_activation(model, layer_index, feature_ids, images, pre_relu),
+                       _activation(model, layer_index, feature_ids, blur(model, images), pre_relu))
 
 
 def _robustness(sharp, blurred):
@@ -177,10 +184,10 @@ def _robustness(sharp, blurred):
 def measure_all(model, layer_id, feature_ids, images, *, pre_relu=False):
     """{'activation', 'dead_fraction', 'blur_robustness'}: each float32 [N], as the functions above."""
     layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
-    sharp = activation(model, layer_index, feature_ids, images, pre_relu=pre_relu)
-    blurred = activation(model, layer_index, feature_ids, blur(model, images), pre_relu=pre_relu)
+    sharp = _activation(model, layer_index, feature_ids, images, pre_relu)
+    blurred = _activation(model, layer_index, feature_ids, blur(model, images), pre_relu)
     return {'activation': sharp,
-            'dead_fraction': dead_fraction(model, layer_index, feature_ids, images, pre_relu=pre_relu),
+            'dead_fraction': _dead_fraction(model, layer_index, feature_ids, images, pre_relu),
             'blur_robustness': _robustness(sharp, blurred)}
 
 

@@ -15,7 +15,7 @@ here is made of four parts:
 - transform: each step the network sees the picture padded, jittered, scaled,
   rotated and jittered again, at random, so only patterns that survive small
   moves raise the objective.
-- objective: visualize.channel_objective, the mean of the filter over its
+- objective: vgg16.channel_objective, the mean of the filter over its
   feature map, before the ReLU by default: a start on which the filter is off
   still has a gradient.
 - render: Adam on the Fourier coefficients.
@@ -37,11 +37,11 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow.compat.v1 as tf
 
-import visualize
+import quiet
+import vgg16
 
-tf.disable_v2_behavior()
+tf = quiet.import_tensorflow()
 
 # Square root of the ImageNet RGB colour covariance (U * sqrt(S) of its
 # eigendecomposition), as published with Lucid. Rows are R, G, B; column k is
@@ -242,12 +242,12 @@ def _network_copy(model, layer_index, images_t):
     """Import the model's layers up to `layer_index` once more, reading images_t.
 
     Returns the import prefix (e.g. 'regularized_conv3_2/network/') for
-    visualize.channel_objective. The copy's constants (weights, preprocessing)
+    vgg16.channel_objective. The copy's constants (weights, preprocessing)
     become placeholders mapped to the original's tensors, so the weights are
     held once however many copies exist.
     """
     short = model.short_names[layer_index]
-    graph_def = tf.graph_util.extract_sub_graph(model.graph.as_graph_def(), ['%s/BiasAdd' % short])
+    graph_def = _sub_graph(model.graph.as_graph_def(), '%s/BiasAdd' % short)
     input_map = {model.tensor_name_input_image: images_t}
     for node in graph_def.node:
         if node.op == 'Const':
@@ -261,6 +261,22 @@ def _network_copy(model, layer_index, images_t):
     bias_add, = tf.import_graph_def(graph_def, input_map=input_map, return_elements=['%s/BiasAdd' % short],
                                     name='network')
     return bias_add.name[:-len('%s/BiasAdd' % short)]
+
+
+def _sub_graph(graph_def, target):
+    """The nodes of graph_def that `target` depends on, in their original order (a GraphDef)."""
+    nodes = {node.name: node for node in graph_def.node}
+    needed, pending = set(), [target]
+    while pending:
+        name = pending.pop()
+        if name not in needed:
+            needed.add(name)
+            # Inputs read 'name', 'name:1' or '^name' (a control input).
+            pending.extend(i.lstrip('^').split(':')[0] for i in nodes[name].input)
+    sub = tf.GraphDef()
+    sub.versions.CopyFrom(graph_def.versions)
+    sub.node.extend(node for node in graph_def.node if node.name in needed)
+    return sub
 
 
 @dataclass
@@ -305,7 +321,7 @@ def render_ops(model, layer_index, config, size):
         image01_t = spectrum_to_image(spectrum_t, size, config)                       # [B, S, S, 3]
         seen_t = random_transform(image01_t, tf.stack([seed_t, step_t]), size, config) * 255.0
         prefix = _network_copy(model, layer_index, seen_t)
-        objective_t = visualize.channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t,
+        objective_t = vgg16.channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t,
                                                   config.pre_relu, prefix)
         # Images are independent, so the gradient of the sum is each image's own gradient.
         grad_t, = tf.gradients(tf.reduce_sum(objective_t), spectrum_t)
@@ -329,12 +345,20 @@ def render_ops(model, layer_index, config, size):
 # ---------------------------------------------------------------------------
 # Render: the loop
 
-def render(model, layer_index, feature_ids, iters, *, config=None, seed=None, size=224, batch_size=1,
-           progress=False):
-    """Regularized pictures of several filters of one layer; returns a visualize.Result.
+def check_config(config):
+    """config, or Config() for None; ValueError for anything else."""
+    if config is None:
+        return Config()
+    if not isinstance(config, Config):
+        raise ValueError('config=%r: expected a regularized.Config or None' % (config,))
+    return config
 
-    Called by visualize.ascend(..., method='regularized').
-    layer_index: index into model.layer_names (or a name such as 'conv3_2').
+
+def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=224, batch_size=1,
+           progress=False):
+    """Regularized pictures of several filters of one layer; returns a vgg16.Result.
+
+    layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer; repeats allowed. They go through
       in batches of batch_size, one session.run per step.
     config: a Config, or None for Config().
@@ -347,25 +371,28 @@ def render(model, layer_index, feature_ids, iters, *, config=None, seed=None, si
       config.pre_relu) of the transformed picture before each step
     Result.dead: bool [N], True where the gradient was exactly zero at every step
     """
-    config = Config() if config is None else config
-    if not isinstance(config, Config):
-        raise ValueError('config=%r: expected a regularized.Config or None' % (config,))
-    # visualize.ascend has checked these; render() may also be called directly.
-    layer_index = model.layer_index(layer_index)
-    feature_ids = visualize.check_feature_ids(model, layer_index, feature_ids)
-    iters = visualize.check_int('iters', iters, 1)
-    batch_size = visualize.check_int('batch_size', batch_size, 1)
-    size = visualize.check_int('size', size, 1)
-    seed = visualize.check_seed(seed)
+    layer_index = model.layer_index(layer_id)
+    return run(model, layer_index, vgg16.check_feature_ids(model, layer_index, feature_ids),
+               vgg16.check_int('iters', iters, 1), config=check_config(config), seed=vgg16.check_seed(seed),
+               size=vgg16.check_int('size', size, 1), batch_size=vgg16.check_int('batch_size', batch_size, 1),
+               progress=progress)
+
+
+def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_size, progress):
+    """render() for arguments already checked: layer_index an index, feature_ids a list of int.
+
+    visualize.ascend(..., method='regularized') calls this after its own checks.
+    """
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))
-    if transformed_size(size, config) < model.min_size(layer_index):
+    min_size = model.layer_min_sizes[layer_index]
+    if transformed_size(size, config) < min_size:
         raise ValueError('size=%d is too small for jitter=%d and final_jitter=%d with pad=%d: the network would '
                          'see %d pixels and %s needs at least %d; lower the jitters or raise the size'
                          % (size, config.jitter, config.final_jitter, config.pad, transformed_size(size, config),
-                            model.short_names[layer_index], model.min_size(layer_index)))
+                            model.short_names[layer_index], min_size))
     ops = render_ops(model, layer_index, config, size)
-    sess = visualize.session(model)
+    sess = vgg16.session(model)
 
     count = len(feature_ids)
     images = np.zeros((count, size, size, 3), np.float32)
@@ -397,6 +424,6 @@ def render(model, layer_index, feature_ids, iters, *, config=None, seed=None, si
             bar.close()
 
     dead = ~moved
-    visualize.warn_dead(model, layer_index, feature_ids, dead,
+    vgg16.warn_dead(model, layer_index, feature_ids, dead,
                         '' if config.pre_relu else ' Try Config(pre_relu=True).')
-    return visualize.Result(images, objectives, dead)
+    return vgg16.Result(images, objectives, dead)

@@ -1,6 +1,8 @@
 """
 VGG16 as a TensorFlow 1.x graph: the contract that the blog post's code and
-visualize.py rely on.
+every module above rely on, and the foundation they share: the model with its
+session, the checks on layers and filters, and the objective every method
+maximizes (the mean of a filter over its feature map).
 
 The model is a frozen GraphDef file, `vgg16.tfmodel`, in `data_dir` (the
 environment variable VGG16_DIR wins when set). It is either the post's
@@ -23,15 +25,20 @@ Graph contract (what other code may rely on):
   `convX_Y/BiasAdd:0` is the same layer before ReLU.
 """
 
+import hashlib
 import json
+import math
+import numbers
 import os
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
-import tensorflow.compat.v1 as tf
 
 import download
+import quiet
 
-tf.disable_v2_behavior()
+tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode, start-up lines held back
 
 # Where model files live. VGG16_DIR, when set, wins (read at call time, so a
 # test or a notebook can point it elsewhere without re-importing).
@@ -335,21 +342,34 @@ class VGG16:
     """A VGG16 graph of its own, with the post's (Hvass-style) helper methods.
 
     model.graph     tf.compat.v1.Graph holding only this model (and the ops
-                    visualize.py adds once per layer)
+                    the methods add once per layer)
     model.input     tensor `images:0`, float32 [N, H, W, 3], RGB 0..255
     model.layer_names   ['conv1_1/conv1_1', ..., 'conv5_3/conv5_3'] (post-ReLU)
+    model.short_names   ['conv1_1', ..., 'conv5_3']
+    model.layer_channels, model.layer_min_sizes   per layer index: filters,
+                    smallest image side
     model.description   which weights made the graph, for captions
+    model.weights_md5   md5 of the h5 weights the graph was built from, or of
+                    the graph itself when it was loaded as is
+    model.path      the graph file (absolute), or None for a graph given in memory
     """
 
     tensor_name_input_image = 'images:0'
 
-    def __init__(self, path=None, graph_def=None, description=None):
-        """Load `path` (default: vgg16.tfmodel in model_dir()), or use graph_def."""
+    def __init__(self, path=None, graph_def=None, description=None, threads=None):
+        """Load `path` (default: vgg16.tfmodel in model_dir()), or use graph_def.
+
+        threads: threads of the session's intra- and inter-op pools, >= 1, or
+        None for TensorFlow's default (all cores). Several worker processes on
+        one machine each take a share, so they do not fight over the cores.
+        """
         if graph_def is None:
-            path = path or model_path()
+            path = os.path.abspath(path or model_path())
             graph_def = load_graph_def(path)
         else:
             check_graph_def(graph_def)
+        self.path = path
+        self.threads = None if threads is None else check_int('threads', threads, 1)
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.import_graph_def(graph_def, name='')
@@ -358,17 +378,33 @@ class VGG16:
         # Test models may hold fewer than 13 layers; the order is VGG16's.
         self.layer_names = ['%s/%s' % (n, n) for n in CONV_LAYERS if '%s/%s' % (n, n) in ops]
         self.layer_tensors = [self.graph.get_tensor_by_name(n + ':0') for n in self.layer_names]
+        self.short_names = [n.split('/')[0] for n in self.layer_names]
+        # Per layer index, so that code below the public entry points never
+        # resolves a layer again: filters, and the smallest image side, 2 **
+        # (pools before the layer).
+        self.layer_channels = [int(t.shape[-1]) for t in self.layer_tensors]
+        self.layer_min_sizes = [2 ** sum(1 for n in self.short_names[:i] if n in POOL_AFTER)
+                                for i in range(len(self.short_names))]
         if description is None:
             description = _describe(path) if path else 'VGG16 graph given in memory'
         self.description = description
-        self.session = None   # made on first use by visualize.py, one per model
-        self.cache = {}       # ops visualize.py builds once, keyed by what they compute
+        stamp = read_stamp(path) if path else None
+        # What made the pictures: the weights' md5 for a graph built from h5,
+        # else the graph's own bytes.
+        self.weights_md5 = (stamp or {}).get('md5') or hashlib.md5(graph_def.SerializeToString()).hexdigest()
+        self.sessions = {}    # made on first use by session(), one per session configuration
+        self.cache = {}       # ops built once, keyed by what they compute
+
+    @property
+    def session(self):
+        """The float32 session made by session(model), or None before the first use."""
+        return self.sessions.get('float32')
 
     def close(self):
-        """Close the session visualize.py opened for this model, if any."""
-        if self.session is not None:
-            self.session.close()
-            self.session = None
+        """Close the sessions opened for this model, if any."""
+        for sess in self.sessions.values():
+            sess.close()
+        self.sessions.clear()
 
     def __enter__(self):
         return self
@@ -378,10 +414,10 @@ class VGG16:
 
     def get_layer_tensors(self, layer_ids):
         """Post-ReLU tensors, float32 [N, h, w, channels], of the given layer indices."""
-        return [self.layer_tensors[self._index(i)] for i in layer_ids]
+        return [self.layer_tensors[self.layer_index(i)] for i in layer_ids]
 
     def get_layer_names(self, layer_ids):
-        return [self.layer_names[self._index(i)] for i in layer_ids]
+        return [self.layer_names[self.layer_index(i)] for i in layer_ids]
 
     def get_all_layer_names(self, startswith=None):
         """Names of every op in the graph, optionally only those starting with `startswith`."""
@@ -405,36 +441,155 @@ class VGG16:
         return {self.input: image}
 
     def layer_index(self, layer_id):
-        """Index into layer_names of an int index or a name such as 'conv3_2' or 'conv3_2/conv3_2'."""
-        return self._index(layer_id)
+        """Index into layer_names of an int index or a name such as 'conv3_2' or 'conv3_2/conv3_2'.
 
-    def _index(self, layer_id):
+        Public entry points resolve a layer once with this; everything below
+        them takes the index.
+        """
+        count = len(self.layer_names)
         if isinstance(layer_id, (int, np.integer)) and not isinstance(layer_id, bool):
-            if -len(self.layer_names) <= layer_id < len(self.layer_names):
-                return int(layer_id) % len(self.layer_names)
+            if -count <= layer_id < count:
+                return int(layer_id) % count
             raise ValueError('layer %d is out of range: this model has %d conv layers, 0..%d (%s ... %s)'
-                             % (layer_id, len(self.layer_names), len(self.layer_names) - 1,
-                                self.short_names[0], self.short_names[-1]))
+                             % (layer_id, count, count - 1, self.short_names[0], self.short_names[-1]))
         if isinstance(layer_id, str):
             short = layer_id.split('/')[0]
             if short in self.short_names:
                 return self.short_names.index(short)
         raise ValueError('unknown layer %r: use an index 0..%d or one of %s'
-                         % (layer_id, len(self.layer_names) - 1, ', '.join(self.short_names)))
-
-    @property
-    def short_names(self):
-        """['conv1_1', ..., 'conv5_3']"""
-        return [n.split('/')[0] for n in self.layer_names]
+                         % (layer_id, count - 1, ', '.join(self.short_names)))
 
     def min_size(self, layer_id):
         """Smallest image side the layer can take: 2 ** (pools before it)."""
-        index = self._index(layer_id)
-        return 2 ** sum(1 for name in self.short_names[:index] if name in POOL_AFTER)
+        return self.layer_min_sizes[self.layer_index(layer_id)]
 
     def channels(self, layer_id):
         """Number of filters of a layer."""
-        return int(self.layer_tensors[self._index(layer_id)].shape[-1])
+        return self.layer_channels[self.layer_index(layer_id)]
+
+
+def session(model):
+    """The model's session, made on first use and kept (one per model).
+
+    Sized by model.threads when set. The model's close() closes it.
+    """
+    key = 'float32'
+    if key not in model.sessions:
+        config = tf.ConfigProto()
+        if model.threads is not None:
+            config.intra_op_parallelism_threads = model.threads
+            config.inter_op_parallelism_threads = model.threads
+        model.sessions[key] = tf.Session(graph=model.graph, config=config)
+    return model.sessions[key]
+
+
+# ---------------------------------------------------------------------------
+# Checks on what callers ask for, shared by every method
+
+def check_int(name, value, minimum):
+    """value as int, or ValueError naming `name` unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError('%s=%r: expected an integer >= %d' % (name, value, minimum))
+    return int(value)
+
+
+def check_seed(seed):
+    """None, or the seed as int >= 0."""
+    return None if seed is None else check_int('seed', seed, 0)
+
+
+def check_feature_ids(model, layer_index, feature_ids):
+    """Filter ids as a list of int, each within the channels of layer `layer_index` (an index)."""
+    channels = model.layer_channels[layer_index]
+    short = model.short_names[layer_index]
+    if isinstance(feature_ids, (numbers.Integral, str)) or not hasattr(feature_ids, '__iter__'):
+        raise ValueError('feature_ids=%r: expected a sequence of filter ids, e.g. [0, 1, 2] or range(%d)'
+                         % (feature_ids, channels))
+    ids = []
+    for feature_id in feature_ids:
+        if isinstance(feature_id, bool) or not isinstance(feature_id, (int, np.integer)):
+            raise ValueError('filter id %r is not an integer; %s has filters 0..%d'
+                             % (feature_id, short, channels - 1))
+        if not 0 <= feature_id < channels:
+            raise ValueError('filter %d is out of range: %s has %d filters, 0..%d'
+                             % (feature_id, short, channels, channels - 1))
+        ids.append(int(feature_id))
+    if not ids:
+        raise ValueError('no filter ids given')
+    return ids
+
+
+def check_size(model, layer_index, size):
+    """size as int, or ValueError unless the image survives the pools before layer `layer_index`."""
+    minimum = model.layer_min_sizes[layer_index]
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < minimum:
+        raise ValueError('size=%r: %s needs images of at least %d pixels (it follows %d poolings; '
+                         'the post uses 224)' % (size, model.short_names[layer_index], minimum,
+                                                 int(math.log2(minimum))))
+    return int(size)
+
+
+# ---------------------------------------------------------------------------
+# The objective every method maximizes, and what an ascent gives back
+
+def conv_parts(graph, layer_name, prefix=''):
+    """The pieces of one conv layer of a VGG16 graph.
+
+    Returns (input_t, kernel_t, bias_t, conv_op): the layer's input
+    [N, h, w, in], its kernel [k, k, in, out] and bias [out], and the Conv2D
+    op (for strides and padding). `prefix` is the import scope of a copy of
+    the network (e.g. 'regularized/').
+    """
+    short = layer_name.split('/')[0]
+    bias_add = graph.get_operation_by_name('%s%s/BiasAdd' % (prefix, short))
+    conv_op = bias_add.inputs[0].op
+    if conv_op.type != 'Conv2D':
+        raise ValueError('%s: expected Conv2D before BiasAdd, found %s' % (short, conv_op.type))
+    return conv_op.inputs[0], conv_op.inputs[1], bias_add.inputs[1], conv_op
+
+
+def channel_objective(graph, layer_name, filter_ids_t, pre_relu=False, prefix=''):
+    """Per-image objective, float32 [N]: mean activation of filter_ids_t[i] in image i.
+
+    Computes only the wanted channels of the target layer: its kernel and bias
+    columns are gathered and convolved with the layer's input, which gives the
+    same values as the full layer at a fraction of the cost (conv3_2: 6 of 256
+    channels). Image i gets N channels and keeps the i-th; N is small.
+    """
+    input_t, kernel_t, bias_t, conv_op = conv_parts(graph, layer_name, prefix)
+    kernel_sel_t = tf.gather(kernel_t, filter_ids_t, axis=3)                  # [k, k, in, N]
+    bias_sel_t = tf.gather(bias_t, filter_ids_t)                              # [N]
+    conv_t = tf.nn.conv2d(input_t, kernel_sel_t, strides=conv_op.get_attr('strides'),
+                          padding=conv_op.get_attr('padding').decode())
+    pre_t = tf.nn.bias_add(conv_t, bias_sel_t)                                # [N, h, w, N]
+    count = tf.shape(filter_ids_t)[0]
+    own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)  # [N, h, w, 1]
+    if not pre_relu:
+        own_t = tf.nn.relu(own_t)
+    return tf.reduce_mean(own_t, axis=[1, 2, 3])
+
+
+@dataclass
+class Result:
+    """What one ascent made, by either method (visualize.ascend, regularized.render).
+
+    images:     float32 [N, size, size, 3], RGB, around 0..255 (not clipped)
+    objectives: float32 [iters, N], the objective of each image before each step
+    dead:       bool [N], True where the gradient was exactly zero at every
+                step: the filter never saw the image, which is still the start
+    """
+    images: np.ndarray
+    objectives: np.ndarray
+    dead: np.ndarray
+
+
+def warn_dead(model, layer_index, feature_ids, dead, hint):
+    """The RuntimeWarning for filters whose gradient stayed exactly zero."""
+    if dead.any():
+        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the image never '
+                      'moved from its start (no unit of the filter is active on it).%s'
+                      % (model.short_names[layer_index], [f for f, d in zip(feature_ids, dead) if d],
+                         hint), RuntimeWarning, stacklevel=4)
 
 
 # Weight files this project knows by md5, so that a caption names what really

@@ -21,17 +21,28 @@ import math
 import numbers
 import os
 import sys
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+if __name__ == '__main__':
+    # Before anything imports TensorFlow, so that its start-up lines are held
+    # back (and shown with --verbose).
+    import quiet
+    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
 import numpy as np
-import tensorflow.compat.v1 as tf
 from matplotlib.figure import Figure
 
 import download
+import measures
+import quiet
+import regularized
 import vgg16
+# The shared foundation, here under the names the post's readers and older
+# scripts use (visualize.session, visualize.Result, ...).
+from vgg16 import (Result, channel_objective, check_feature_ids, check_int, check_seed,  # noqa: F401
+                   check_size, conv_parts, session, warn_dead)
 
-tf.disable_v2_behavior()
+tf = quiet.import_tensorflow()
 
 NORMALIZE_CHOICES = ('max', 'std')
 # 'blog': the post's plain gradient ascent. 'regularized': a Fourier-basis
@@ -58,38 +69,6 @@ MEMORY_FACTOR = 2
 # ---------------------------------------------------------------------------
 # Objectives: what to maximize
 
-def check_int(name, value, minimum):
-    """value as int, or ValueError naming `name` unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError('%s=%r: expected an integer >= %d' % (name, value, minimum))
-    return int(value)
-
-
-def check_seed(seed):
-    """None, or the seed as int >= 0."""
-    return None if seed is None else check_int('seed', seed, 0)
-
-
-def check_feature_ids(model, layer_index, feature_ids):
-    """Filter ids as a list of int, each within the layer's channels."""
-    channels = model.channels(layer_index)
-    if isinstance(feature_ids, (numbers.Integral, str)) or not hasattr(feature_ids, '__iter__'):
-        raise ValueError('feature_ids=%r: expected a sequence of filter ids, e.g. [0, 1, 2] or range(%d)'
-                         % (feature_ids, channels))
-    ids = []
-    for feature_id in feature_ids:
-        if isinstance(feature_id, bool) or not isinstance(feature_id, (int, np.integer)):
-            raise ValueError('filter id %r is not an integer; %s has filters 0..%d'
-                             % (feature_id, model.short_names[layer_index], channels - 1))
-        if not 0 <= feature_id < channels:
-            raise ValueError('filter %d is out of range: %s has %d filters, 0..%d'
-                             % (feature_id, model.short_names[layer_index], channels, channels - 1))
-        ids.append(int(feature_id))
-    if not ids:
-        raise ValueError('no filter ids given')
-    return ids
-
-
 def cost(model, layer_id, feature_id):
     """The post's loss: a scalar tensor, the mean of one filter's feature map.
 
@@ -104,43 +83,6 @@ def cost(model, layer_id, feature_id):
             layer_t = model.get_layer_tensors([layer_index])[0]
             model.cache[key] = tf.reduce_mean(layer_t[:, :, :, feature_id])
     return model.cache[key]
-
-
-def conv_parts(graph, layer_name, prefix=''):
-    """The pieces of one conv layer of a VGG16 graph.
-
-    Returns (input_t, kernel_t, bias_t, conv_op): the layer's input
-    [N, h, w, in], its kernel [k, k, in, out] and bias [out], and the Conv2D
-    op (for strides and padding). `prefix` is the import scope of a copy of
-    the network (e.g. 'regularized/').
-    """
-    short = layer_name.split('/')[0]
-    bias_add = graph.get_operation_by_name('%s%s/BiasAdd' % (prefix, short))
-    conv_op = bias_add.inputs[0].op
-    if conv_op.type != 'Conv2D':
-        raise ValueError('%s: expected Conv2D before BiasAdd, found %s' % (short, conv_op.type))
-    return conv_op.inputs[0], conv_op.inputs[1], bias_add.inputs[1], conv_op
-
-
-def channel_objective(graph, layer_name, filter_ids_t, pre_relu=False, prefix=''):
-    """Per-image objective, float32 [N]: mean activation of filter_ids_t[i] in image i.
-
-    Computes only the wanted channels of the target layer: its kernel and bias
-    columns are gathered and convolved with the layer's input, which gives the
-    same values as the full layer at a fraction of the cost (conv3_2: 6 of 256
-    channels). Image i gets N channels and keeps the i-th; N is small.
-    """
-    input_t, kernel_t, bias_t, conv_op = conv_parts(graph, layer_name, prefix)
-    kernel_sel_t = tf.gather(kernel_t, filter_ids_t, axis=3)                  # [k, k, in, N]
-    bias_sel_t = tf.gather(bias_t, filter_ids_t)                              # [N]
-    conv_t = tf.nn.conv2d(input_t, kernel_sel_t, strides=conv_op.get_attr('strides'),
-                          padding=conv_op.get_attr('padding').decode())
-    pre_t = tf.nn.bias_add(conv_t, bias_sel_t)                                # [N, h, w, N]
-    count = tf.shape(filter_ids_t)[0]
-    own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)  # [N, h, w, 1]
-    if not pre_relu:
-        own_t = tf.nn.relu(own_t)
-    return tf.reduce_mean(own_t, axis=[1, 2, 3])
 
 
 @dataclass
@@ -180,29 +122,8 @@ def ascent_ops(model, layer_index, pre_relu=False, normalize='max'):
     return ops
 
 
-def session(model):
-    """The model's one session, made on first use."""
-    if model.session is None:
-        model.session = tf.Session(graph=model.graph)
-    return model.session
-
-
 # ---------------------------------------------------------------------------
 # The ascent loop
-
-@dataclass
-class Result:
-    """What one call of `ascend` made.
-
-    images:     float32 [N, size, size, 3], RGB, around 0..255 (not clipped)
-    objectives: float32 [iters, N], the objective of each image before each step
-    dead:       bool [N], True where the gradient was exactly zero at every
-                step: the filter never saw the image, which is still the start
-    """
-    images: np.ndarray
-    objectives: np.ndarray
-    dead: np.ndarray
-
 
 def _check_blog_options(step_size, normalize):
     if (isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not math.isfinite(step_size)
@@ -210,25 +131,6 @@ def _check_blog_options(step_size, normalize):
         raise ValueError('step_size=%r: expected a finite number > 0 (the post uses 0.5 and 2)' % (step_size,))
     if normalize not in NORMALIZE_CHOICES:
         raise ValueError('normalize=%r: expected one of %s' % (normalize, ', '.join(NORMALIZE_CHOICES)))
-
-
-def check_size(model, layer_index, size):
-    """size as int, or ValueError unless the image survives the pools before the layer."""
-    minimum = model.min_size(layer_index)
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < minimum:
-        raise ValueError('size=%r: %s needs images of at least %d pixels (it follows %d poolings; '
-                         'the post uses 224)' % (size, model.short_names[layer_index], minimum,
-                                                 int(math.log2(minimum))))
-    return int(size)
-
-
-def warn_dead(model, layer_index, feature_ids, dead, hint):
-    """The RuntimeWarning for filters whose gradient stayed exactly zero."""
-    if dead.any():
-        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the image never '
-                      'moved from its start (no unit of the filter is active on it).%s'
-                      % (model.short_names[layer_index], [f for f, d in zip(feature_ids, dead) if d],
-                         hint), RuntimeWarning, stacklevel=4)
 
 
 def start_images(feature_ids, size, seed=None, init=None):
@@ -268,7 +170,7 @@ def activation_bytes_per_image(model, layer_index, size):
     """
     total, side = 0, size
     for i in range(layer_index + 1):
-        total += side * side * model.channels(i)
+        total += side * side * model.layer_channels[i]
         if model.short_names[i] in vgg16.POOL_AFTER:
             side = side // 2
     return MEMORY_FACTOR * 4 * total
@@ -276,9 +178,12 @@ def activation_bytes_per_image(model, layer_index, size):
 
 def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES):
     """Images per session.run: the fastest batch that fits in `budget` bytes (1 .. MAX_BATCH_SIZE)."""
-    layer_index = model.layer_index(layer_id)
+    return _auto_batch_size(model, model.layer_index(layer_id), size, budget)
+
+
+def _auto_batch_size(model, layer_index, size, budget=MEMORY_BUDGET_BYTES):
     per_image = activation_bytes_per_image(model, layer_index, size)
-    fastest = max(4, model.channels(layer_index) // CHANNELS_PER_BATCH_IMAGE)
+    fastest = max(4, model.layer_channels[layer_index] // CHANNELS_PER_BATCH_IMAGE)
     return int(max(1, min(MAX_BATCH_SIZE, fastest, budget // max(per_image, 1))))
 
 
@@ -290,6 +195,7 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
     iters: steps (>= 1). size: image side, at least model.min_size(layer_id).
+    The layer is resolved here, once; everything below takes its index.
     seed: int >= 0 or None (numpy's global generator, as in the post).
     Images go through in batches of batch_size (default: auto_batch_size(),
     the fastest batch that keeps a whole layer under 4 GB) with one
@@ -317,16 +223,14 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     feature_ids = check_feature_ids(model, layer_index, feature_ids)
     size = check_size(model, layer_index, size)
     if batch_size is None:
-        batch_size = auto_batch_size(model, layer_index, size)
+        batch_size = _auto_batch_size(model, layer_index, size)
     batch_size = check_int('batch_size', batch_size, 1)
     if method == 'regularized':
-        import dataclasses
-        import regularized
-        config = regularized.Config() if config is None else config
-        if pre_relu is not None and isinstance(config, regularized.Config):
-            config = dataclasses.replace(config, pre_relu=bool(pre_relu))
-        return regularized.render(model, layer_index, feature_ids, iters, config=config, seed=seed,
-                                  size=size, batch_size=batch_size, progress=progress)
+        config = regularized.check_config(config)
+        if pre_relu is not None:
+            config = replace(config, pre_relu=bool(pre_relu))
+        return regularized.run(model, layer_index, feature_ids, iters, config=config, seed=seed,
+                               size=size, batch_size=batch_size, progress=progress)
     pre_relu = bool(pre_relu)
     images = start_images(feature_ids, size, seed, init)
 
@@ -536,6 +440,8 @@ def build_parser():
                         help='with --weights: input scaling the weights were trained with: caffe '
                              '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show TensorFlow's own start-up and log lines (hidden by default)")
     return parser
 
 
@@ -561,7 +467,7 @@ def main(argv=None):
                 vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=args.quiet)
             model = vgg16.VGG16()
         layer_index = model.layer_index(args.layer)
-        feature_ids = parse_filters(args.filters, model.channels(layer_index))
+        feature_ids = parse_filters(args.filters, model.layer_channels[layer_index])
         step_size = None
         if args.method == 'blog':
             step_size = 2.0 if args.step_size is None else args.step_size
@@ -579,7 +485,6 @@ def main(argv=None):
         else:
             # The three measures of measures.py, the same for both methods (the
             # regularized objective is taken on transformed pictures, before ReLU).
-            import measures
             values = measures.measure_all(model, layer_index, feature_ids, result.images)
             captions = ['filter %d\n%s' % (f, c) for f, c in zip(feature_ids, measures.captions(values))]
         if args.method == 'blog':
@@ -599,6 +504,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    # One copy of this module: regularized.py and measures.py import `visualize`.
-    import visualize
-    raise SystemExit(visualize.main())
+    raise SystemExit(main())
