@@ -25,8 +25,10 @@ import fcntl
 import hashlib
 import os
 import re
+import socket
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 import requests
@@ -239,6 +241,46 @@ def _describe(error):
     return f'{type(error).__name__}: {error}'
 
 
+def _root_cause(error):
+    """The innermost exception under requests' and urllib3's wrappers."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, 'reason', None) or error.__cause__ or error.__context__
+        if inner is None and error.args and isinstance(error.args[0], BaseException):
+            inner = error.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    return error
+
+
+def _host(url):
+    return urllib.parse.urlsplit(url).hostname or url
+
+
+def _connection_problem(url, error):
+    """(one-line reason, whether trying the same host again can help) for a failed connection.
+
+    urllib3's own text repeats the pool, the URL and every wrapper (about 300
+    characters); a person needs the cause. A name that does not resolve means
+    no network or no DNS, which a retry a second later does not fix.
+    """
+    root = _root_cause(error)
+    if isinstance(root, socket.gaierror) or 'NameResolutionError' in type(root).__name__ \
+            or 'Name or service not known' in str(root) or 'Temporary failure in name resolution' in str(root):
+        return f'no network: could not resolve {_host(url)}', False
+    if isinstance(error, requests.Timeout):
+        return f'{type(error).__name__}: no answer from {_host(url)} in time', True
+    if isinstance(root, ConnectionRefusedError) or 'Connection refused' in str(root):
+        parts = urllib.parse.urlsplit(url)
+        return f'ConnectionError: connection refused by {parts.hostname}:{parts.port or parts.scheme}', True
+    reason = str(root).split('\n')[0]
+    if len(reason) > 160:
+        reason = reason[:157] + '...'
+    return f'{type(error).__name__}: {reason}', True
+
+
 def _part_size(part_path):
     try:
         return os.path.getsize(part_path)
@@ -271,7 +313,8 @@ def _transfer(session, url, part_path, *, size, timeout, chunk_size, quiet, labe
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as error:
-        raise _Retryable(_describe(error)) from None
+        reason, worth_retrying = _connection_problem(url, error)
+        raise (_Retryable if worth_retrying else _Fatal)(reason) from None
     except requests.RequestException as error:
         # A malformed URL or the like: the same request fails the same way.
         raise _Fatal(_describe(error)) from None
@@ -370,8 +413,8 @@ def _fetch_from(session, url, part_path, attempts, *, size, md5, validate, timeo
             _transfer(session, url, part_path, size=size, timeout=timeout, chunk_size=chunk_size,
                       quiet=quiet, label=label)
         except _Fatal as error:
+            # Not said here: the final error names each URL once with its reason.
             attempts.append((url, str(error)))
-            _say(f'{url}: {error}', quiet)
             return False
         except _Retryable as error:
             grown = _part_size(part_path)
@@ -428,20 +471,20 @@ def _install(part_path, path, *, record_sha256):
 
 
 def _failure_message(path, url_list, attempts, *, size, md5, present_problems):
+    """A short message: each URL once with its last reason, then where a hand-fetched file goes."""
     lines = [f'Could not download {os.path.basename(path)}. Tried:']
-    lines += [f'  {url}: {what}' for url, what in attempts]
-    lines.append('Fetch it by hand from one of:')
-    lines += [f'  {url}' for url in url_list]
-    lines.append(f'and save it as {path}')
+    for url in url_list:
+        reasons = [what for attempted, what in attempts if attempted == url]
+        if reasons:
+            tries = f' ({len(reasons)} tries)' if len(reasons) > 1 else ''
+            lines.append(f'  {url}: {reasons[-1]}{tries}')
     expected = []
     if size is not None:
         expected.append(f'{size:,} bytes')
     if md5:
         expected.append(f'md5 {md5}')
-    if expected:
-        lines.append(f"It must be {' with '.join(expected)}.")
-    else:
-        lines.append('There is no published size or checksum for it.')
+    check = f" ({', '.join(expected)})" if expected else ' (no published size or checksum)'
+    lines.append(f'Fetch it by hand from one of these URLs and save it as {path}{check}.')
     if present_problems:
         lines.append('The file there now is not usable: ' + '; '.join(present_problems))
     return '\n'.join(lines)
@@ -538,6 +581,8 @@ def _build_parser():
     parser.add_argument('--check', action='store_true',
                         help='only verify what is in the model folder; print problems, download nothing')
     parser.add_argument('--quiet', action='store_true', help='no progress bar and no messages except errors')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show TensorFlow's own start-up and log lines (hidden by default)")
     return parser
 
 
@@ -579,8 +624,11 @@ def main(argv=None):
     if args.md5:
         args.md5 = args.md5.lower()
 
-    # Imported here because vgg16 imports this module (and TensorFlow, which
-    # argument errors above should not have to wait for).
+    # Upward on purpose, in main() alone: after fetching, the command line builds
+    # the graph, which is vgg16's job (and needs TensorFlow, which argument
+    # errors above should not have to wait for).
+    import quiet
+    quiet.import_tensorflow(verbose=args.verbose)
     import vgg16
 
     try:
@@ -594,7 +642,14 @@ def main(argv=None):
         ready_path = vgg16.maybe_download(source=args.source, dir=args.dir, url=args.url, md5=args.md5,
                                           weights=args.weights, preprocess=args.preprocess, force=args.force,
                                           quiet=args.quiet)
-    except (DownloadError, ValueError, FileNotFoundError) as error:
+    except DownloadError as error:
+        print(f'error: {error}', file=sys.stderr)
+        if not args.url:
+            print('Then run `python download.py` again to verify it and build the graph, or build it from '
+                  'weights you have: `python download.py --weights FILE.h5 --preprocess caffe|unit|none`.',
+                  file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
