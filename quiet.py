@@ -70,7 +70,16 @@ def import_tensorflow(verbose=False):
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     with stderr_captured(show=verbose):
         import tensorflow.compat.v1 as tf
-        tf.disable_v2_behavior()
+        logger = tf.get_logger()
+        level = logger.level
+        if not verbose:
+            # Its deprecation notice goes through Python's logging, to
+            # sys.stderr, which in a notebook is not file descriptor 2.
+            logger.setLevel('ERROR')
+        try:
+            tf.disable_v2_behavior()
+        finally:
+            logger.setLevel(level)
         # Listing the devices loads the GPU platform now, inside the capture:
         # otherwise its cuInit error would appear at the first Session.
         tf.config.list_physical_devices()

@@ -26,5 +26,10 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     assert 'VGG16 graph vgg16.tfmodel, loaded as is' in text
     # The post's loop and the batched call agree (0 or a float-rounding difference like 3e-05).
     assert re.search(r'largest difference between the loop and the batch: (0|\d(\.\d+)?e-0[5-9]) ', text)
+    # Clean outputs: none of TensorFlow's start-up lines or deprecation notices reach the notebook.
+    streams = '\n'.join(''.join(o.get('text', '')) for cell in code for o in cell.get('outputs', [])
+                        if o.get('output_type') == 'stream')
+    for noise in ('oneDNN', 'absl', 'cuda', 'cpu_feature_guard', 'deprecat'):
+        assert noise not in streams
     images = sum(1 for cell in code for o in cell.get('outputs', []) if 'image/png' in o.get('data', {}))
     assert images >= 4
