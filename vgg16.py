@@ -529,6 +529,30 @@ def check_size(model, layer_index, size):
     return int(size)
 
 
+def parse_filters(text, channels):
+    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> range(channels); spaces allowed.
+
+    Ids beyond the layer are left for check_feature_ids, which names the layer's range.
+    """
+    text = text.strip()
+    if text == 'all':
+        return list(range(channels))
+    ids = []
+    try:
+        for part in text.split(','):
+            if '-' in part.strip()[1:]:
+                first, last = (int(v) for v in part.split('-'))
+                if last < first:
+                    raise ValueError
+                ids.extend(range(first, last + 1))
+            else:
+                ids.append(int(part))
+    except ValueError:
+        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all' (a range runs upwards)"
+                         % text) from None
+    return ids
+
+
 # ---------------------------------------------------------------------------
 # The objective every method maximizes, and what an ascent gives back
 

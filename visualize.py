@@ -40,7 +40,7 @@ import vgg16
 # The shared foundation, here under the names the post's readers and older
 # scripts use (visualize.session, visualize.Result, ...).
 from vgg16 import (Result, channel_objective, check_feature_ids, check_int, check_seed,  # noqa: F401
-                   check_size, conv_parts, session, warn_dead)
+                   check_size, conv_parts, parse_filters, session, warn_dead)
 
 tf = quiet.import_tensorflow()
 
@@ -370,30 +370,6 @@ def save_arrays(path, **arrays):
 
 # ---------------------------------------------------------------------------
 # Command line
-
-def parse_filters(text, channels):
-    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> range(channels); spaces allowed.
-
-    Ids beyond the layer are left for check_feature_ids, which names the layer's range.
-    """
-    text = text.strip()
-    if text == 'all':
-        return list(range(channels))
-    ids = []
-    try:
-        for part in text.split(','):
-            if '-' in part.strip()[1:]:
-                first, last = (int(v) for v in part.split('-'))
-                if last < first:
-                    raise ValueError
-                ids.extend(range(first, last + 1))
-            else:
-                ids.append(int(part))
-    except ValueError:
-        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all' (a range runs upwards)"
-                         % text) from None
-    return ids
-
 
 def _layer_arg(text):
     return int(text) if text.lstrip('-').isdigit() else text
