@@ -390,8 +390,15 @@ class VGG16:
         self.description = description
         stamp = read_stamp(path) if path else None
         # What made the pictures: the weights' md5 for a graph built from h5,
-        # else the graph's own bytes.
-        self.weights_md5 = (stamp or {}).get('md5') or hashlib.md5(graph_def.SerializeToString()).hexdigest()
+        # else the graph file's, else the graph's bytes in protobuf's
+        # deterministic order (node attributes are a map, whose default
+        # order varies between processes).
+        if stamp and stamp.get('md5'):
+            self.weights_md5 = stamp['md5']
+        elif path:
+            self.weights_md5 = download.md5sum(path)
+        else:
+            self.weights_md5 = hashlib.md5(graph_def.SerializeToString(deterministic=True)).hexdigest()
         self.sessions = {}    # made on first use by session(), one per session configuration
         self.cache = {}       # ops built once, keyed by what they compute
 

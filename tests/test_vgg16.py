@@ -8,7 +8,7 @@ import pytest
 
 import download
 import vgg16
-from conftest import TINY_CHANNELS, make_model, random_weights
+from conftest import ROOT, TINY_CHANNELS, make_model, random_weights
 
 
 # --- a NumPy VGG16, to check the graph against --------------------------------
@@ -280,3 +280,20 @@ def test_in_memory_graph_description_and_close(weights):
         session = __import__('visualize').session(model)
     assert model.session is None and session._closed
     assert [model.min_size(n) for n in ('conv1_2', 'conv2_1', 'conv3_1', 'conv5_3')] == [1, 2, 4, 16]
+
+
+def test_weights_md5_names_the_weights_and_is_the_same_in_every_process(tmp_path):
+    # Node attributes are a protobuf map: a plain SerializeToString() orders
+    # them differently from one process to the next, so the md5 must not use it.
+    import subprocess
+    import sys
+    code = ('import sys; sys.path.insert(0, "tests"); import conftest; '
+            'print(conftest.make_model(conftest.random_weights()).weights_md5)')
+    runs = {subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120).stdout.strip() for _ in range(2)}
+    assert len(runs) == 1 and len(runs.pop()) == 32
+    # A graph built from h5 weights is named by the weights' md5, the one its stamp records.
+    h5 = tmp_path / 'w.h5'
+    write_keras2_h5(str(h5), random_weights(TINY_CHANNELS))
+    graph = vgg16.convert_h5(str(h5), 'unit', str(tmp_path / 'vgg16.tfmodel'))
+    assert vgg16.VGG16(graph).weights_md5 == download.md5sum(str(h5))
