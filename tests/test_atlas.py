@@ -1,0 +1,304 @@
+"""atlas.py and cluster.py on a small 13-layer model saved as a file (workers load it from there), 32 px.
+
+Known answers: one process, `--workers 2` and two shards give the same float
+arrays byte for byte; a run killed by SIGINT or SIGKILL and run again equals an
+uninterrupted one and does not render finished filters again; a worker killed
+mid-task still leaves every filter exactly once; other settings or weights, and
+every bad input, are refused with a message and leave nothing behind.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, random_weights
+import atlas
+import cluster
+import vgg16
+import visualize
+
+# Three layers at three depths; batches of 3 cut conv1_1 (4 filters) and conv3_1 / conv5_3 (8) into 2 + 3 + 3 tasks.
+RUN = ['--layers', 'conv1_1,conv3_1,conv5_3', '--size', '32', '--iters', '20', '--batch-size', '3', '--quiet']
+# For the kill tests: tasks long enough (about half a second each) to be caught half-way.
+SLOW = ['--layers', 'conv3_1', '--method', 'blog', '--size', '32', '--iters', '300', '--batch-size', '2', '--quiet']
+
+
+@pytest.fixture(scope='module')
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('model') / 'tiny.tfmodel'
+    path.write_bytes(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def reference(model_file, tmp_path_factory):
+    """The atlas of RUN made by one process: the folder."""
+    out = str(tmp_path_factory.mktemp('reference') / 'atlas')
+    assert atlas.main([out, '--model', model_file] + RUN) == 0
+    return out
+
+
+def arrays(out):
+    """{relative .npz path: {name: array}} of an atlas folder."""
+    found = {}
+    for layer in sorted(os.listdir(out)):
+        folder = os.path.join(out, layer)
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                if name.endswith('.npz'):
+                    with np.load(os.path.join(folder, name)) as npz:
+                        found['%s/%s' % (layer, name)] = {k: npz[k] for k in npz.files}
+    return found
+
+
+def assert_same_atlas(out, expected):
+    """Same files, float arrays equal byte for byte, same catalog and atlas.json."""
+    got, want = arrays(out), arrays(expected)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        for key in ('image', 'objectives', 'dead'):
+            assert got[name][key].tobytes() == want[name][key].tobytes(), (name, key)
+    for name in (atlas.CATALOG_FILE, atlas.ATLAS_FILE):
+        with open(os.path.join(out, name)) as f, open(os.path.join(expected, name)) as g:
+            assert json.load(f) == json.load(g), name
+
+
+def test_catalog_lists_every_filter_once_with_its_files(reference):
+    with open(os.path.join(reference, atlas.CATALOG_FILE)) as f:
+        catalog = json.load(f)
+    assert [(e['layer'], e['filter']) for e in catalog] == (
+        [('conv1_1', f) for f in range(4)] + [('conv3_1', f) for f in range(8)] + [('conv5_3', f) for f in range(8)])
+    for entry in catalog:
+        for key in ('png', 'thumb', 'curve', 'npz'):
+            assert os.path.isfile(os.path.join(reference, entry[key]))
+        assert 0 <= entry['dead_fraction'] <= 1 and entry['activation'] >= 0
+        assert entry['blur_robustness'] is None or entry['blur_robustness'] >= 0
+    with np.load(os.path.join(reference, catalog[0]['npz'])) as npz:
+        assert npz['image'].shape == (32, 32, 3) and npz['image'].dtype == np.float32
+        assert npz['objectives'].shape == (20,)
+    with open(os.path.join(reference, atlas.ATLAS_FILE)) as f:
+        header = json.load(f)
+    assert header['settings'] == {'method': 'regularized', 'iters': 20, 'size': 32, 'seed': 0,
+                                  'step_size': None, 'batch_size': 3}
+
+
+def test_workers_and_shards_equal_one_process(model_file, reference, tmp_path):
+    workers = str(tmp_path / 'workers')
+    assert atlas.main([workers, '--model', model_file, '--workers', '2'] + RUN) == 0
+    assert_same_atlas(workers, reference)
+    shards = str(tmp_path / 'shards')
+    assert atlas.main([shards, '--model', model_file, '--shard', '1/2'] + RUN) == 0
+    half = len(json.load(open(os.path.join(shards, atlas.CATALOG_FILE))))
+    assert 0 < half < 20
+    assert atlas.main([shards, '--model', model_file, '--shard', '0/2'] + RUN) == 0
+    assert_same_atlas(shards, reference)
+
+
+def test_shards_are_disjoint_and_cover_every_task(model_file):
+    model = cluster.worker_model(cluster.ModelSpec.of(model_file))
+    settings = atlas.Settings(batch_size=3, size=32).checked()
+    tasks = atlas.plan(model, settings, {i: range(model.layer_channels[i]) for i in range(13)})
+    parts = [atlas.shard_of(tasks, (i, 5)) for i in range(5)]
+    assert sorted(sum(parts, []), key=tasks.index) == tasks
+    # Narrowing the selection narrows the tasks; it never moves a filter to another batch.
+    narrow = atlas.plan(model, settings, {4: [1, 2, 3, 4]})
+    assert [t.filters for t in narrow] == [(1, 2), (3, 4)]
+
+
+def test_visualize_command_of_the_page_renders_the_same_picture(reference, tmp_path):
+    with open(os.path.join(reference, atlas.ATLAS_FILE)) as f:
+        command = json.load(f)['command']
+    words = command.split()
+    assert words[:2] == ['python', 'visualize.py']
+    npz = str(tmp_path / 'one.npz')
+    assert visualize.main(words[2:] + ['--layer', 'conv3_1', '--filters', '5', '--out', str(tmp_path / 'one.png'),
+                                       '--npz', npz, '--quiet']) == 0
+    with np.load(npz) as alone, np.load(os.path.join(reference, 'conv3_1', '0005.npz')) as in_atlas:
+        assert alone['images'][0].tobytes() == in_atlas['image'].tobytes()
+
+
+def test_index_only_rebuilds_catalog_and_page(reference, tmp_path):
+    out = str(tmp_path / 'copy')
+    shutil.copytree(reference, out)
+    for name in (atlas.CATALOG_FILE, atlas.PAGE_FILE):
+        os.remove(os.path.join(out, name))
+    assert atlas.main([out, '--index-only', '--quiet']) == 0
+    for name in (atlas.CATALOG_FILE, atlas.PAGE_FILE):
+        with open(os.path.join(out, name), 'rb') as f, open(os.path.join(reference, name), 'rb') as g:
+            assert f.read() == g.read()
+
+
+def start(out, model_file, flags):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, 'atlas.py'), out, '--model', model_file] + flags,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def records(out):
+    folder = os.path.join(out, 'conv3_1')
+    if not os.path.isdir(folder):
+        return {}
+    return {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in os.listdir(folder) if n.startswith('task-')}
+
+
+def wait_for_records(process, out, count, timeout=120):
+    deadline = time.monotonic() + timeout
+    while len(records(out)) < count:
+        assert process.poll() is None, 'the run ended before it could be interrupted: %s' % process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_killed_runs_resume_and_equal_an_uninterrupted_one(model_file, tmp_path):
+    expected = str(tmp_path / 'expected')
+    assert atlas.main([expected, '--model', model_file] + SLOW) == 0
+    out = str(tmp_path / 'out')
+
+    # Ctrl-C after the first task: a clean stop, the page shows what is finished.
+    process = start(out, model_file, SLOW)
+    wait_for_records(process, out, 1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and 'run the same command again' in stderr
+    with open(os.path.join(out, atlas.CATALOG_FILE)) as f:
+        assert 2 <= len(json.load(f)) < 8
+
+    # SIGKILL after one more task: no chance to clean up.
+    before = records(out)
+    process = start(out, model_file, SLOW)
+    wait_for_records(process, out, len(before) + 1)
+    process.kill()
+    process.communicate(timeout=60)
+    killed = records(out)
+    assert len(killed) < 4
+    for name in os.listdir(os.path.join(out, 'conv3_1')):
+        if name.endswith('.npz') and '.tmp' not in name:
+            np.load(os.path.join(out, 'conv3_1', name))['image']   # complete under its final name
+
+    assert atlas.main([out, '--model', model_file] + SLOW) == 0
+    after = records(out)
+    assert len(after) == 4
+    # Finished tasks were not rendered again.
+    assert {n: after[n] for n in killed} == killed
+    assert_same_atlas(out, expected)
+
+
+def test_worker_killed_mid_task_every_filter_exactly_once(model_file, tmp_path):
+    from dask.distributed import Client, LocalCluster
+    out = str(tmp_path / 'out')
+    flags = ['--layers', 'conv5_2,conv5_3', '--method', 'blog', '--size', '32', '--iters', '400',
+             '--batch-size', '2', '--quiet']
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={'dashboard_address': ':0'}) as local, Client(local) as client:
+        codes = []
+        run = threading.Thread(target=lambda: codes.append(
+            atlas.main([out, '--model', model_file, '--scheduler', local.scheduler_address] + flags)))
+        run.start()
+        # Wait for a finished task, then kill a worker that is in the middle of another.
+        deadline = time.monotonic() + 120
+        while not any(n.startswith('task-') for d in ('conv5_2', 'conv5_3') if os.path.isdir(os.path.join(out, d))
+                      for n in os.listdir(os.path.join(out, d))):
+            assert time.monotonic() < deadline and run.is_alive()
+            time.sleep(0.02)
+        busy = {worker: keys for worker, keys in client.processing().items() if keys}
+        assert busy, 'no task running to kill'
+        worker = sorted(busy)[0]
+        os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+        run.join(timeout=300)
+    assert codes == [0]
+    with open(os.path.join(out, atlas.CATALOG_FILE)) as f:
+        catalog = json.load(f)
+    assert [(e['layer'], e['filter']) for e in catalog] == [(l, f) for l in ('conv5_2', 'conv5_3') for f in range(8)]
+    filters = [(r['layer'], f) for r in atlas.read_records(out) for f in r['filters']]
+    assert sorted(filters) == sorted(set(filters)) and len(filters) == 16
+    # The task that lost its worker gives the same pictures as one process.
+    alone = str(tmp_path / 'alone')
+    assert atlas.main([alone, '--model', model_file] + flags) == 0
+    assert_same_atlas(out, alone)
+
+
+def test_other_settings_or_weights_are_refused(model_file, reference, tmp_path, capsys):
+    out = str(tmp_path / 'copy')
+    shutil.copytree(reference, out)
+    listing = {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names}
+    assert atlas.main([out, '--model', model_file] + RUN + ['--iters', '21']) == 2
+    assert "iters: 20 there, 21 now" in capsys.readouterr().err
+    other = str(tmp_path / 'other.tfmodel')
+    with open(other, 'wb') as f:
+        f.write(vgg16.build_graph_def(random_weights(seed=1), 'unit').SerializeToString())
+    assert atlas.main([out, '--model', other] + RUN) == 2
+    assert 'weights md5' in capsys.readouterr().err
+    assert {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names} == listing
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--layers', 'conv9_9'], "unknown layer 'conv9_9'"),
+    (['--layers', 'conv1_1', '--filters', '2-7'], 'filter 4 is out of range: conv1_1 has 4 filters, 0..3'),
+    (['--shard', '2/2'], "--shard '2/2': expected I/N with 0 <= I < N"),
+    (['--shard', 'one/two'], "--shard 'one/two'"),
+    (['--shard', '1/0'], "--shard '1/0'"),
+    (['--method', 'blog', '--step-size', '0'], 'step_size=0.0'),
+    (['--iters', '0'], 'iters=0'),
+    (['--size', '8', '--layers', 'conv5_3'], 'conv5_3 needs images of at least 16 pixels'),
+])
+def test_bad_input_says_what_and_leaves_nothing(model_file, tmp_path, capsys, flags, message):
+    out = str(tmp_path / 'out')
+    assert atlas.main([out, '--model', model_file, '--quiet'] + flags) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_unreachable_scheduler_names_it_and_how_to_start_one(model_file, tmp_path, capsys):
+    out = str(tmp_path / 'out')
+    address = 'tcp://127.0.0.1:%d' % closed_port()
+    started = time.monotonic()
+    assert atlas.main([out, '--model', model_file, '--scheduler', address, '--quiet']) == 2
+    assert time.monotonic() - started < 30
+    error = capsys.readouterr().err
+    assert 'cannot reach a Dask scheduler at %s' % address in error and '`dask scheduler`' in error
+    assert len(error.strip().splitlines()) == 1
+    assert not os.path.exists(out)
+
+
+def test_unwritable_out_is_refused(model_file, tmp_path, capsys):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a folder')
+    assert atlas.main([str(blocker / 'out'), '--model', model_file, '--quiet']) == 2
+    assert 'is not a folder' in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / 'locked'
+        locked.mkdir(mode=0o500)
+        assert atlas.main([str(locked / 'out'), '--model', model_file, '--quiet']) == 2
+        assert 'not writable' in capsys.readouterr().err
+        assert os.listdir(locked) == []
+
+
+def test_index_only_needs_an_atlas(tmp_path, capsys):
+    assert atlas.main([str(tmp_path), '--index-only']) == 2
+    assert 'not an atlas folder' in capsys.readouterr().err
+
+
+def test_worker_model_is_loaded_once_and_checked(model_file, tmp_path):
+    spec = cluster.ModelSpec.of(model_file, threads=1)
+    assert cluster.worker_model(spec) is cluster.worker_model(spec)
+    assert cluster.worker_model(spec).threads == 1
+    moved = cluster.ModelSpec(str(tmp_path / 'gone.tfmodel'), spec.md5, 1)
+    with pytest.raises(FileNotFoundError, match='every worker must see it'):
+        cluster.worker_model(moved)
+    with pytest.raises(FileNotFoundError, match='no model file'):
+        cluster.ModelSpec.of(str(tmp_path / 'gone.tfmodel'))
+    assert cluster.threads_per_worker(None) is None
+    assert cluster.threads_per_worker(2 * cluster.machine_cores()) == 1

@@ -1,0 +1,171 @@
+"""The atlas page in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by selenium.
+
+The atlas is made from small weights saved as an h5 file whose path holds
+`<script>alert(1)</script>.h5`: the page must show that text and run nothing.
+Skips, naming the reason, when the browser, its driver or selenium is missing.
+"""
+import functools
+import http.server
+import json
+import os
+import shutil
+import threading
+
+import pytest
+
+from conftest import random_weights
+from test_vgg16 import write_keras1_h5
+import atlas
+
+CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
+CHROMEDRIVER = shutil.which('chromedriver') or '/usr/bin/chromedriver'
+NASTY = '<script>alert(1)</script>.h5'
+
+
+def browser_missing():
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return 'selenium is not installed (pip install selenium)'
+    for path, package in ((CHROMIUM, 'chromium'), (CHROMEDRIVER, 'chromium-driver')):
+        if not os.access(path, os.X_OK):
+            return '%s not found: install the Debian package %s (.ci/run does)' % (path, package)
+    return None
+
+
+pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or '')
+
+
+@pytest.fixture(scope='module')
+def page(tmp_path_factory):
+    """(atlas folder, catalog) of conv1_1 and conv3_1, made from weights at a path holding NASTY."""
+    root = tmp_path_factory.mktemp('page')
+    weights = root / NASTY.split('/')[0] / NASTY.split('/')[1]      # a folder '<script>alert(1)<', a file 'script>.h5'
+    weights.parent.mkdir()
+    write_keras1_h5(str(weights), random_weights())
+    assert NASTY in str(weights)
+    out = str(root / 'atlas')
+    saved = os.environ.get('VGG16_DIR')
+    (root / 'models').mkdir()
+    os.environ['VGG16_DIR'] = str(root / 'models')
+    try:
+        assert atlas.main([out, '--weights', str(weights), '--preprocess', 'unit', '--layers', 'conv1_1,conv3_1',
+                           '--method', 'blog', '--iters', '20', '--size', '32', '--batch-size', '3', '--quiet']) == 0
+    finally:
+        if saved is None:
+            del os.environ['VGG16_DIR']
+        else:
+            os.environ['VGG16_DIR'] = saved
+    with open(os.path.join(out, atlas.CATALOG_FILE)) as f:
+        return out, json.load(f)
+
+
+@pytest.fixture(scope='module')
+def driver(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage',
+                 '--user-data-dir=%s' % tmp_path_factory.mktemp('chromium-profile'), '--window-size=1280,900'):
+        options.add_argument(flag)
+    options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield browser
+    browser.quit()
+
+
+def console_errors(driver):
+    return [entry for entry in driver.get_log('browser') if entry['level'] == 'SEVERE']
+
+
+def tile_ids(driver, layer):
+    """The filter ids of one layer's tiles, in page order."""
+    return driver.execute_script(
+        "const section = [...document.querySelectorAll('section')]"
+        "  .find((s) => s.querySelector('h2').textContent === arguments[0]);"
+        "return [...section.querySelectorAll('.tile')]"
+        "  .map((t) => Number(t.querySelector('.id').textContent.slice(1)));", layer)
+
+
+def loaded_width(driver, element_id):
+    """naturalWidth of an img once it has loaded (0 if it fails to within 10 s)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    script = "const i = document.getElementById(arguments[0]); return i.complete ? i.naturalWidth : null;"
+    return WebDriverWait(driver, 10).until(lambda d: d.execute_script(script, element_id) is not None) and \
+        driver.execute_script(script, element_id)
+
+
+def test_tiles_sort_detail_and_no_errors_from_file_url(page, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    out, catalog = page
+    driver.get('file://' + os.path.join(out, atlas.PAGE_FILE))
+    assert len(driver.find_elements(By.CSS_SELECTOR, '.tile')) == len(catalog) == 12
+    assert tile_ids(driver, 'conv3_1') == list(range(8))
+
+    # Sorting by dead fraction puts the most dead first, ties by filter id; the catalog says that is a new order.
+    layer = [e for e in catalog if e['layer'] == 'conv3_1']
+    expected = [e['filter'] for e in sorted(layer, key=lambda e: (-e['dead_fraction'], e['filter']))]
+    assert expected != list(range(8))
+    Select(driver.find_element(By.ID, 'sort')).select_by_value('dead_fraction')
+    assert tile_ids(driver, 'conv3_1') == expected
+
+    driver.find_element(By.ID, 'dead-only').click()
+    shown = [t for t in driver.find_elements(By.CSS_SELECTOR, '.tile') if t.is_displayed()]
+    assert len(shown) == sum(e['dead'] for e in catalog) > 0
+    driver.find_element(By.ID, 'dead-only').click()
+
+    entry = layer[5]
+    tile = driver.find_elements(By.CSS_SELECTOR, 'section')[1].find_elements(By.CSS_SELECTOR, '.tile')[
+        expected.index(entry['filter'])]
+    tile.click()
+    detail = driver.find_element(By.ID, 'detail')
+    assert detail.is_displayed()
+    assert driver.find_element(By.ID, 'detail-title').text.startswith('conv3_1 · filter 5')
+    assert driver.find_element(By.ID, 'detail-image').get_attribute('src').endswith('conv3_1/0005.png')
+    command = driver.find_element(By.ID, 'detail-command').text
+    assert command.startswith('python visualize.py --weights ') and '--layer conv3_1 --filters 5 ' in command
+    assert '%.3g' % entry['activation'] in driver.find_element(By.ID, 'detail-measures').text
+    # Every picture the detail view shows has loaded.
+    assert loaded_width(driver, 'detail-image') == 32
+    assert loaded_width(driver, 'detail-curve') > 0
+    driver.find_element(By.ID, 'detail-close').click()
+    assert not detail.is_displayed()
+    assert console_errors(driver) == []
+
+
+def test_names_from_files_are_shown_not_run(page, driver):
+    from selenium.webdriver.common.by import By
+    out, _ = page
+    driver.get('file://' + os.path.join(out, atlas.PAGE_FILE))
+    assert NASTY in driver.find_element(By.ID, 'settings').text
+    # Had the name become markup, there would be a third script element and an alert open.
+    assert len(driver.find_elements(By.TAG_NAME, 'script')) == 2
+    assert driver.execute_script('return 1') == 1      # raises UnexpectedAlertPresentException after an alert
+    assert console_errors(driver) == []
+
+
+def test_page_works_from_a_static_web_server(page, driver):
+    from selenium.webdriver.common.by import By
+    out, catalog = page
+    handler = functools.partial(QuietHandler, directory=out)
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        entry = catalog[2]
+        driver.get('http://127.0.0.1:%d/index.html#%s-%d' % (server.server_port, entry['layer'], entry['filter']))
+        assert len(driver.find_elements(By.CSS_SELECTOR, '.tile')) == len(catalog)
+        assert driver.find_element(By.ID, 'detail-title').text.startswith('conv1_1 · filter 2')
+        assert loaded_width(driver, 'detail-image') == 32
+        assert console_errors(driver) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
