@@ -1,0 +1,661 @@
+"""
+Which real pictures drive a filter: the patches of a folder of images that
+excite each filter of VGG16 most ("dataset examples", as OpenAI Microscope
+shows them beside every feature visualization).
+
+Every image of the folder goes once through the network; one forward pass per
+batch gives every requested layer, all channels. For each filter the k
+largest activations are kept, at most one per image (the image's strongest
+unit), and the patch shown is that unit's receptive field in the image.
+
+    python examples.py DIR --layers conv3_2 --filters 0-5 --out examples.png
+    python examples.py ../shared/data/mri-slices --weights ../shared/models/vgg16-mri-notop.h5 \\
+        --preprocess unit --layers conv3_2,conv5_1 --filters 0-5 --json examples.json --workers 2
+
+    import examples
+    found = examples.find(model, 'DIR', ['conv3_2'], filters=range(6))   # found.records: list of dict
+    tile = examples.patch(model, 'DIR', found.records[0])                 # float32 [32, 32, 3], RGB 0..255
+"""
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+if __name__ == '__main__':
+    # Before anything imports TensorFlow, so that --verbose can show its start-up lines.
+    import quiet
+    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+
+import numpy as np
+from matplotlib.figure import Figure
+
+import cluster
+import download
+import quiet
+import vgg16
+
+# Also on Dask workers, which import this module to run its tasks: the start-up lines stay held back.
+tf = quiet.import_tensorflow()
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+DEFAULT_K = 9
+DEFAULT_BATCH_SIZE = 16
+# Ops on the path from images:0 to a layer that change where a unit looks.
+# Everything else on the path (ReLU, BiasAdd, the preprocessing) is pointwise.
+WINDOW_OPS = ('Conv2D', 'MaxPool', 'AvgPool')
+
+
+# ---------------------------------------------------------------------------
+# Receptive fields, read from the graph
+
+def _window(op):
+    """(kernel, stride, padding) of one Conv2D or pooling op, along the rows (VGG16 is square)."""
+    strides = op.get_attr('strides')
+    if op.type == 'Conv2D':
+        kernel = int(op.inputs[1].shape[0])
+        dilation = op.get_attr('dilations')[1]
+        if dilation != 1:
+            raise ValueError('%s: dilated convolutions are not supported' % op.name)
+    else:
+        kernel = op.get_attr('ksize')[1]
+    return kernel, strides[1], op.get_attr('padding').decode()
+
+
+def _path_to_input(model, layer_index):
+    """The ops from images:0 to the layer's tensor, input first; one data input each."""
+    target = model.layer_tensors[layer_index].op
+    # Ops that depend on the input: the path must stay inside them (weights and
+    # constants are inputs of the same ops but do not move the field).
+    reaches, stack = set(), [model.input.op]
+    while stack:
+        op = stack.pop()
+        if op.name not in reaches:
+            reaches.add(op.name)
+            stack.extend(consumer for out in op.outputs for consumer in out.consumers())
+    path, op = [], target
+    while op is not model.input.op:
+        path.append(op)
+        inputs = [t.op for t in op.inputs if t.op.name in reaches]
+        if len(inputs) != 1:
+            raise ValueError('%s: %d inputs depend on the image; the receptive field needs a chain of ops'
+                             % (op.name, len(inputs)))
+        op = inputs[0]
+    return path[::-1]
+
+
+def receptive_field(model, layer_index):
+    """(size, stride, offset) in input pixels of a unit of the layer, read from the graph's ops.
+
+    Unit (y, x) of the layer's feature map sees input rows
+    offset + stride * y ... offset + stride * y + size - 1, and the same for
+    columns. offset is negative where the field starts in the zero padding.
+    Walks the Conv2D and pooling ops from images:0 to the layer, so any graph
+    of this contract works; 'SAME' padding is taken as TensorFlow pads inputs
+    whose side the stride divides. VGG16: 3 px at conv1_1, 40 at conv3_3, 196
+    at conv5_3.
+    """
+    key = ('receptive_field', layer_index)
+    if key in model.cache:
+        return model.cache[key]
+    size, stride, offset = 1, 1, 0
+    for op in _path_to_input(model, layer_index):
+        if op.type not in WINDOW_OPS:
+            continue
+        kernel, step, padding = _window(op)
+        pad_before = max(kernel - step, 0) // 2 if padding == 'SAME' else 0
+        offset -= pad_before * stride
+        size += (kernel - 1) * stride
+        stride *= step
+    # Kept: patches ask for it once per record, and the walk visits the whole graph.
+    model.cache[key] = size, stride, offset
+    return model.cache[key]
+
+
+# ---------------------------------------------------------------------------
+# Images
+
+def list_images(folder):
+    """Relative paths ('/'-separated) of the PNG and JPEG files under `folder`, recursively, sorted."""
+    if not os.path.exists(folder):
+        raise FileNotFoundError('image folder %s does not exist' % folder)
+    if not os.path.isdir(folder):
+        raise ValueError('%s is a file, not a folder of images; give the folder that holds it' % folder)
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in names:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, '/'))
+    if not files:
+        raise ValueError('no PNG or JPEG files under %s (looked for %s, recursively)'
+                         % (folder, ', '.join(IMAGE_EXTENSIONS)))
+    return sorted(files)
+
+
+def load_image(path, size):
+    """float32 [size, size, 3], RGB 0..255: the image scaled so its short side is `size`, centre-cropped.
+
+    Greyscale and palette images become RGB; transparency is dropped. Raises
+    OSError (or ValueError, SyntaxError from Pillow) for a file that is not a
+    readable PNG or JPEG.
+    """
+    from PIL import Image
+    with Image.open(path) as image:
+        image = image.convert('RGB')
+    width, height = image.size
+    if (width, height) != (size, size):
+        # The short side becomes exactly `size`, the long one keeps the aspect ratio.
+        if width <= height:
+            width, height = size, max(size, round(height * size / width))
+        else:
+            width, height = max(size, round(width * size / height)), size
+        image = image.resize((width, height), Image.BICUBIC)
+        left, top = (width - size) // 2, (height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, np.float32)
+
+
+def _read(folder, name, size):
+    """(image, None) or (None, reason) for one file; reading errors are the file's, not ours."""
+    from PIL import Image
+    try:
+        return load_image(os.path.join(folder, name), size), None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+        return None, '%s: %s' % (type(error).__name__, error)
+
+
+# ---------------------------------------------------------------------------
+# Top k per filter: partial results that merge in any order
+
+@dataclass
+class Top:
+    """The k strongest images of some filters of one layer; row r is rank r.
+
+    activation: float32 [n, F] (n <= k rows, F filters), the image's largest
+    unit after ReLU; image: int32 [n, F], index into the sorted file list;
+    y, x: int32 [n, F], that unit's row and column in the feature map.
+    """
+    activation: np.ndarray
+    image: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+
+
+def empty_top(filters):
+    zeros = np.zeros((0, len(filters)), np.int32)
+    return Top(np.zeros((0, len(filters)), np.float32), zeros, zeros, zeros)
+
+
+def merge_tops(a, b, k):
+    """The k best rows of both, per filter: activation descending, then file, then y, then x.
+
+    The file's index in the sorted list stands for its name, so the order is
+    total and the result the same for any order or split of the images.
+    """
+    both = [np.concatenate([u, v]) for u, v in zip((a.activation, a.image, a.y, a.x),
+                                                   (b.activation, b.image, b.y, b.x))]
+    activation, image, y, x = both
+    order = np.lexsort((x, y, image, -activation), axis=0)[:k]          # [min(n, k), F]
+    return Top(*(np.take_along_axis(v, order, axis=0) for v in both))
+
+
+@dataclass
+class Partial:
+    """What a run over some images found: picklable, merged by `merge_partials`.
+
+    tops: {layer_index: Top}; skipped: [(file, reason)]; count: images read.
+    """
+    tops: dict
+    skipped: list = field(default_factory=list)
+    count: int = 0
+
+
+def merge_partials(a, b, k):
+    """Two Partials of disjoint images as one; associative and commutative, for a reduction."""
+    tops = {index: merge_tops(a.tops[index], b.tops[index], k) for index in a.tops}
+    return Partial(tops, sorted(a.skipped + b.skipped), a.count + b.count)
+
+
+# ---------------------------------------------------------------------------
+# The forward pass
+
+def feature_side(model, layer_index, size):
+    """Side of the layer's feature map for size x size images, from the window ops on the path."""
+    side = size
+    for op in _path_to_input(model, layer_index):
+        if op.type in WINDOW_OPS:
+            kernel, step, padding = _window(op)
+            side = -(-side // step) if padding == 'SAME' else (side - kernel) // step + 1
+    return side
+
+
+def layer_ops(model, layer_index, size):
+    """(max_t, position_t), both [N, channels]: each image's largest unit per channel and its
+    position y * width + x in the feature map, for size x size images.
+
+    Built once per model, layer and size. Reducing inside the graph moves
+    [N, C] numbers out of TensorFlow instead of whole feature maps (conv1_2:
+    12.8 MB per image). One max pool over the whole map gives both: 2.5x
+    faster than reduce_max + argmax over the flattened map (conv1_2, batch 16,
+    36 ms instead of 93), which held the bookkeeping above 10 % of the time.
+    Its CPU kernel keeps the first of equal values in row-major order, i.e.
+    the smallest y, then x, the order of the ties rule.
+    """
+    key = ('examples', layer_index, size)
+    if key not in model.cache:
+        side = feature_side(model, layer_index, size)
+        with model.graph.as_default(), tf.name_scope('examples_%s' % model.short_names[layer_index]):
+            layer_t = model.layer_tensors[layer_index]                     # [N, side, side, C]
+            channels = model.layer_channels[layer_index]
+            max_t, index_t = tf.nn.max_pool_with_argmax(layer_t, [1, side, side, 1], [1, 1, 1, 1], 'VALID',
+                                                        include_batch_in_index=False)
+            # index = (y * side + x) * channels + channel
+            model.cache[key] = (tf.reshape(max_t, [-1, channels]),
+                                tf.cast(tf.reshape(index_t, [-1, channels]) // channels, tf.int32))
+    return model.cache[key]
+
+
+def scan(model, folder, files, first, layer_indices, filters, *, k=DEFAULT_K, size=224,
+         batch_size=DEFAULT_BATCH_SIZE, bar=None):
+    """Top k per filter over `files` (relative paths under folder); returns a Partial.
+
+    files[i] has index first + i in the sorted list of the whole folder (the
+    tie order). filters: {layer_index: [filter ids]}. Every batch is padded to
+    batch_size images, so each image meets the same kernels whatever its chunk:
+    TensorFlow may pick other code paths for other batch sizes, and results
+    that differ in the last bit would break ties differently.
+    """
+    ops = [layer_ops(model, index, size) for index in layer_indices]
+    widths = {index: feature_side(model, index, size) for index in layer_indices}
+    columns = {index: np.asarray(filters[index], np.intp) for index in layer_indices}
+    tops = {index: empty_top(filters[index]) for index in layer_indices}
+    skipped, count = [], 0
+    sess = vgg16.session(model)
+    batch = np.zeros((batch_size, size, size, 3), np.float32)
+    ids = []
+    position = 0
+    while position < len(files) or ids:
+        # Fill the batch, skipping unreadable files.
+        while len(ids) < batch_size and position < len(files):
+            image, reason = _read(folder, files[position], size)
+            if image is None:
+                skipped.append((files[position], reason))
+                if bar is not None:
+                    bar.update(1)
+            else:
+                batch[len(ids)] = image
+                ids.append(first + position)
+            position += 1
+        if not ids:
+            break
+        batch[len(ids):] = 0
+        values = sess.run(ops, {model.input: batch})
+        real = len(ids)
+        image_ids = np.asarray(ids, np.int32)
+        for index, (max_v, arg_v) in zip(layer_indices, values):
+            cols, width = columns[index], widths[index]
+            arg = arg_v[:real, cols]
+            batch_top = Top(max_v[:real, cols].astype(np.float32),
+                            np.broadcast_to(image_ids[:, None], arg.shape),
+                            (arg // width).astype(np.int32), (arg % width).astype(np.int32))
+            tops[index] = merge_tops(tops[index], batch_top, k)
+        count += real
+        if bar is not None:
+            bar.update(real)
+        ids = []
+    return Partial(tops, skipped, count)
+
+
+@dataclass
+class Found:
+    """What find() found.
+
+    records: list of dict, one per (layer, filter, rank): layer (short name),
+      filter, rank (0 = strongest), file (path under the folder, '/'-separated),
+      y, x (the unit's row and column in the layer's feature map), activation
+      (that unit's value after ReLU); ordered by layer, filter, rank.
+    skipped: files that could not be read; reasons: why, one per skipped file.
+    count: images read. size: side of the square the images were scaled to.
+    """
+    records: list
+    skipped: list
+    reasons: list
+    count: int
+    size: int
+
+
+def check_filters(model, layer_indices, filters):
+    """{layer_index: [filter ids]} from None (all), a sequence (every layer) or {layer id: sequence}."""
+    if filters is None:
+        return {index: list(range(model.layer_channels[index])) for index in layer_indices}
+    if isinstance(filters, dict):
+        given = {model.layer_index(layer): ids for layer, ids in filters.items()}
+        missing = [model.short_names[i] for i in layer_indices if i not in given]
+        if missing:
+            raise ValueError('filters names no ids for %s; give ids for every layer or a single sequence'
+                             % ', '.join(missing))
+        return {index: vgg16.check_feature_ids(model, index, given[index]) for index in layer_indices}
+    filters = list(filters) if hasattr(filters, '__iter__') and not isinstance(filters, str) else filters
+    return {index: vgg16.check_feature_ids(model, index, filters) for index in layer_indices}
+
+
+def _records(model, tops, filters, files, layer_indices):
+    records = []
+    for index in layer_indices:
+        top = tops[index]
+        for column, filter_id in enumerate(filters[index]):
+            for rank in range(top.activation.shape[0]):
+                records.append({'layer': model.short_names[index], 'filter': int(filter_id), 'rank': rank,
+                                'file': files[top.image[rank, column]],
+                                'y': int(top.y[rank, column]), 'x': int(top.x[rank, column]),
+                                'activation': float(top.activation[rank, column])})
+    return records
+
+
+def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=DEFAULT_BATCH_SIZE,
+         progress=True, client=None, precision=None, size=224, chunk_size=None, threads=None):
+    """The k images of `folder` that excite each filter most, with the unit that does it; returns a Found.
+
+    layer_indices: layers as indices or names ('conv3_2'); filters: None (every
+    filter), a sequence of ids for every layer, or {layer: ids}. Images (PNG,
+    JPEG, recursively) are scaled and centre-cropped to size x size, RGB
+    0..255, and stream through in batches of batch_size, so memory does not
+    grow with the folder. Unreadable files are skipped and listed in
+    Found.skipped. client: a dask.distributed Client (see cluster.py) to spread
+    chunks of chunk_size images (default: 4 chunks per worker, whole batches)
+    over its workers, each with `threads` TensorFlow threads (default: the
+    machine's cores shared out for a local cluster, else TensorFlow's
+    default); the result is the same as without it.
+    precision: None (float32; the precision switch has not landed).
+    """
+    if precision not in (None, 'float32'):
+        raise ValueError('precision=%r: only float32 (None) is available here' % (precision,))
+    layer_indices = sorted({model.layer_index(layer) for layer in layer_indices})
+    if not layer_indices:
+        raise ValueError('no layers given; name at least one, e.g. conv3_2')
+    k = vgg16.check_int('k', k, 1)
+    batch_size = vgg16.check_int('batch_size', batch_size, 1)
+    size = vgg16.check_size(model, max(layer_indices), size)
+    filters = check_filters(model, layer_indices, filters)
+    files = list_images(folder)
+
+    if client is not None:
+        partial = _scan_on_cluster(client, model, folder, files, layer_indices, filters, k=k, size=size,
+                                   batch_size=batch_size, chunk_size=chunk_size, progress=progress,
+                                   threads=threads)
+    else:
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(files), unit='img', desc='images')
+        try:
+            partial = scan(model, folder, files, 0, layer_indices, filters, k=k, size=size,
+                           batch_size=batch_size, bar=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    if partial.count == 0:
+        raise ValueError('none of the %d image files under %s could be read (first: %s)'
+                         % (len(files), folder, partial.skipped[0][1]))
+    skipped = sorted(partial.skipped)
+    return Found(_records(model, partial.tops, filters, files, layer_indices),
+                 [name for name, _ in skipped], [reason for _, reason in skipped], partial.count, size)
+
+
+def _scan_task(chunk, spec, folder, layer_indices, filters, options):
+    """scan() of one chunk (first index, [files]) on a Dask worker, with the worker's copy of the model."""
+    first, files = chunk
+    return scan(cluster.worker_model(spec), folder, files, first, layer_indices, filters, **options)
+
+
+def _scan_on_cluster(client, model, folder, files, layer_indices, filters, *, k, size, batch_size,
+                     chunk_size, progress, threads):
+    """scan() of chunks of `files` mapped over the client's workers, merged as they finish."""
+    if model.path is None:
+        raise ValueError('client=...: the workers load the model from its file, and this model was given in '
+                         'memory; save its graph and load it with vgg16.VGG16(path)')
+    workers = max(1, len(client.scheduler_info()['workers']))
+    if chunk_size is None:
+        # About 4 chunks per worker keeps them all busy to the end; whole batches waste no padding.
+        chunk_size = batch_size * max(1, math.ceil(len(files) / (4 * workers * batch_size)))
+    chunk_size = vgg16.check_int('chunk_size', chunk_size, 1)
+    if threads is None and getattr(client, 'cluster', None) is not None:
+        # Worker processes of a cluster on this machine share its cores.
+        threads = cluster.threads_per_worker(workers)
+    spec = cluster.ModelSpec.of(model.path, threads=threads)
+    chunks = [(start, files[start:start + chunk_size]) for start in range(0, len(files), chunk_size)]
+    options = dict(k=k, size=size, batch_size=batch_size)
+    futures = client.map(_scan_task, chunks, spec=spec, folder=os.path.abspath(folder),
+                         layer_indices=layer_indices, filters=filters, options=options, pure=False)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(files), unit='img', desc='images')
+    from dask.distributed import as_completed
+    merged = None
+    try:
+        # The merge is commutative and associative: the order chunks finish in does not matter.
+        for future in as_completed(futures):
+            partial = future.result()
+            merged = partial if merged is None else merge_partials(merged, partial, k)
+            if bar is not None:
+                bar.update(partial.count + len(partial.skipped))
+    finally:
+        if bar is not None:
+            bar.close()
+    return merged
+
+
+# ---------------------------------------------------------------------------
+# Patches
+
+def crop(image, top, left, side):
+    """image[top:top+side, left:left+side] with zeros (black) where the window leaves the image."""
+    height, width = image.shape[:2]
+    out = np.zeros((side, side) + image.shape[2:], image.dtype)
+    rows = slice(max(top, 0), min(top + side, height))
+    cols = slice(max(left, 0), min(left + side, width))
+    out[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = image[rows, cols]
+    return out
+
+
+def patch(model, folder, record, size=224):
+    """The receptive field of a record's unit in its image: float32 [p, p, 3], RGB 0..255.
+
+    p is the layer's receptive field (40 px for conv3_3), the same for every
+    record of a layer; where the field leaves the image the patch is black, as
+    the network's zero padding sees it for 'unit' and 'none' preprocessing.
+    size: the side find() used (Found.size).
+    """
+    return patches(model, folder, [record], size)[0]
+
+
+def patches(model, folder, records, size=224):
+    """patch() of records of one layer, float32 [n, p, p, 3], reading each image once."""
+    images, tiles = {}, []
+    for record in records:
+        side, stride, offset = receptive_field(model, model.layer_index(record['layer']))
+        if record['file'] not in images:
+            images[record['file']] = load_image(os.path.join(folder, record['file']), size)
+        tiles.append(crop(images[record['file']], offset + stride * record['y'], offset + stride * record['x'],
+                          side))
+    return np.stack(tiles)
+
+
+# ---------------------------------------------------------------------------
+# Pictures
+
+def _scaled(image):
+    """An image of any range as 0..1 by its own min and max (flat: 0.5), for imshow."""
+    image = np.asarray(image, np.float32)
+    low, high = float(image.min()), float(image.max())
+    return np.full_like(image, 0.5) if high - low < 1e-12 else (image - low) / (high - low)
+
+
+def plot_examples(synthetic_images, patches, captions=None, *, row_labels=None, title=None, tile=1.1):
+    """A Figure with one row per filter: its synthetic picture (if given), then its top patches.
+
+    synthetic_images: None or [rows, S, S, 3] (any range; each scaled by its
+    own min and max). patches: one float32 [n, p, p, 3] array per row, RGB
+    0..255, shown as they are (n may differ between rows, p between layers).
+    captions: per row, one string per patch; row_labels: one string per row,
+    shown left of the row; tile: inches per picture.
+    """
+    patches = [np.asarray(p) for p in patches]
+    rows = len(patches)
+    if rows == 0:
+        raise ValueError('plot_examples needs at least one row of patches')
+    if synthetic_images is not None and len(synthetic_images) != rows:
+        raise ValueError('%d synthetic pictures for %d rows of patches' % (len(synthetic_images), rows))
+    for name, values in (('captions', captions), ('row_labels', row_labels)):
+        if values is not None and len(values) != rows:
+            raise ValueError('%d %s for %d rows of patches' % (len(values), name, rows))
+    first = 1 if synthetic_images is not None else 0
+    columns = first + max(len(p) for p in patches)
+    fig = Figure(figsize=(tile * columns + (1.0 if row_labels else 0), (tile + 0.3) * rows + (0.6 if title else 0)),
+                 layout='constrained')
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for row in range(rows):
+        for column in range(columns):
+            ax = axes[row, column]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            number = column - first
+            if column < first:
+                ax.imshow(_scaled(synthetic_images[row]), interpolation='nearest')
+                ax.set_xlabel('synthetic', fontsize=7)
+            elif number < len(patches[row]):
+                ax.imshow(np.clip(patches[row][number] / 255.0, 0, 1), interpolation='nearest')
+                if captions is not None:
+                    ax.set_xlabel(captions[row][number], fontsize=6)
+            else:
+                ax.axis('off')
+            if column == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[row], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def rows_of(model, folder, found):
+    """[(layer, filter, patches float32 [n, p, p, 3], records)], one per filter, in the records' order."""
+    groups = {}
+    for record in found.records:
+        groups.setdefault((record['layer'], record['filter']), []).append(record)
+    return [(layer, filter_id, patches(model, folder, records, found.size), records)
+            for (layer, filter_id), records in groups.items()]
+
+
+def plot_found(model, folder, found, synthetic_images=None, title=None):
+    """plot_examples() of everything find() found: one row per filter, captions file and activation."""
+    rows = rows_of(model, folder, found)
+    captions = [['%s\n%.3g' % (os.path.splitext(os.path.basename(r['file']))[0], r['activation'])
+                 for r in records] for _, _, _, records in rows]
+    labels = ['%s\nfilter %d' % (layer, filter_id) for layer, filter_id, _, _ in rows]
+    return plot_examples(synthetic_images, [p for _, _, p, _ in rows], captions, row_labels=labels, title=title)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+def _layers_arg(text):
+    return [int(part) if part.strip().lstrip('-').isdigit() else part.strip() for part in text.split(',')]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description='Find the patches of a folder of images (PNG, JPEG, recursively) that excite each '
+                    'filter of VGG16 most, and draw them, one row per filter.')
+    parser.add_argument('folder', help='folder of images, searched recursively')
+    parser.add_argument('--layers', type=_layers_arg, default=['conv3_2'],
+                        help='conv layers, comma-separated: names conv1_1 .. conv5_3 or indices 0..12 '
+                             '(default conv3_2); one forward pass gives them all')
+    parser.add_argument('--filters', default='0-5',
+                        help="filter ids of every layer: a range '0-5', a list '1,4,9' or 'all' (default 0-5)")
+    parser.add_argument('--k', type=int, default=DEFAULT_K, help='patches per filter (default %d)' % DEFAULT_K)
+    parser.add_argument('--out', default='examples.png', help='PNG file for the figure (default examples.png)')
+    parser.add_argument('--json', default=None,
+                        help='also write the records (layer, filter, rank, file, y, x, activation) to this '
+                             'JSON file')
+    parser.add_argument('--size', type=int, default=224,
+                        help='images are scaled and centre-cropped to this side (default 224)')
+    parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
+                        help='images per forward pass (default %d)' % DEFAULT_BATCH_SIZE)
+    parser.add_argument('--model', default=None,
+                        help='a vgg16.tfmodel file to use (default: the one in the model folder, '
+                             '$VGG16_DIR or %s)' % vgg16.data_dir)
+    parser.add_argument('--weights', default=None,
+                        help='build the graph from this Keras VGG16 h5 weight file first (see download.py)')
+    parser.add_argument('--preprocess', choices=vgg16.PREPROCESS_CHOICES, default=None,
+                        help='with --weights: input scaling the weights were trained with: caffe '
+                             '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
+    cluster.add_arguments(parser)
+    parser.add_argument('--quiet', action='store_true', help='no progress bar, no summary')
+    parser.add_argument('--verbose', action='store_true',
+                        help="name every skipped file and why; show TensorFlow's start-up lines")
+    return parser
+
+
+def _load_model(args):
+    if args.model:
+        if args.weights or args.preprocess:
+            raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude '
+                             'each other; give one')
+        return vgg16.VGG16(args.model)
+    if args.weights or args.preprocess:
+        if not args.weights:
+            raise ValueError('--preprocess needs --weights FILE.h5')
+        vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=args.quiet)
+    return vgg16.VGG16()
+
+
+def _write_json(path, records):
+    import json
+    data = json.dumps(records, indent=1).encode('utf8')
+    return download.write_atomic(path, lambda f: f.write(data))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        for path in (args.out, args.json):
+            # Checked first: a missing folder found after the whole folder of images was read loses the run.
+            if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                raise FileNotFoundError('cannot save %s: folder %s does not exist'
+                                        % (path, os.path.dirname(os.path.abspath(path))))
+        list_images(args.folder)
+        model = _load_model(args)
+        layer_indices = [model.layer_index(layer) for layer in args.layers]
+        filters = {index: vgg16.parse_filters(args.filters, model.layer_channels[index])
+                   for index in layer_indices}
+        with cluster.client_from_args(args) as client:
+            found = find(model, args.folder, layer_indices, k=args.k, filters=filters,
+                         batch_size=args.batch_size, progress=not args.quiet, size=args.size, client=client,
+                         threads=cluster.threads_from_args(args))
+        if args.json:
+            _write_json(args.json, found.records)
+        title = '%s\ntop %d of %d images in %s, receptive fields of the strongest unit' % (
+            model.description, args.k, found.count, args.folder)
+        fig = plot_found(model, args.folder, found, title=title)
+        download.write_atomic(args.out, lambda f: fig.savefig(f, dpi=100, format='png'))
+    except (ValueError, FileNotFoundError, ConnectionError) as error:
+        print('error: %s' % error, file=sys.stderr)
+        return 2
+    total = found.count + len(found.skipped)
+    if found.skipped:
+        print('skipped %s of %s files%s' % (format(len(found.skipped), ','), format(total, ','),
+                                             '' if args.verbose else ' (--verbose names them)'), file=sys.stderr)
+        if args.verbose:
+            for name, reason in zip(found.skipped, found.reasons):
+                print('  %s: %s' % (name, reason), file=sys.stderr)
+    if not args.quiet:
+        print('saved the top %d of %s images for %d filters to %s%s'
+              % (args.k, format(found.count, ','), len({(r['layer'], r['filter']) for r in found.records}),
+                 args.out, ' and ' + args.json if args.json else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

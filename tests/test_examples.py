@@ -1,0 +1,263 @@
+"""examples.py: top patches from real images, on hand-set filters and generated PNGs with known answers."""
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cluster
+import examples
+import vgg16
+from conftest import make_model, one_layer_model, random_weights
+
+# R - G - B at every position of a 5x5 window: large only where a patch is pure red.
+RED_KERNEL = np.tile(np.array([1.0, -1.0, -1.0], np.float32), (5, 5, 1))
+SIDE = 32
+
+
+@pytest.fixture(scope='module')
+def red_model():
+    return one_layer_model(RED_KERNEL)
+
+
+def write_png(path, image):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.asarray(image, np.uint8)).save(path)
+
+
+def background(seed, side=SIDE):
+    """Colours 0..150: a 5x5 window of them scores at most 25 * 150 / 255 = 14.7 < 25 for pure red."""
+    return np.random.default_rng(seed).integers(0, 151, (side, side, 3)).astype(np.uint8)
+
+
+def red_detector_response(image, y, x):
+    """relu of the unit (y, x) of RED_KERNEL on image [H, W, 3] 0..255, 'unit' preprocessing, zero padding."""
+    padded = np.pad(np.asarray(image, np.float64) / 255.0, ((2, 2), (2, 2), (0, 0)))
+    window = padded[y:y + 5, x:x + 5]
+    return max(0.0, float((window[..., 0] - window[..., 1] - window[..., 2]).sum()))
+
+
+@pytest.fixture(scope='module')
+def red_folder(tmp_path_factory):
+    """6 noise images in two sub-folders; b/square.png has a 5x5 red square centred at (12, 22)."""
+    folder = tmp_path_factory.mktemp('red')
+    for i in range(5):
+        write_png(str(folder / ('a' if i < 3 else 'b') / ('noise%d.png' % i)), background(i))
+    image = background(10)
+    image[10:15, 20:25] = (255, 0, 0)
+    write_png(str(folder / 'b' / 'square.png'), image)
+    return str(folder)
+
+
+def test_receptive_fields_of_vgg16_are_read_from_the_graph():
+    # Any channel counts: the field depends only on kernels, strides and padding.
+    model = make_model(random_weights((2,) * 13))
+    fields = {name: examples.receptive_field(model, i) for i, name in enumerate(model.short_names)}
+    assert fields['conv1_1'] == (3, 1, -1)
+    assert fields['conv1_2'] == (5, 1, -2)
+    assert fields['conv3_3'] == (40, 4, -18)
+    assert fields['conv5_3'] == (196, 16, -90)
+    assert [fields[n][0] for n in model.short_names] == [3, 5, 10, 14, 24, 32, 40, 60, 76, 92, 132, 164, 196]
+
+
+def test_a_unit_sees_nothing_outside_its_receptive_field():
+    model = make_model(random_weights((4, 4, 4, 4, 4, 4, 4), seed=3))
+    index = model.layer_index('conv3_3')
+    side, stride, offset = examples.receptive_field(model, index)
+    y, x = 5, 6
+    top, left = offset + stride * y, offset + stride * x
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    changed = rng.uniform(0, 255, image.shape).astype(np.float32)
+    changed[:, top:top + side, left:left + side] = image[:, top:top + side, left:left + side]
+    layer_t = model.layer_tensors[index]
+    sess = vgg16.session(model)
+    before, after = sess.run(layer_t, {model.input: image}), sess.run(layer_t, {model.input: changed})
+    np.testing.assert_allclose(after[0, y, x], before[0, y, x], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(after, before)    # the change reached other units
+
+
+def test_the_planted_red_square_is_the_top_example(red_model, red_folder):
+    found = examples.find(red_model, red_folder, ['conv1_1'], k=3, size=SIDE, progress=False)
+    assert found.count == 6 and found.skipped == [] and found.size == SIDE
+    assert [r['rank'] for r in found.records] == [0, 1, 2]
+    best = found.records[0]
+    assert (best['layer'], best['filter'], best['file'], best['y'], best['x']) == ('conv1_1', 0, 'b/square.png', 12, 22)
+    image = np.asarray(Image.open(os.path.join(red_folder, 'b', 'square.png')), np.float32)
+    assert best['activation'] == pytest.approx(red_detector_response(image, 12, 22), rel=1e-5)
+    assert best['activation'] == pytest.approx(25.0, rel=1e-5)
+    # At most one entry per image, strongest first; each equals the NumPy response at its unit.
+    assert len({r['file'] for r in found.records}) == 3
+    activations = [r['activation'] for r in found.records]
+    assert activations == sorted(activations, reverse=True)
+    for record in found.records[1:]:
+        image = np.asarray(Image.open(os.path.join(red_folder, record['file'])), np.float32)
+        assert record['activation'] == pytest.approx(red_detector_response(image, record['y'], record['x']),
+                                                     rel=1e-4, abs=1e-5)
+    # The patch is the unit's receptive field, centred on the square: the square itself.
+    tile = examples.patch(red_model, red_folder, best, size=SIDE)
+    assert tile.shape == (5, 5, 3) and tile.dtype == np.float32
+    np.testing.assert_array_equal(tile, np.broadcast_to([255.0, 0.0, 0.0], (5, 5, 3)))
+
+
+def test_a_corner_patch_is_padded_and_ties_go_to_the_first_unit(tmp_path):
+    # A 3x3 square in the corner fits whole in the window of units (0..2, 0..2): nine equal units.
+    image = np.zeros((SIDE, SIDE, 3), np.uint8)
+    image[0:3, 0:3] = (255, 0, 0)
+    write_png(str(tmp_path / 'corner.png'), image)
+    model = one_layer_model(RED_KERNEL)
+    best = examples.find(model, str(tmp_path), [0], k=1, size=SIDE, progress=False).records[0]
+    assert (best['y'], best['x'], best['activation']) == (0, 0, pytest.approx(9.0))
+    tile = examples.patch(model, str(tmp_path), best, size=SIDE)
+    expected = np.zeros((5, 5, 3), np.float32)
+    expected[2:, 2:] = (255, 0, 0)
+    np.testing.assert_array_equal(tile, expected)
+
+
+@pytest.fixture(scope='module')
+def mixed_folder(tmp_path_factory):
+    """14 noise images; copy*.png repeat noise3.png, so their activations tie exactly."""
+    folder = tmp_path_factory.mktemp('mixed')
+    for i in range(12):
+        write_png(str(folder / ('noise%02d.png' % i)), background(i))
+    for name in ('copy1.png', 'sub/copy0.png'):
+        write_png(str(folder / name), background(3))
+    return str(folder)
+
+
+@pytest.fixture(scope='module')
+def small_model(tmp_path_factory):
+    """3 random layers, loaded from a file so that Dask workers can load it too."""
+    path = str(tmp_path_factory.mktemp('small') / 'vgg16.tfmodel')
+    with open(path, 'wb') as f:
+        f.write(vgg16.build_graph_def(random_weights((4, 4, 5)), 'unit').SerializeToString())
+    return vgg16.VGG16(path)
+
+
+def test_any_batching_or_split_gives_the_same_examples(small_model, mixed_folder):
+    layers, options = [0, 2], dict(k=4, size=SIDE)
+    reference = examples.find(small_model, mixed_folder, layers, batch_size=16, progress=False, **options)
+    assert len(reference.records) == (4 + 5) * 4
+    for batch_size in (1, 3):
+        found = examples.find(small_model, mixed_folder, layers, batch_size=batch_size, progress=False, **options)
+        assert found.records == reference.records
+    # Chunks scanned in any order and merged in any order.
+    files = examples.list_images(mixed_folder)
+    filters = examples.check_filters(small_model, layers, None)
+    rng = random.Random(0)
+    for _ in range(3):
+        cuts = sorted(rng.sample(range(1, len(files)), 3))
+        chunks = [(start, files[start:stop]) for start, stop in zip([0] + cuts, cuts + [len(files)])]
+        rng.shuffle(chunks)
+        partials = [examples.scan(small_model, mixed_folder, chunk, start, layers, filters, batch_size=2, **options)
+                    for start, chunk in chunks]
+        merged = partials[0]
+        for partial in partials[1:]:
+            merged = examples.merge_partials(partial, merged, options['k'])
+        assert examples._records(small_model, merged.tops, filters, files, layers) == reference.records
+
+
+def test_two_dask_workers_give_the_same_examples(small_model, mixed_folder):
+    layers, options = [0, 2], dict(k=4, size=SIDE, batch_size=2, progress=False)
+    reference = examples.find(small_model, mixed_folder, layers, **options)
+    with cluster.connect(workers=2) as client:
+        for chunk_size in (2, 5, None):
+            found = examples.find(small_model, mixed_folder, layers, client=client, chunk_size=chunk_size,
+                                  **options)
+            assert found.records == reference.records and found.count == 14
+
+
+def test_ties_break_by_file_name(small_model, mixed_folder):
+    found = examples.find(small_model, mixed_folder, [0], k=14, filters=[1], size=SIDE, progress=False)
+    same = [r['file'] for r in found.records if r['file'] in ('copy1.png', 'noise03.png', 'sub/copy0.png')]
+    assert same == ['copy1.png', 'noise03.png', 'sub/copy0.png']
+    ranks = [r['file'] for r in found.records]
+    assert ranks.index('noise03.png') == ranks.index('copy1.png') + 1
+
+
+def test_find_builds_its_ops_once(small_model, mixed_folder):
+    examples.find(small_model, mixed_folder, [0, 1, 2], k=2, size=SIDE, progress=False)
+    count = len(small_model.graph.get_operations())
+    for _ in range(3):
+        examples.find(small_model, mixed_folder, [0, 1, 2], k=2, size=SIDE, progress=False)
+    assert len(small_model.graph.get_operations()) == count
+
+
+def test_bad_files_are_skipped_and_counted(red_model, tmp_path):
+    write_png(str(tmp_path / 'good.png'), background(0))
+    Image.fromarray(background(1)[:, :, 0]).save(str(tmp_path / 'grey.jpg'))    # greyscale JPEG reads fine
+    data = open(str(tmp_path / 'good.png'), 'rb').read()
+    (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'notes.jpg').write_text('not a picture')
+    (tmp_path / 'readme.txt').write_text('ignored: not an image name')
+    found = examples.find(red_model, str(tmp_path), [0], k=9, size=SIDE, progress=False)
+    assert found.count == 2
+    assert found.skipped == ['cut.png', 'notes.jpg'] and len(found.reasons) == 2
+    assert {r['file'] for r in found.records} == {'good.png', 'grey.jpg'}
+
+
+def test_bad_folders_say_what_is_wrong(red_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        examples.find(red_model, str(tmp_path / 'nowhere'), [0], progress=False)
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty' / 'notes.txt').write_text('no images here')
+    with pytest.raises(ValueError, match='no PNG or JPEG files under'):
+        examples.find(red_model, str(tmp_path / 'empty'), [0], progress=False)
+    (tmp_path / 'broken').mkdir()
+    (tmp_path / 'broken' / 'a.png').write_bytes(b'\x89PNG\r\n\x1a\n broken')
+    with pytest.raises(ValueError, match='none of the 1 image files'):
+        examples.find(red_model, str(tmp_path / 'broken'), [0], progress=False)
+    with pytest.raises(ValueError, match='is a file, not a folder'):
+        examples.find(red_model, str(tmp_path / 'broken' / 'a.png'), [0], progress=False)
+
+
+def test_bad_arguments_name_the_value(red_model, red_folder):
+    with pytest.raises(ValueError, match='k=0'):
+        examples.find(red_model, red_folder, [0], k=0, progress=False)
+    with pytest.raises(ValueError, match='filter 3 is out of range'):
+        examples.find(red_model, red_folder, [0], filters=[3], progress=False)
+    with pytest.raises(ValueError, match='unknown layer'):
+        examples.find(red_model, red_folder, ['conv9_9'], progress=False)
+
+
+def test_images_become_rgb_squares_of_the_model_size(tmp_path):
+    grey = np.tile(np.arange(64, dtype=np.uint8)[None, :], (32, 1))            # 32 rows, 64 columns
+    Image.fromarray(grey).save(str(tmp_path / 'wide.png'))
+    image = examples.load_image(str(tmp_path / 'wide.png'), 16)
+    assert image.shape == (16, 16, 3) and image.dtype == np.float32
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    # Halved, then the middle 16 of 32 columns: values near 16..47, increasing left to right.
+    assert 14 <= image[0, 0, 0] <= 19 and 44 <= image[0, -1, 0] <= 49
+
+
+def test_plot_examples_draws_a_row_per_filter():
+    patches = [np.zeros((3, 5, 5, 3), np.float32), np.full((2, 5, 5, 3), 255, np.float32)]
+    fig = examples.plot_examples(np.zeros((2, 8, 8, 3)), patches, [['a', 'b', 'c'], ['d', 'e']],
+                                 row_labels=['f0', 'f1'], title='t')
+    assert len(fig.axes) == 2 * 4
+    with pytest.raises(ValueError, match='1 synthetic pictures for 2 rows'):
+        examples.plot_examples(np.zeros((1, 8, 8, 3)), patches)
+
+
+def test_command_line_writes_figure_and_records(red_folder, tmp_path, capsys):
+    model_path = str(tmp_path / 'red.tfmodel')
+    with open(model_path, 'wb') as f:
+        f.write(vgg16.build_graph_def([(RED_KERNEL[:, :, :, None], np.zeros(1, np.float32))], 'unit')
+                .SerializeToString())
+    (tmp_path / 'images').mkdir()
+    write_png(os.path.join(str(tmp_path / 'images'), 'square.png'), np.full((SIDE, SIDE, 3), (255, 0, 0)))
+    (tmp_path / 'images' / 'bad.png').write_text('not a picture')
+    out, records = str(tmp_path / 'ex.png'), str(tmp_path / 'ex.json')
+    code = examples.main([str(tmp_path / 'images'), '--model', model_path, '--layers', 'conv1_1',
+                          '--filters', '0', '--size', str(SIDE), '--out', out, '--json', records, '--verbose'])
+    assert code == 0 and os.path.getsize(out) > 0
+    data = json.load(open(records))
+    assert [(r['layer'], r['filter'], r['rank'], r['file'], r['y'], r['x']) for r in data] == [
+        ('conv1_1', 0, 0, 'square.png', 2, 2)]
+    assert data[0]['activation'] == pytest.approx(25.0)
+    err = capsys.readouterr().err
+    assert 'skipped 1 of 2 files' in err and 'bad.png' in err
+    code = examples.main([str(tmp_path / 'nowhere'), '--model', model_path, '--out', out])
+    assert code == 2 and 'does not exist' in capsys.readouterr().err
