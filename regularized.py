@@ -293,13 +293,20 @@ class RenderOps:
     image_t: tf.Tensor            # float32 [B, size, size, 3], the current pictures, RGB 0..255
 
 
-def render_ops(model, layer_index, config, size):
-    """The RenderOps of (layer_index, config, size) in model.graph, built on the first call."""
-    key = ('regularized', layer_index, config, size)
+def render_ops(model, layer_index, config, size, precision='float32'):
+    """The RenderOps of (layer_index, config, size, precision) in model.graph, built on the first call.
+
+    precision: 'float32' or 'bfloat16' (resolved), the precision of the
+    network's convolutions after conv1_1 (vgg16.channel_objective). The
+    Fourier basis, colours, sigmoid, transforms and Adam stay float32 in both,
+    each for the reason written beside it.
+    """
+    key = ('regularized', layer_index, config, size, precision)
     if key in model.cache:
         return model.cache[key]
     shape = spectrum_shape(size)
-    with model.graph.as_default(), tf.name_scope('regularized_%s' % model.short_names[layer_index]):
+    scope = 'regularized_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
+    with model.graph.as_default(), tf.name_scope(scope):
         filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
         start_t = tf.placeholder(tf.float32, (None,) + shape, name='start')
         seed_t = tf.placeholder(tf.int64, [], name='seed')
@@ -318,15 +325,25 @@ def render_ops(model, layer_index, config, size):
         # One read of the coefficients per step: the objective, the gradient
         # and the update all see the values from before the update.
         spectrum_t = spectrum_var.read_value()
+        # float32 up to the network, also under bfloat16. The inverse FFT has
+        # no bfloat16 kernel and sums every coefficient into each pixel; the
+        # colour mix and sigmoid give the picture, where bfloat16 would hold
+        # only about 1 grey level in 255, coarser than most of Adam's steps;
+        # and the transform's sampling positions (0..247 px) would snap to
+        # whole pixels, which turns the rotation and zoom into jumps.
         image01_t = spectrum_to_image(spectrum_t, size, config)                       # [B, S, S, 3]
         seen_t = random_transform(image01_t, tf.stack([seed_t, step_t]), size, config) * 255.0
         prefix = _network_copy(model, layer_index, seen_t)
         objective_t = vgg16.channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t,
-                                                  config.pre_relu, prefix)
+                                              config.pre_relu, prefix, precision)
         # Images are independent, so the gradient of the sum is each image's own gradient.
         grad_t, = tf.gradients(tf.reduce_sum(objective_t), spectrum_t)
         grad_max_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3, 4])
 
+        # Adam stays float32: its second moment grows by (1 - beta2) = 0.001
+        # of a squared gradient per step, far below bfloat16's resolution of
+        # 1/256 of the moment, so in bfloat16 it would stop moving; and the
+        # coefficients, like the blog method's image, add up small steps.
         beta1, beta2 = config.adam_beta1, config.adam_beta2
         step_float_t = tf.cast(step_t, tf.float32)
         mean_t = beta1 * mean_var.read_value() + (1 - beta1) * grad_t
@@ -355,7 +372,7 @@ def check_config(config):
 
 
 def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=224, batch_size=1,
-           progress=False):
+           progress=False, precision='auto'):
     """Regularized pictures of several filters of one layer; returns a vgg16.Result.
 
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
@@ -365,23 +382,28 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
     seed: int >= 0; picture i depends only on (seed, feature_ids[i]), alone or
       in any batch. None draws a seed from numpy's global generator, so
       np.random.seed works as in the post.
+    precision: 'auto' (bfloat16 where the CPU does it natively, else float32),
+      'float32' or 'bfloat16': the network's convolutions after conv1_1.
 
     Result.images: float32 [N, size, size, 3], RGB 0..255
     Result.objectives: float32 [iters, N], the objective (pre-ReLU when
       config.pre_relu) of the transformed picture before each step
     Result.dead: bool [N], True where the gradient was exactly zero at every step
+    Result.precision: 'float32' or 'bfloat16', what `precision` resolved to
     """
+    precision = vgg16.resolve_precision(precision)
     layer_index = model.layer_index(layer_id)
     return run(model, layer_index, vgg16.check_feature_ids(model, layer_index, feature_ids),
                vgg16.check_int('iters', iters, 1), config=check_config(config), seed=vgg16.check_seed(seed),
                size=vgg16.check_int('size', size, 1), batch_size=vgg16.check_int('batch_size', batch_size, 1),
-               progress=progress)
+               progress=progress, precision=precision)
 
 
-def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_size, progress):
+def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_size, progress, precision='float32'):
     """render() for arguments already checked: layer_index an index, feature_ids a list of int.
 
     visualize.ascend(..., method='regularized') calls this after its own checks.
+    precision: 'float32' or 'bfloat16', already resolved (vgg16.resolve_precision).
     """
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))
@@ -391,7 +413,7 @@ def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_siz
                          'see %d pixels and %s needs at least %d; lower the jitters or raise the size'
                          % (size, config.jitter, config.final_jitter, config.pad, transformed_size(size, config),
                             model.short_names[layer_index], min_size))
-    ops = render_ops(model, layer_index, config, size)
+    ops = render_ops(model, layer_index, config, size, precision)
     sess = vgg16.session(model)
 
     count = len(feature_ids)
@@ -426,4 +448,4 @@ def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_siz
     dead = ~moved
     vgg16.warn_dead(model, layer_index, feature_ids, dead,
                         '' if config.pre_relu else ' Try Config(pre_relu=True).')
-    return vgg16.Result(images, objectives, dead)
+    return vgg16.Result(images, objectives, dead, precision)

@@ -95,20 +95,30 @@ class AscentOps:
     new_image_t: tf.Tensor      # float32 [N, H, W, 3], the fed images after one step
 
 
-def ascent_ops(model, layer_index, pre_relu=False, normalize='max'):
+def ascent_ops(model, layer_index, pre_relu=False, normalize='max', precision='float32'):
     """The post's step for a batch: img += step_size / (scale(grad) + 1e-8) * grad.
 
     scale is max |grad| ('max'; the post used grad.max(), which turns ascent
     into descent, or explodes, when the largest gradient is <= 0) or the
     standard deviation of grad ('std'), per image.
+    precision: 'float32' or 'bfloat16' (resolved): the network's convolutions
+    (vgg16.channel_objective). The gradient arrives as float32, and the step
+    is computed and added in float32 in both precisions.
     """
-    key = ('ascent', layer_index, bool(pre_relu), normalize)
+    key = ('ascent', layer_index, bool(pre_relu), normalize, precision)
     if key in model.cache:
         return model.cache[key]
-    with model.graph.as_default(), tf.name_scope('ascent_%s' % model.short_names[layer_index]):
+    scope = 'ascent_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
+    with model.graph.as_default(), tf.name_scope(scope):
         filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
         step_size_t = tf.placeholder(tf.float32, [], name='step_size')
-        objective_t = channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t, pre_relu)
+        objective_t = channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t, pre_relu,
+                                        precision=precision)
+        # float32 from here on, also under bfloat16: the image is the sum of
+        # all steps, and near 128 bfloat16 holds only whole grey levels, so
+        # a step below half a grey level (most of them: only the largest
+        # gradient moves by step_size) would round away; a bfloat16 std would
+        # sum 150,000 squares in 8 bits. These ops cost next to nothing.
         # Images are independent, so the gradient of the sum is each image's own gradient.
         grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)
         if normalize == 'max':
@@ -189,7 +199,7 @@ def _auto_batch_size(model, layer_index, size, budget=MEMORY_BUDGET_BYTES):
 
 def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
            normalize='max', init=None, pre_relu=None, batch_size=None, progress=False,
-           method='blog', config=None):
+           method='blog', config=None, precision='auto'):
     """Gradient ascent for several filters of one layer; returns a Result.
 
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
@@ -205,6 +215,11 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     Adam steps with the knobs of `config`, a regularized.Config; pre_relu, when
     given, overrides config.pre_relu; step_size, normalize and init belong to
     'blog' and are refused).
+    precision: 'auto' (bfloat16 where the CPU does it natively, else
+    float32), 'float32' or 'bfloat16': the precision of the network's
+    convolutions after conv1_1; everything else stays float32. Result.precision
+    says which one ran. bfloat16 pictures differ in detail from float32 ones
+    but score the same (README, Precision).
     """
     if method not in METHOD_CHOICES:
         raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
@@ -219,6 +234,7 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
         _check_blog_options(step_size, normalize)
     check_int('iters', iters, 1)
     seed = check_seed(seed)
+    precision = vgg16.resolve_precision(precision)
     layer_index = model.layer_index(layer_id)
     feature_ids = check_feature_ids(model, layer_index, feature_ids)
     size = check_size(model, layer_index, size)
@@ -230,11 +246,11 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
         if pre_relu is not None:
             config = replace(config, pre_relu=bool(pre_relu))
         return regularized.run(model, layer_index, feature_ids, iters, config=config, seed=seed,
-                               size=size, batch_size=batch_size, progress=progress)
+                               size=size, batch_size=batch_size, progress=progress, precision=precision)
     pre_relu = bool(pre_relu)
     images = start_images(feature_ids, size, seed, init)
 
-    ops = ascent_ops(model, layer_index, pre_relu, normalize)
+    ops = ascent_ops(model, layer_index, pre_relu, normalize, precision)
     sess = session(model)
     objectives = np.zeros((iters, len(feature_ids)), np.float32)
     moved = np.zeros(len(feature_ids), bool)
@@ -264,33 +280,34 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     dead = ~moved
     warn_dead(model, layer_index, feature_ids, dead,
               ' Try another seed or init.' if pre_relu else ' Try pre_relu=True, another seed or init.')
-    return Result(images, objectives, dead)
+    return Result(images, objectives, dead, precision)
 
 
 def visual(model, layer_id, feature_id, iters, step_size=None, *, seed=None, size=224,
-           normalize='max', init=None, pre_relu=None, method='blog', config=None):
+           normalize='max', init=None, pre_relu=None, method='blog', config=None, precision='auto'):
     """The post's visual(): the image that maximizes one filter, float32 [size, size, 3], RGB ~0..255.
 
     Same positional signature as the post (step_size None means the post's
     default, 0.5). Starts from noise uniform(0, 1) + 128 (or `init`), then
     `iters` steps of img += step_size / (max|grad| + 1e-8) * grad.
-    method='regularized' uses regularized.py instead (see ascend()).
+    method='regularized' uses regularized.py instead; precision 'auto',
+    'float32' or 'bfloat16' (see ascend()).
     """
     return ascend(model, layer_id, [feature_id], iters, step_size, seed=seed, size=size,
                   normalize=normalize, init=init, pre_relu=pre_relu, method=method,
-                  config=config).images[0]
+                  config=config, precision=precision).images[0]
 
 
 def visualize_filters(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
                       batch_size=None, progress=True, normalize='max', init=None, pre_relu=None,
-                      method='blog', config=None):
+                      method='blog', config=None, precision='auto'):
     """visual() for many filters, batched: float32 [N, size, size, 3], image i for feature_ids[i].
 
     For the same seed, image i equals visual(model, layer_id, feature_ids[i], ...).
     """
     return ascend(model, layer_id, feature_ids, iters, step_size, seed=seed, size=size,
                   normalize=normalize, init=init, pre_relu=pre_relu, batch_size=batch_size,
-                  progress=progress, method=method, config=config).images
+                  progress=progress, method=method, config=config, precision=precision).images
 
 
 # ---------------------------------------------------------------------------
@@ -397,6 +414,9 @@ def build_parser():
     parser.add_argument('--pre-relu', action='store_true', default=None,
                         help='maximize the filter before its ReLU (avoids dead starts; the regularized '
                              'method does so by default)')
+    parser.add_argument('--precision', choices=vgg16.PRECISION_CHOICES, default='auto',
+                        help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
+                             'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
     parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
     parser.add_argument('--seed', type=int, default=None, help='random seed of the start noise')
     parser.add_argument('--batch-size', type=int, default=None,
@@ -449,12 +469,14 @@ def main(argv=None):
             step_size = 2.0 if args.step_size is None else args.step_size
         result = ascend(model, layer_index, feature_ids, args.iters, step_size, seed=args.seed,
                         size=args.size, normalize=args.normalize, pre_relu=args.pre_relu,
-                        batch_size=args.batch_size, progress=not args.quiet, method=args.method)
+                        batch_size=args.batch_size, progress=not args.quiet, method=args.method,
+                        precision=args.precision)
         if args.npz:
             # Saved before plotting: a whole layer takes long, and the arrays are the result.
             save_arrays(args.npz, images=result.images, filter_ids=np.array(feature_ids),
                         objectives=result.objectives, dead=result.dead,
-                        layer=model.short_names[layer_index], weights=model.description)
+                        layer=model.short_names[layer_index], weights=model.description,
+                        precision=result.precision)
         many = len(feature_ids) > 12
         if many:
             captions = ['%d' % f for f in feature_ids]
@@ -468,7 +490,7 @@ def main(argv=None):
                                                  ' (pre-ReLU)' if args.pre_relu else '', args.iters, step_size)
         else:
             how = '%s, regularized, %d steps' % (model.short_names[layer_index], args.iters)
-        title = '%s\n%s' % (model.description, how)
+        title = '%s\n%s, %s' % (model.description, how, result.precision)
         ncols = args.cols or (math.ceil(math.sqrt(len(feature_ids))) if many else 3)
         save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
     except (ValueError, FileNotFoundError) as error:

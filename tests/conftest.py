@@ -62,6 +62,14 @@ def gradient_energy(image):
     return np.mean(np.diff(grey, axis=1) ** 2), np.mean(np.diff(grey, axis=0) ** 2)
 
 
+@pytest.fixture(autouse=True)
+def cpu_without_bf16(monkeypatch):
+    """Every test sees a CPU without native bfloat16, so precision='auto' (the
+    default) is float32 and the known answers hold on any machine; tests of
+    bfloat16 ask for it by name (tests/test_precision.py)."""
+    monkeypatch.setattr(vgg16, 'CPUINFO_PATH', os.devnull)
+
+
 @pytest.fixture(scope='session')
 def tiny_model():
     """A 13-layer VGG16 with 4-8 random filters per layer, preprocess 'unit'."""

@@ -1,0 +1,129 @@
+"""precision='auto' | 'float32' | 'bfloat16' on small models.
+
+float32 keeps the fast path's equality with the post's plain math; bfloat16
+stays within a tolerance derived below and still climbs; 'auto' follows the
+CPU's flags (conftest.py makes every other test see a CPU without bfloat16).
+
+    pytest tests/test_precision.py -q
+"""
+import numpy as np
+import pytest
+
+import regularized
+import vgg16
+import visualize
+from conftest import make_model, random_weights
+from test_fast_path import STEP_SIZE, Reference
+
+SIZE = 32
+ITERS = 5
+# bfloat16 keeps 8 significant bits: one rounding changes a value by at most
+# U = 2**-9 of itself. Target conv1_2 before its ReLU, so the only bfloat16 op
+# is that one conv (conv1_1 and everything after the objective are float32),
+# and the gradient of a pre-ReLU mean does not depend on the image beyond
+# conv1_1's float32 ReLU. Its gradient is rounded twice (the kernel, then the
+# backward conv's output; its input, 1/(h*w), is a power of two), so it is
+# off by at most about 2U of its size. A step moves a pixel by
+# STEP_SIZE * g / max|g|; an error of 2U in g and in max|g| moves it by at
+# most 2 * 2U * STEP_SIZE more or less, and steps add up:
+BF16_ATOL = ITERS * 2 * (2 * 2 ** -9) * STEP_SIZE    # 0.078 grey levels; measured 0.022
+
+
+@pytest.fixture
+def cpu_with_bf16(tmp_path, monkeypatch):
+    path = tmp_path / 'cpuinfo'
+    path.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n')
+    monkeypatch.setattr(vgg16, 'CPUINFO_PATH', str(path))
+
+
+@pytest.mark.parametrize('flags, expected', [
+    ('fpu sse2 avx2 avx512f avx512_vnni', 'float32'),
+    ('fpu sse2 avx512f avx512_bf16', 'bfloat16'),
+    ('fpu sse2 amx_tile amx_bf16', 'bfloat16'),
+    (None, 'float32'),   # no /proc/cpuinfo: not Linux
+])
+def test_auto_follows_the_cpu_flags(tmp_path, monkeypatch, flags, expected):
+    path = tmp_path / 'cpuinfo'
+    if flags is not None:
+        path.write_text('processor\t: 0\nmodel name\t: test CPU\nflags\t\t: %s\n' % flags)
+    monkeypatch.setattr(vgg16, 'CPUINFO_PATH', str(path))
+    assert vgg16.resolve_precision('auto') == expected
+    assert vgg16.resolve_precision('float32') == 'float32'
+    assert vgg16.resolve_precision('bfloat16') == 'bfloat16'
+
+
+def test_auto_is_float32_on_a_cpu_without_bf16_and_the_result_says_so(tiny_model):
+    # conftest.py points CPUINFO_PATH at an empty file for every test.
+    assert visualize.ascend(tiny_model, 1, [0], 1, seed=0, size=SIZE).precision == 'float32'
+    result = regularized.render(tiny_model, 1, [0], 1, seed=0, size=SIZE)
+    assert result.precision == 'float32'
+
+
+@pytest.mark.parametrize('bad', ['float16', 'bf16', None, 32])
+def test_bad_precision_names_the_value_and_the_choices(tiny_model, bad):
+    message = r'precision=%r: expected one of auto, float32, bfloat16' % (bad,)
+    with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
+        visualize.ascend(tiny_model, 1, [0], 1, size=SIZE, precision=bad)
+    with pytest.raises(ValueError, match='expected one of auto, float32, bfloat16'):
+        regularized.render(tiny_model, 1, [0], 1, size=SIZE, precision=bad)
+
+
+def test_forced_float32_keeps_the_fast_path_equal_to_the_post_on_a_bf16_cpu(tiny_model, cpu_with_bf16):
+    assert vgg16.resolve_precision('auto') == 'bfloat16'
+    reference = Reference(tiny_model)
+    try:
+        start = visualize.start_images([0, 3], SIZE, seed=1)
+        result = visualize.ascend(tiny_model, 'conv3_1', [0, 3], ITERS, STEP_SIZE, init=start, size=SIZE,
+                                  pre_relu=True, precision='float32')
+        assert result.precision == 'float32'
+        for i, feature_id in enumerate([0, 3]):
+            image, _ = reference.ascend(4, feature_id, start[i], ITERS, pre_relu=True)
+            np.testing.assert_allclose(result.images[i], image, atol=1e-3)
+    finally:
+        reference.close()
+
+
+def test_bfloat16_images_stay_within_the_derived_tolerance(tiny_model):
+    ids = list(range(tiny_model.layer_channels[1]))
+    single, half = (visualize.ascend(tiny_model, 'conv1_2', ids, ITERS, STEP_SIZE, seed=0, size=SIZE,
+                                     pre_relu=True, precision=precision) for precision in ('float32', 'bfloat16'))
+    assert half.precision == 'bfloat16'
+    difference = np.abs(half.images - single.images).max()
+    # Not equal: the bfloat16 path really ran.
+    assert 0 < difference <= BF16_ATOL
+
+
+def test_bfloat16_still_climbs_on_a_deep_layer_with_both_methods(tiny_model):
+    blog = visualize.ascend(tiny_model, 'conv5_3', [0, 1, 2], 10, STEP_SIZE, seed=0, size=SIZE, pre_relu=True,
+                            precision='bfloat16')
+    assert (blog.objectives[-1] > blog.objectives[0]).all()
+    smooth = regularized.render(tiny_model, 'conv5_3', [0, 1, 2], 20, seed=0, size=SIZE, batch_size=3,
+                                precision='bfloat16')
+    assert smooth.precision == 'bfloat16'
+    # Random transforms make single steps noisy: compare the first and last five.
+    assert (smooth.objectives[-5:].mean(axis=0) > smooth.objectives[:5].mean(axis=0)).all()
+
+
+def test_precisions_share_one_session_and_the_graph_stops_growing():
+    model = make_model(random_weights())
+    for precision in ('float32', 'bfloat16'):
+        visualize.ascend(model, 4, [0, 1], 1, seed=0, size=SIZE, pre_relu=True, precision=precision)
+        regularized.render(model, 4, [0, 1], 1, seed=0, size=SIZE, precision=precision)
+    count = len(model.graph.get_operations())
+    for precision in ('float32', 'bfloat16', 'float32', 'bfloat16'):
+        visualize.ascend(model, 'conv3_1', [2], 2, seed=1, size=SIZE, pre_relu=True, precision=precision)
+        regularized.render(model, 4, [1], 2, seed=1, size=SIZE, precision=precision)
+    assert len(model.graph.get_operations()) == count
+    assert len(model.sessions) == 1
+
+
+def test_bfloat16_refuses_a_graph_it_cannot_rebuild():
+    graph_def = vgg16.build_graph_def(random_weights(), 'unit')
+    # An op VGG16 does not have between conv1_1 and conv1_2.
+    extra = graph_def.node.add(name='conv1_1/extra', op='Identity', input=['conv1_1/conv1_1'])
+    extra.attr['T'].type = 1   # DT_FLOAT
+    next(n for n in graph_def.node if n.name == 'conv1_2/Conv2D').input[0] = 'conv1_1/extra'
+    model = vgg16.VGG16(graph_def=graph_def, description='test model with an extra op')
+    with pytest.raises(ValueError, match="conv1_2 from a Identity op.*precision='float32'"):
+        visualize.ascend(model, 'conv2_1', [0], 1, size=SIZE, precision='bfloat16')
+    assert visualize.ascend(model, 'conv2_1', [0], 1, size=SIZE, precision='float32').precision == 'float32'
