@@ -11,6 +11,8 @@ same run, so that "fast" means a fraction of what the CPU allows.
     python benchmarks/ascent.py --batch-sweep 1,3,6,12,24 --steps 3 --repeats 3   # visualize.ascend per batch size
     python benchmarks/ascent.py --memory 1,2,4,8,16 --layer conv1_2,conv3_2,conv5_3  # peak RSS, ~6 min
     python benchmarks/ascent.py --host-profile                                # time outside session.run
+    python benchmarks/ascent.py --precision float32,auto --regularized        # float32 against bfloat16 (auto)
+    python benchmarks/ascent.py --precision float32,auto --memory 16 --filters all   # whole layer, both
 
 (Run times on 2 cores of an AVX-512 AMD EPYC, where a 3x3 conv runs at ~490
 GFLOP/s, 250 per CPU-second; about twice as long while another job holds a
@@ -35,6 +37,14 @@ visualize.ascend (visualize.channel_objective gives every image of a batch
 all of the batch's channels), one in the minimal count. Bias, ReLU, pooling
 and the update are not counted. floor = minimal FLOPs / measured conv rate;
 efficiency = floor / measured time.
+
+--precision (default float32,auto) times visualize.ascend once per
+precision in each repeat, beside the same post's loop (float32, as
+published). The convolution rate is measured in float32 and in bfloat16,
+and each precision's floor uses its own rate; 'auto' is bfloat16 where the
+CPU has native bfloat16 (vgg16.resolve_precision), and the rows say which.
+--regularized adds the regularized method's ms per image-step in each
+precision, timed interleaved as well.
 """
 
 import argparse
@@ -53,15 +63,19 @@ import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+if __name__ == '__main__':
+    # Before anything imports TensorFlow, so that its start-up lines are held
+    # back (and shown with --verbose).
+    import quiet
+    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
 import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
 
+import quiet  # noqa: E402
 import vgg16  # noqa: E402
 import visualize  # noqa: E402
 
-tf.disable_v2_behavior()
+tf = quiet.import_tensorflow()
 
 MRI_WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
 # Full-size VGG16 channels, for random weights when the real file is absent (same FLOPs).
@@ -150,24 +164,32 @@ def timed(function, *args, **kwargs):
 class ConvRate:
     """The machine's convolution rate: one 3x3 'SAME' conv2d, forward and gradient to its input.
 
+    precision: 'float32' or 'bfloat16', the dtype of input, kernel and gradient
+    (what visualize.ascend's convolutions use in that precision).
+
     Each run times both in a session of their own, in wall and CPU seconds.
     Runs happen between the repeats of the other timings, so that each repeat
     is compared with the rate under the same load from other processes.
     Inputs are variables: with constants, grappler folds the conv away.
     """
 
-    def __init__(self, shape=(8, 56, 56, 256), out=256):
-        self.shape, self.out = shape, out
+    def __init__(self, shape=(8, 56, 56, 256), out=256, precision='float32'):
+        self.shape, self.out, self.precision = shape, out, precision
+        dtype = tf.as_dtype(precision)
         self.flops = 2 * 9 * shape[3] * out * shape[1] * shape[2] * shape[0]   # of each op
         graph = tf.Graph()
         with graph.as_default():
             rng = np.random.default_rng(0)
-            input_t = tf.Variable(rng.uniform(size=shape).astype(np.float32))
-            kernel_t = tf.Variable(rng.normal(0, 0.01, (3, 3, shape[3], out)).astype(np.float32))
-            grad_t = tf.Variable(rng.normal(size=shape[:3] + (out,)).astype(np.float32))
-            # Scalar fetches, so that copying outputs to numpy is not timed.
-            self.forward_t = tf.reduce_sum(tf.nn.conv2d(input_t, kernel_t, 1, 'SAME'))
-            self.backward_t = tf.reduce_sum(tf.nn.conv2d_backprop_input(shape, kernel_t, grad_t, [1, 1, 1, 1], 'SAME'))
+            input_t, kernel_t, grad_t = (
+                tf.Variable(tf.cast(value, dtype)) for value in (
+                    rng.uniform(size=shape).astype(np.float32),
+                    rng.normal(0, 0.01, (3, 3, shape[3], out)).astype(np.float32),
+                    rng.normal(size=shape[:3] + (out,)).astype(np.float32)))
+            # Scalar fetches, so that copying outputs to numpy is not timed;
+            # summed in float32, as a bfloat16 sum would saturate.
+            self.forward_t = tf.reduce_sum(tf.cast(tf.nn.conv2d(input_t, kernel_t, 1, 'SAME'), tf.float32))
+            self.backward_t = tf.reduce_sum(tf.cast(
+                tf.nn.conv2d_backprop_input(shape, kernel_t, grad_t, [1, 1, 1, 1], 'SAME'), tf.float32))
             self.session = tf.Session(graph=graph)
             self.session.run(tf.global_variables_initializer())
         self.session.run([self.forward_t, self.backward_t])
@@ -189,9 +211,9 @@ class ConvRate:
     def describe(self):
         n, h, w, c = self.shape
         forward, both, both_cpu = self.rates()
-        return ('3x3 conv2d %dx%dx%d->%d, batch %d (%.1f GFLOP), median of %d runs: forward %.1f ms = %.0f GFLOP/s; '
-                'forward + gradient to input %.0f GFLOP/s (%.0f per CPU-second)'
-                % (h, w, c, self.out, n, self.flops / 1e9, len(self.forward),
+        return ('%s 3x3 conv2d %dx%dx%d->%d, batch %d (%.1f GFLOP), median of %d runs: forward %.1f ms = %.0f '
+                'GFLOP/s; forward + gradient to input %.0f GFLOP/s (%.0f per CPU-second)'
+                % (self.precision, h, w, c, self.out, n, self.flops / 1e9, len(self.forward),
                    1e3 * statistics.median(r[0] for r in self.forward), forward, both, both_cpu))
 
 
@@ -256,23 +278,26 @@ def time_post(model_path, layer_index, feature_ids, steps, size):
             'step': np.median(steady, axis=0) if steady else np.full(2, np.nan)}
 
 
-def time_fast(model, layer_index, feature_ids, steps, size, batch_size):
+def time_fast(model, layer_index, feature_ids, steps, size, batch_size, precision='float32', method='blog'):
     """(wall, CPU) seconds of one visualize.ascend call."""
+    options = dict(step_size=STEP_SIZE) if method == 'blog' else {}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # dead filters do not change the cost
-        return timed(visualize.ascend, model, layer_index, feature_ids, steps, STEP_SIZE, seed=0, size=size,
-                     batch_size=batch_size, progress=False)
+        return timed(visualize.ascend, model, layer_index, feature_ids, steps, seed=0, size=size,
+                     batch_size=batch_size, progress=False, precision=precision, method=method, **options)
 
 
 # ---------------------------------------------------------------------------
 # Comparing the two
 
-def compare(model_path, fast_model, layer, args, conv):
-    """Time both loops on one layer; returns a dict of per-filter-step results (medians over repeats).
+def compare(model_path, fast_model, layer, args, convs):
+    """Time both loops on one layer; returns one dict per precision of per-filter-step results (medians).
 
     Times are (wall, CPU) pairs in ms. CPU time counts the work of all
     threads; on a machine shared with other jobs it stays put while wall
-    time swings with the cores that are free, so both are reported.
+    time swings with the cores that are free, so both are reported. Each
+    repeat times the post's loop once and visualize.ascend once per
+    precision; convs maps 'float32' and 'bfloat16' to their ConvRate.
     """
     layer_index = fast_model.layer_index(layer)
     feature_ids = visualize.parse_filters(args.filters, fast_model.channels(layer_index))
@@ -284,47 +309,88 @@ def compare(model_path, fast_model, layer, args, conv):
     # Warm-up: the fast path builds its ops and session once per model and
     # layer; a 1-step call of each loop also pays process-wide first-use costs.
     first_chunk = feature_ids[:batch_size]
-    fast_first = np.array(time_fast(fast_model, layer_index, first_chunk, 1, size, batch_size))
+    fast_first = {p: np.array(time_fast(fast_model, layer_index, first_chunk, 1, size, batch_size, p))
+                  for p in args.precision}
     time_post(model_path, layer_index, feature_ids[:1], 1, size)
 
     per = count * steps
-    runs = []
+    runs = {p: [] for p in args.precision}
     for _ in range(args.repeats):
-        since = len(conv.forward)
-        conv.measure(2)
+        since = {key: len(conv.forward) for key, conv in convs.items()}
+        for conv in convs.values():
+            conv.measure(2)
         post = time_post(model_path, layer_index, feature_ids, steps, size)
-        fast = np.array(time_fast(fast_model, layer_index, feature_ids, steps, size, batch_size))
-        conv.measure(2)
-        forward_rate, both_rate, both_cpu_rate = conv.rates(since)
-        runs.append({'post': 1e3 * post['total'] / per, 'fast': 1e3 * fast / per,
-                     'post_step': 1e3 * post['step'], 'post_setup': 1e3 * post['setup'],
-                     'rate_forward': forward_rate, 'rate_both': both_rate, 'rate_both_cpu': both_cpu_rate})
-    row = {key: np.median([r[key] for r in runs], axis=0) for key in runs[0]}
-    # The first call's excess over one ordinary step of its chunk: paid once per model and layer.
-    row['fast_setup'] = np.maximum(0.0, 1e3 * fast_first - row['fast'] * len(first_chunk))
-    # The demo at --project-steps: the post pays its setup (which includes step 1) per filter.
-    row['post_proj'] = (row['post_setup'] + (n - 1) * row['post_step']) / n
-    row['fast_proj'] = row['fast'] + row['fast_setup'] / (n * count)
-    row['speedup'] = row['post'] / row['fast']
-    row['speedup_proj'] = row['post_proj'] / row['fast_proj']
-    # Efficiency = floor / measured, with floor = minimal FLOPs / the conv rate measured around the repeats.
-    floor = {'forward': minimal / row['rate_forward'] / 1e6, 'both': minimal / row['rate_both'] / 1e6,
-             'cpu': minimal / row['rate_both_cpu'] / 1e6}
-    row['floor'] = floor
-    row['eff'] = {'fast': (floor['forward'] / row['fast'][0], floor['both'] / row['fast'][0],
-                           floor['cpu'] / row['fast'][1]),
-                  'post': (floor['forward'] / row['post_step'][0], floor['both'] / row['post_step'][0],
-                           floor['cpu'] / row['post_step'][1])}
-    row.update(layer=fast_model.short_names[layer_index], size=size, filters=count, steps=steps,
-               repeats=args.repeats, batch=min(batch_size, count),
-               post_gflop=step_flops(shapes, shapes[-1][4]) / 1e9,
-               fast_gflop=fast_flops_per_filter(shapes, count, batch_size) / 1e9, minimal_gflop=minimal / 1e9)
-    return row
+        fast = {p: np.array(time_fast(fast_model, layer_index, feature_ids, steps, size, batch_size, p))
+                for p in args.precision}
+        for conv in convs.values():
+            conv.measure(2)
+        rates = {key: conv.rates(since[key]) for key, conv in convs.items()}
+        for p in args.precision:
+            own = rates[vgg16.resolve_precision(p)]
+            runs[p].append({'post': 1e3 * post['total'] / per, 'fast': 1e3 * fast[p] / per,
+                            'post_step': 1e3 * post['step'], 'post_setup': 1e3 * post['setup'],
+                            'rate_forward': own[0], 'rate_both': own[1], 'rate_both_cpu': own[2],
+                            'rate32': np.array(rates['float32'])})
+    rows = []
+    for p in args.precision:
+        row = {key: np.median([r[key] for r in runs[p]], axis=0) for key in runs[p][0]}
+        # The first call's excess over one ordinary step of its chunk: paid once per model and layer.
+        row['fast_setup'] = np.maximum(0.0, 1e3 * fast_first[p] - row['fast'] * len(first_chunk))
+        # The demo at --project-steps: the post pays its setup (which includes step 1) per filter.
+        row['post_proj'] = (row['post_setup'] + (n - 1) * row['post_step']) / n
+        row['fast_proj'] = row['fast'] + row['fast_setup'] / (n * count)
+        row['speedup'] = row['post'] / row['fast']
+        row['speedup_proj'] = row['post_proj'] / row['fast_proj']
+        # Efficiency = floor / measured, with floor = minimal FLOPs / the conv
+        # rate of the row's precision, measured around the repeats; the post's
+        # loop runs in float32, so its floor is float32's.
+        floor = {'forward': minimal / row['rate_forward'] / 1e6, 'both': minimal / row['rate_both'] / 1e6,
+                 'cpu': minimal / row['rate_both_cpu'] / 1e6}
+        floor32 = minimal / row['rate32'] / 1e6
+        row['floor'] = floor
+        row['eff'] = {'fast': (floor['forward'] / row['fast'][0], floor['both'] / row['fast'][0],
+                               floor['cpu'] / row['fast'][1]),
+                      'post': (floor32[0] / row['post_step'][0], floor32[1] / row['post_step'][0],
+                               floor32[2] / row['post_step'][1])}
+        resolved = vgg16.resolve_precision(p)
+        row.update(layer=fast_model.short_names[layer_index], size=size, filters=count, steps=steps,
+                   repeats=args.repeats, batch=min(batch_size, count),
+                   precision=p if p == resolved else '%s (%s)' % (p, resolved),
+                   post_gflop=step_flops(shapes, shapes[-1][4]) / 1e9,
+                   fast_gflop=fast_flops_per_filter(shapes, count, batch_size) / 1e9, minimal_gflop=minimal / 1e9)
+        rows.append(row)
+    return rows
+
+
+def regularized_times(model, layer, args):
+    """The regularized method's ms per image-step, (wall, CPU), per precision: interleaved repeats, medians."""
+    layer_index = model.layer_index(layer)
+    feature_ids = visualize.parse_filters(args.filters, model.channels(layer_index))
+    batch_size = args.batch_size or len(feature_ids)
+    for p in args.precision:   # warm-up: ops, first-use costs
+        time_fast(model, layer_index, feature_ids[:batch_size], 1, args.size, batch_size, p, 'regularized')
+    runs = {p: [] for p in args.precision}
+    for _ in range(args.repeats):
+        for p in args.precision:
+            seconds = time_fast(model, layer_index, feature_ids, args.steps, args.size, batch_size, p, 'regularized')
+            runs[p].append(1e3 * np.array(seconds) / (len(feature_ids) * args.steps))
+    times = {p: np.median(runs[p], axis=0) for p in args.precision}
+    print('\nregularized method, %s, %dx%d, %d filters, batch %d, %d steps x %d repeats (interleaved): '
+          'ms per image-step, wall | CPU' % (model.short_names[layer_index], args.size, args.size,
+                                             len(feature_ids), batch_size, args.steps, args.repeats))
+    first = args.precision[0]
+    for p in args.precision:
+        resolved = vgg16.resolve_precision(p)
+        print('  %-22s %7.1f | %7.1f   %.2fx | %.2fx against %s'
+              % (p if p == resolved else '%s (%s)' % (p, resolved), times[p][0], times[p][1],
+                 times[first][0] / times[p][0], times[first][1] / times[p][1], first))
+    return times
 
 
 def print_row(row, n):
-    print('\n%s, %dx%d, %d filters, %d steps x %d repeats (interleaved), ascend batch %d'
-          % (row['layer'], row['size'], row['size'], row['filters'], row['steps'], row['repeats'], row['batch']))
+    print('\n%s, %dx%d, %d filters, %d steps x %d repeats (interleaved), ascend batch %d, ascend precision %s'
+          % (row['layer'], row['size'], row['size'], row['filters'], row['steps'], row['repeats'], row['batch'],
+             row['precision']))
     print('  %-42s %17s %19s' % ('medians over repeats; wall | CPU', "post's loop", 'visualize.ascend'))
 
     def pair(values, form='%.1f'):
@@ -354,14 +420,14 @@ def print_row(row, n):
 
 def print_markdown(rows, n):
     print('\nTimes are ms per filter per step, medians; "CPU" is process time of all threads.\n')
-    print('| layer | filters x steps (repeats) | batch | post @%d wall / CPU | ascend wall / CPU '
+    print('| layer | precision | filters x steps (repeats) | batch | post @%d wall / CPU | ascend wall / CPU '
           '| speedup @%d wall / CPU | GFLOP/step post / ascend / minimal | GFLOP per CPU-s post / ascend '
           '| floor CPU-ms | ascend efficiency fwd / fwd+grad / CPU |' % (n, n))
-    print('|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        print('| %s @%d | %d x %d (%d) | %d | %.1f / %.1f | %.1f / %.1f | %.2fx / %.2fx | %.2f / %.2f / %.2f '
+        print('| %s @%d | %s | %d x %d (%d) | %d | %.1f / %.1f | %.1f / %.1f | %.2fx / %.2fx | %.2f / %.2f / %.2f '
               '| %.0f / %.0f | %.1f | %.0f%% / %.0f%% / %.0f%% |'
-              % ((r['layer'], r['size'], r['filters'], r['steps'], r['repeats'], r['batch'])
+              % ((r['layer'], r['size'], r['precision'], r['filters'], r['steps'], r['repeats'], r['batch'])
                  + tuple(r['post_proj']) + tuple(r['fast']) + tuple(r['speedup_proj'])
                  + (r['post_gflop'], r['fast_gflop'], r['minimal_gflop'],
                     r['post_gflop'] / r['post_step'][1] * 1e3, r['fast_gflop'] / r['fast'][1] * 1e3,
@@ -369,26 +435,31 @@ def print_markdown(rows, n):
 
 
 def batch_sweep(model, layer, args, conv, batch_sizes):
-    """visualize.ascend ms/filter/step for each batch size (one full chunk each), interleaved repeats."""
+    """visualize.ascend ms/filter/step for each batch size (one full chunk each), interleaved repeats.
+
+    In the first precision of --precision, with conv the ConvRate of that precision.
+    """
+    precision = args.precision[0]
     layer_index = model.layer_index(layer)
     shapes = conv_shapes(model, layer_index, args.size)
     minimal = step_flops(shapes, 1)
     channels = model.channels(layer_index)
     for b in batch_sizes:   # warm-up: first-use costs of each batch shape
-        time_fast(model, layer_index, [i % channels for i in range(b)], 1, args.size, b)
+        time_fast(model, layer_index, [i % channels for i in range(b)], 1, args.size, b, precision)
     runs = {b: [] for b in batch_sizes}
     for _ in range(args.repeats):
         for b in batch_sizes:
             since = len(conv.forward)
             conv.measure(1)
-            wall, cpu = time_fast(model, layer_index, [i % channels for i in range(b)], args.steps, args.size, b)
+            wall, cpu = time_fast(model, layer_index, [i % channels for i in range(b)], args.steps, args.size, b,
+                                  precision)
             conv.measure(1)
             forward_rate, both_rate, both_cpu_rate = conv.rates(since)
             ms, cpu_ms = 1e3 * wall / (b * args.steps), 1e3 * cpu / (b * args.steps)
             runs[b].append((ms, cpu_ms, minimal / forward_rate / 1e6 / ms, minimal / both_rate / 1e6 / ms,
                             minimal / both_cpu_rate / 1e6 / cpu_ms))
-    print('\nbatch sweep, visualize.ascend on %s, %dx%d, %d steps x %d repeats (automatic batch size: %d)'
-          % (model.short_names[layer_index], args.size, args.size, args.steps, args.repeats,
+    print('\nbatch sweep, visualize.ascend (%s) on %s, %dx%d, %d steps x %d repeats (automatic batch size: %d)'
+          % (precision, model.short_names[layer_index], args.size, args.size, args.steps, args.repeats,
              visualize.auto_batch_size(model, layer_index, args.size)))
     print('  %6s %15s %11s %14s   %s' % ('batch', 'ms/filter/step', 'CPU ms', 'GFLOP counted',
                                          'efficiency fwd / fwd+grad / CPU (minimal %.2f GFLOP)' % (minimal / 1e9)))
@@ -475,14 +546,15 @@ def child_memory(args):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         visualize.ascend(model, layer_index, feature_ids, args.steps, STEP_SIZE, seed=0, size=args.size,
-                         batch_size=args.batch_size, progress=False)
+                         batch_size=args.batch_size, progress=False, precision=args.precision[0])
     print(json.dumps({'load_peak': load_peak, 'before': before, 'ascend_peak': status_bytes('VmHWM'),
                       'peak': maxrss_bytes(), 'seconds': time.perf_counter() - start}))
 
 
-def run_child(model_path, layer, filters, batch_size, steps, size):
+def run_child(model_path, layer, filters, batch_size, steps, size, precision):
     command = [sys.executable, os.path.abspath(__file__), '--child-memory', '--model-path', model_path,
-               '--layer', layer, '--filters', filters, '--steps', str(steps), '--size', str(size)]
+               '--layer', layer, '--filters', filters, '--steps', str(steps), '--size', str(size),
+               '--precision', precision]
     if batch_size:
         command += ['--batch-size', str(batch_size)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -491,8 +563,9 @@ def run_child(model_path, layer, filters, batch_size, steps, size):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_steps, whole_batch_size=None):
-    """Peak RSS per batch size (slope = bytes per image) and for a whole layer (--filters all).
+def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_steps, whole_batch_size=None,
+                  precisions=('float32',)):
+    """Peak RSS per batch size (slope = bytes per image) and for a whole layer (--filters all), per precision.
 
     The whole layer runs at whole_batch_size, default visualize.ascend's automatic choice.
     """
@@ -502,12 +575,13 @@ def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_step
           % (size, size))
     print('  %-8s %6s %10s %12s %12s %8s %9s' % ('layer', 'batch', 'load peak', 'RSS before', 'ascend peak',
                                                'whole', 'seconds'))
-    for layer in layers:
+    for layer, precision in ((layer, precision) for layer in layers for precision in precisions):
+        print('  %s, precision %s' % (layer, precision))
         layer_index = model.layer_index(layer)
         raw = visualize.activation_bytes_per_image(model, layer_index, size) / visualize.MEMORY_FACTOR
         peaks = []
         for b in batch_sizes:
-            r = run_child(model_path, layer, '0-%d' % (b - 1), b, 2, size)
+            r = run_child(model_path, layer, '0-%d' % (b - 1), b, 2, size, precision)
             peaks.append(r['ascend_peak'])
             print('  %-8s %6d %10.0f %12.0f %12.0f %8.0f %9.1f'
                   % (layer, b, r['load_peak'] / mb, r['before'] / mb, r['ascend_peak'] / mb,
@@ -519,7 +593,7 @@ def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_step
                   % (layer, intercept / mb, slope / mb, layer, raw / mb, slope / raw))
         if whole_layer_steps:
             batch = whole_batch_size or visualize.auto_batch_size(model, layer_index, size)
-            r = run_child(model_path, layer, 'all', batch, whole_layer_steps, size)
+            r = run_child(model_path, layer, 'all', batch, whole_layer_steps, size, precision)
             whole = r['peak']
             print('  %-8s whole layer: %d filters, %s batch %d, %d step: ascend peak %.0f MB, whole %.0f MB, '
                   '%s the %.0f MB limit (%.0f s)'
@@ -566,10 +640,21 @@ def parse_args(argv=None):
                              "at --batch-size or the automatic one, each in a child process")
     parser.add_argument('--host-profile', action='store_true',
                         help='cProfile one visualize.ascend call: host time besides session.run')
+    parser.add_argument('--precision', default='float32,auto',
+                        help="visualize.ascend's precision(s), a comma list of %s, each timed in every repeat "
+                             "(default float32,auto)" % ', '.join(vgg16.PRECISION_CHOICES))
+    parser.add_argument('--regularized', action='store_true',
+                        help="also time the regularized method's ms per image-step in each precision")
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show TensorFlow's own start-up and log lines (hidden by default)")
     parser.add_argument('--child-memory', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--model-path', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.layer = [name for item in (args.layer or ['conv3_2']) for name in item.split(',') if name]
+    args.precision = [name for name in args.precision.split(',') if name]
+    bad = [name for name in args.precision if name not in vgg16.PRECISION_CHOICES]
+    if bad or not args.precision:
+        parser.error('--precision %s: expected a comma list of %s' % (','.join(bad), ', '.join(vgg16.PRECISION_CHOICES)))
     if args.quick:
         args.size, args.steps, args.repeats = 112, 3, 3
     for name in ('steps', 'size', 'repeats', 'project_steps', 'batch_size'):
@@ -600,12 +685,19 @@ def run(args):
             ids = visualize.parse_filters(args.filters, channels)
             if not ids or min(ids) < 0 or max(ids) >= channels:
                 raise ValueError('--filters %s: %s has filters 0..%d' % (args.filters, layer, channels - 1))
-        conv = ConvRate()
-        conv.measure(3)
-        print('conv rate at the start: %s' % conv.describe())
+        print('precision: %s; CPU flags with native bfloat16: %s'
+              % (', '.join('%s -> %s' % (p, vgg16.resolve_precision(p)) for p in args.precision),
+                 'yes' if vgg16.cpu_has_bf16() else 'no'))
+        # float32 always (the post's loop runs in it), bfloat16 when a precision asks for it.
+        convs = {p: ConvRate(precision=p)
+                 for p in ('float32', 'bfloat16') if p == 'float32' or
+                 p in [vgg16.resolve_precision(q) for q in args.precision]}
+        for conv in convs.values():
+            conv.measure(3)
+            print('conv rate at the start: %s' % conv.describe())
         if args.memory:
             memory_report(model_path, model, args.layer, args.memory, args.size, whole_layer_steps=1,
-                          whole_batch_size=args.batch_size)
+                          whole_batch_size=args.batch_size, precisions=args.precision)
             return 0
         if args.host_profile:
             for layer in args.layer:
@@ -613,13 +705,17 @@ def run(args):
             return 0
         if args.batch_sweep:
             for layer in args.layer:
-                batch_sweep(model, layer, args, conv, args.batch_sweep)
+                batch_sweep(model, layer, args, convs[vgg16.resolve_precision(args.precision[0])], args.batch_sweep)
             return 0
         rows = []
         for layer in args.layer:
-            rows.append(compare(model_path, model, layer, args, conv))
-            print_row(rows[-1], args.project_steps)
-        print('\nconv rate over the whole run (between repeats): %s' % conv.describe())
+            rows += compare(model_path, model, layer, args, convs)
+            for row in rows[-len(args.precision):]:
+                print_row(row, args.project_steps)
+            if args.regularized:
+                regularized_times(model, layer, args)
+        for conv in convs.values():
+            print('\nconv rate over the whole run (between repeats): %s' % conv.describe())
         if args.markdown:
             print_markdown(rows, args.project_steps)
     return 0

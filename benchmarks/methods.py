@@ -16,6 +16,14 @@ per step of each method, measured in the same run, then saves
 
     python benchmarks/methods.py            # the full run: about 21 minutes on the 2-core machine
     python benchmarks/methods.py --quick    # 6 filters, 128 px, 60 steps, figures to a temp folder: ~2 minutes
+
+With --compare-precision it renders the same pictures (both methods) in
+float32 and in bfloat16 instead, measures both in float32, prints the
+targets of the precision switch (README, Precision) and saves
+docs/precision-conv3_2.png, float32 | bfloat16 side by side:
+
+    python benchmarks/methods.py --compare-precision           # ~25 minutes on the 2-core machine
+    python benchmarks/methods.py --compare-precision --quick   # ~3 minutes
 """
 
 import argparse
@@ -28,7 +36,11 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+if __name__ == '__main__':
+    # Before anything imports TensorFlow, so that its start-up lines are held
+    # back (and shown with --verbose).
+    import quiet
+    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
 import measures  # noqa: E402
 import vgg16  # noqa: E402
@@ -43,9 +55,9 @@ SEED = 0
 NAMES = {'blog': "post's method", 'regularized': 'regularized'}
 
 
-def run(model, method, layer, feature_ids, iters, size, batch_size):
+def run(model, method, layer, feature_ids, iters, size, batch_size, precision='float32'):
     """(Result, seconds per step) of one method; the ops are built and warmed up before the clock starts."""
-    options = dict(seed=SEED, size=size, batch_size=batch_size, method=method)
+    options = dict(seed=SEED, size=size, batch_size=batch_size, method=method, precision=precision)
     if method == 'blog':
         options['step_size'] = BLOG_STEP_SIZE
     # One untimed step builds the graph and lets TensorFlow pick its kernels.
@@ -87,14 +99,81 @@ def targets(values, seconds):
     ]
 
 
+def precision_targets(single, half):
+    """[(description, met)]: bfloat16 (half) against float32 (single) measures of one method."""
+    lowest = half['activation'].min() / single['activation'].min()
+    median = np.median(half['activation']) / np.median(single['activation'])
+    blur = np.nanmedian(half['blur_robustness']) - np.nanmedian(single['blur_robustness'])
+    return [
+        ('lowest activation >= 95%% of float32\'s: %.2f vs %.2f, %.1f%%'
+         % (half['activation'].min(), single['activation'].min(), 100 * lowest), lowest >= 0.95),
+        ('median activation >= 95%% of float32\'s: %.2f vs %.2f, %.1f%%'
+         % (np.median(half['activation']), np.median(single['activation']), 100 * median), median >= 0.95),
+        ('worst dead fraction no higher: %.4f vs %.4f' % (half['dead_fraction'].max(), single['dead_fraction'].max()),
+         half['dead_fraction'].max() <= single['dead_fraction'].max()),
+        ('median blur robustness within 0.03: %.3f vs %.3f (%+.3f)'
+         % (np.nanmedian(half['blur_robustness']), np.nanmedian(single['blur_robustness']), blur), abs(blur) <= 0.03),
+    ]
+
+
+def compare_precision(model, feature_ids, iters, size, out_dir):
+    """Both methods in float32 and bfloat16, measured in float32; prints the tables, saves the figure."""
+    precisions = ('float32', 'bfloat16')
+    results, seconds, values = {}, {}, {}
+    for method in ('blog', 'regularized'):
+        for precision in precisions:
+            key = (method, precision)
+            results[key], seconds[key] = run(model, method, LAYER, feature_ids, iters, size, len(feature_ids),
+                                             precision)
+            values[key] = measures.measure_all(model, LAYER, feature_ids, results[key].images)
+            print('%s, %s: %.0f ms per step (%.0f ms per picture and step)'
+                  % (NAMES[method], precision, 1000 * seconds[key], 1000 * seconds[key] / len(feature_ids)),
+                  flush=True)
+    print()
+    lines = ['| filter | method | activation: float32 | bfloat16 | dead fraction: float32 | bfloat16 '
+             '| blur robustness: float32 | bfloat16 |', '|---:|---|---:|---:|---:|---:|---:|---:|']
+    for method in ('blog', 'regularized'):
+        for i, feature_id in enumerate(feature_ids):
+            cells = ['%.2f' % values[(method, p)][name][i]
+                     for name in ('activation', 'dead_fraction', 'blur_robustness') for p in precisions]
+            lines.append('| %d | %s | %s |' % (feature_id, NAMES[method], ' | '.join(cells)))
+    print('\n'.join(lines))
+    print('\n## Targets (bfloat16 against float32)\n')
+    for method in ('blog', 'regularized'):
+        for description, ok in precision_targets(values[(method, 'float32')], values[(method, 'bfloat16')]):
+            print('- [%s] %s: %s' % ('x' if ok else ' ', NAMES[method], description))
+        print('- time per step, %s: float32 %.0f ms, bfloat16 %.0f ms, %.2fx'
+              % (NAMES[method], 1000 * seconds[(method, 'float32')], 1000 * seconds[(method, 'bfloat16')],
+                 seconds[(method, 'float32')] / seconds[(method, 'bfloat16')]))
+    print()
+
+    images, captions = [], []
+    for i in [i for i, f in enumerate(feature_ids) if f in DEMO_FILTERS]:
+        for method in ('blog', 'regularized'):
+            for precision in precisions:
+                images.append(results[(method, precision)].images[i])
+                captions.append('filter %d, %s, %s\n%s' % (feature_ids[i], NAMES[method], precision,
+                                                           measures.caption(values[(method, precision)], i)))
+    title = ('%s\n%s, %dx%d px, %d steps, seed %d: the post\'s method float32 | bfloat16, '
+             'regularized float32 | bfloat16' % (model.description, LAYER, size, size, iters, SEED))
+    figure_path = visualize.save_figure(visualize.plot_images(images, captions, title, ncols=4, size=3),
+                                        os.path.join(out_dir, 'precision-%s.png' % LAYER))
+    print('saved %s' % figure_path, flush=True)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     parser.add_argument('--quick', action='store_true',
                         help='filters 0-5 at 128 px with 60 steps, figures to a temp folder (a smoke run)')
+    parser.add_argument('--compare-precision', action='store_true',
+                        help='both methods in float32 and bfloat16: measures, targets, docs/precision-conv3_2.png')
     parser.add_argument('--iters', type=int, default=None, help='steps of each method (default 200; quick 60)')
     parser.add_argument('--weights', default=WEIGHTS, help='the MRI VGG16 weight file (h5)')
     parser.add_argument('--out-dir', default=None,
                         help='folder for the figures (default docs/; with --quick a temp folder)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show TensorFlow's own start-up and log lines (hidden by default)")
     return parser
 
 
@@ -117,6 +196,12 @@ def main(argv=None):
         # another --weights file is never captioned as the MRI model.
         model = vgg16.VGG16(path)
     weights_title = model.description
+    if args.compare_precision:
+        print('# %s: bfloat16 against float32\n' % LAYER)
+        print('%s; filters %d-%d, %dx%d px, %d steps each, seed %d, one batch of %d; measured in float32.\n'
+              % (weights_title, feature_ids[0], feature_ids[-1], size, size, iters, SEED, len(feature_ids)),
+              flush=True)
+        return compare_precision(model, feature_ids, iters, size, out_dir)
 
     print('# %s: the post\'s method against the regularized one\n' % LAYER)
     print('%s; filters %d-%d, %dx%d px, %d steps each, seed %d, one batch of %d.\n'
