@@ -247,14 +247,18 @@ def layer_ops(model, layer_index, size):
     if key not in model.cache:
         side = feature_side(model, layer_index, size)
         with model.graph.as_default(), tf.name_scope('examples_%s' % model.short_names[layer_index]):
-            layer_t = model.layer_tensors[layer_index]                     # [N, side, side, C]
-            channels = model.layer_channels[layer_index]
-            max_t, index_t = tf.nn.max_pool_with_argmax(layer_t, [1, side, side, 1], [1, 1, 1, 1], 'VALID',
-                                                        include_batch_in_index=False)
-            # index = (y * side + x) * channels + channel
-            model.cache[key] = (tf.reshape(max_t, [-1, channels]),
-                                tf.cast(tf.reshape(index_t, [-1, channels]) // channels, tf.int32))
+            model.cache[key] = max_and_position(model.layer_tensors[layer_index], side)
     return model.cache[key]
+
+
+def max_and_position(maps_t, side):
+    """(max_t float32 [N, C], position_t int32 [N, C]) of feature maps [N, side, side, C]."""
+    channels = int(maps_t.shape[-1])
+    max_t, index_t = tf.nn.max_pool_with_argmax(maps_t, [1, side, side, 1], [1, 1, 1, 1], 'VALID',
+                                                include_batch_in_index=False)
+    # index = (y * side + x) * channels + channel
+    return (tf.reshape(max_t, [-1, channels]),
+            tf.cast(tf.reshape(index_t, [-1, channels]) // channels, tf.int32))
 
 
 def scan(model, folder, files, first, layer_indices, filters, *, k=DEFAULT_K, size=224,
@@ -312,18 +316,22 @@ def scan(model, folder, files, first, layer_indices, filters, *, k=DEFAULT_K, si
 class Found:
     """What find() found.
 
-    records: list of dict, one per (layer, filter, rank): layer (short name),
+    records: list of dict, one per (layer, filter, rank), up to k per filter
+      (images where the filter is off everywhere, activation 0, are left
+      out, so a filter may have fewer): layer (short name),
       filter, rank (0 = strongest), file (path under the folder, '/'-separated),
       y, x (the unit's row and column in the layer's feature map), activation
       (that unit's value after ReLU); ordered by layer, filter, rank.
     skipped: files that could not be read; reasons: why, one per skipped file.
     count: images read. size: side of the square the images were scaled to.
+    filters: [(layer, filter)] asked for, in order, with or without records.
     """
     records: list
     skipped: list
     reasons: list
     count: int
     size: int
+    filters: list
 
 
 def check_filters(model, layer_indices, filters):
@@ -336,9 +344,12 @@ def check_filters(model, layer_indices, filters):
         if missing:
             raise ValueError('filters names no ids for %s; give ids for every layer or a single sequence'
                              % ', '.join(missing))
-        return {index: vgg16.check_feature_ids(model, index, given[index]) for index in layer_indices}
-    filters = list(filters) if hasattr(filters, '__iter__') and not isinstance(filters, str) else filters
-    return {index: vgg16.check_feature_ids(model, index, filters) for index in layer_indices}
+        checked = {index: vgg16.check_feature_ids(model, index, given[index]) for index in layer_indices}
+    else:
+        filters = list(filters) if hasattr(filters, '__iter__') and not isinstance(filters, str) else filters
+        checked = {index: vgg16.check_feature_ids(model, index, filters) for index in layer_indices}
+    # A filter asked for twice is found once.
+    return {index: list(dict.fromkeys(ids)) for index, ids in checked.items()}
 
 
 def _records(model, tops, filters, files, layer_indices):
@@ -347,6 +358,8 @@ def _records(model, tops, filters, files, layer_indices):
         top = tops[index]
         for column, filter_id in enumerate(filters[index]):
             for rank in range(top.activation.shape[0]):
+                if top.activation[rank, column] <= 0:
+                    break   # the filter is off everywhere on this image and the rest: nothing to show
                 records.append({'layer': model.short_names[index], 'filter': int(filter_id), 'rank': rank,
                                 'file': files[top.image[rank, column]],
                                 'y': int(top.y[rank, column]), 'x': int(top.x[rank, column]),
@@ -401,7 +414,8 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
                          % (len(files), folder, partial.skipped[0][1]))
     skipped = sorted(partial.skipped)
     return Found(_records(model, partial.tops, filters, files, layer_indices),
-                 [name for name, _ in skipped], [reason for _, reason in skipped], partial.count, size)
+                 [name for name, _ in skipped], [reason for _, reason in skipped], partial.count, size,
+                 [(model.short_names[index], f) for index in layer_indices for f in filters[index]])
 
 
 def _scan_task(chunk, spec, folder, layer_indices, filters, options):
@@ -494,14 +508,16 @@ def _scaled(image):
     return np.full_like(image, 0.5) if high - low < 1e-12 else (image - low) / (high - low)
 
 
-def plot_examples(synthetic_images, patches, captions=None, *, row_labels=None, title=None, tile=1.1):
+def plot_examples(synthetic_images, patches, captions=None, *, synthetic_captions=None, row_labels=None,
+                  title=None, tile=1.1):
     """A Figure with one row per filter: its synthetic picture (if given), then its top patches.
 
     synthetic_images: None or [rows, S, S, 3] (any range; each scaled by its
     own min and max). patches: one float32 [n, p, p, 3] array per row, RGB
     0..255, shown as they are (n may differ between rows, p between layers).
-    captions: per row, one string per patch; row_labels: one string per row,
-    shown left of the row; tile: inches per picture.
+    captions: per row, one string per patch; synthetic_captions: one string
+    per synthetic picture (default 'synthetic'); row_labels: one string per
+    row, shown left of the row; tile: inches per picture.
     """
     patches = [np.asarray(p) for p in patches]
     rows = len(patches)
@@ -509,11 +525,12 @@ def plot_examples(synthetic_images, patches, captions=None, *, row_labels=None, 
         raise ValueError('plot_examples needs at least one row of patches')
     if synthetic_images is not None and len(synthetic_images) != rows:
         raise ValueError('%d synthetic pictures for %d rows of patches' % (len(synthetic_images), rows))
-    for name, values in (('captions', captions), ('row_labels', row_labels)):
+    for name, values in (('captions', captions), ('synthetic_captions', synthetic_captions),
+                         ('row_labels', row_labels)):
         if values is not None and len(values) != rows:
             raise ValueError('%d %s for %d rows of patches' % (len(values), name, rows))
     first = 1 if synthetic_images is not None else 0
-    columns = first + max(len(p) for p in patches)
+    columns = first + max(1, max(len(p) for p in patches))
     fig = Figure(figsize=(tile * columns + (1.0 if row_labels else 0), (tile + 0.3) * rows + (0.6 if title else 0)),
                  layout='constrained')
     axes = fig.subplots(rows, columns, squeeze=False)
@@ -525,13 +542,16 @@ def plot_examples(synthetic_images, patches, captions=None, *, row_labels=None, 
             number = column - first
             if column < first:
                 ax.imshow(_scaled(synthetic_images[row]), interpolation='nearest')
-                ax.set_xlabel('synthetic', fontsize=7)
+                ax.set_xlabel(synthetic_captions[row] if synthetic_captions else 'synthetic', fontsize=7)
             elif number < len(patches[row]):
                 ax.imshow(np.clip(patches[row][number] / 255.0, 0, 1), interpolation='nearest')
                 if captions is not None:
                     ax.set_xlabel(captions[row][number], fontsize=6)
             else:
-                ax.axis('off')
+                ax.set_frame_on(False)   # not axis('off'), which would hide the row label too
+                if number == 0:
+                    ax.text(0.5, 0.5, 'off on every image', ha='center', va='center', fontsize=7,
+                            transform=ax.transAxes)
             if column == 0 and row_labels is not None:
                 ax.set_ylabel(row_labels[row], fontsize=8)
     if title:
@@ -540,21 +560,34 @@ def plot_examples(synthetic_images, patches, captions=None, *, row_labels=None, 
 
 
 def rows_of(model, folder, found):
-    """[(layer, filter, patches float32 [n, p, p, 3], records)], one per filter, in the records' order."""
-    groups = {}
+    """[(layer, filter, patches float32 [n, p, p, 3], records)], one per filter of found.filters, in order.
+
+    n is 0 for a filter that fired on no image.
+    """
+    groups = {key: [] for key in found.filters}
     for record in found.records:
-        groups.setdefault((record['layer'], record['filter']), []).append(record)
-    return [(layer, filter_id, patches(model, folder, records, found.size), records)
-            for (layer, filter_id), records in groups.items()]
+        groups[record['layer'], record['filter']].append(record)
+    rows = []
+    for (layer, filter_id), records in groups.items():
+        side = receptive_field(model, model.layer_index(layer))[0]
+        tiles = patches(model, folder, records, found.size) if records else np.zeros((0, side, side, 3), np.float32)
+        rows.append((layer, filter_id, tiles, records))
+    return rows
 
 
-def plot_found(model, folder, found, synthetic_images=None, title=None):
-    """plot_examples() of everything find() found: one row per filter, captions file and activation."""
+def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=None, title=None):
+    """plot_examples() of everything find() found: one row per filter, captions file and activation.
+
+    synthetic_images: None, or one picture per filter in the order of the
+    records (the order find() was given the filters in), e.g. Result.images
+    of visualize.ascend for the same filters.
+    """
     rows = rows_of(model, folder, found)
     captions = [['%s\n%.3g' % (os.path.splitext(os.path.basename(r['file']))[0], r['activation'])
                  for r in records] for _, _, _, records in rows]
     labels = ['%s\nfilter %d' % (layer, filter_id) for layer, filter_id, _, _ in rows]
-    return plot_examples(synthetic_images, [p for _, _, p, _ in rows], captions, row_labels=labels, title=title)
+    return plot_examples(synthetic_images, [p for _, _, p, _ in rows], captions,
+                         synthetic_captions=synthetic_captions, row_labels=labels, title=title)
 
 
 # ---------------------------------------------------------------------------
@@ -652,7 +685,7 @@ def main(argv=None):
                 print('  %s: %s' % (name, reason), file=sys.stderr)
     if not args.quiet:
         print('saved the top %d of %s images for %d filters to %s%s'
-              % (args.k, format(found.count, ','), len({(r['layer'], r['filter']) for r in found.records}),
+              % (args.k, format(found.count, ','), len(found.filters),
                  args.out, ' and ' + args.json if args.json else ''))
     return 0
 

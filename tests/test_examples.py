@@ -28,8 +28,11 @@ def write_png(path, image):
 
 
 def background(seed, side=SIDE):
-    """Colours 0..150: a 5x5 window of them scores at most 25 * 150 / 255 = 14.7 < 25 for pure red."""
-    return np.random.default_rng(seed).integers(0, 151, (side, side, 3)).astype(np.uint8)
+    """Reddish noise, R 100..200, G and B 0..50: every 5x5 window scores above 0 and at most
+    25 * 200 / 255 = 19.6 < 25 for pure red."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.integers(100, 201, (side, side, 1)),
+                           rng.integers(0, 51, (side, side, 2))], axis=2).astype(np.uint8)
 
 
 def red_detector_response(image, y, x):
@@ -100,6 +103,16 @@ def test_the_planted_red_square_is_the_top_example(red_model, red_folder):
     tile = examples.patch(red_model, red_folder, best, size=SIDE)
     assert tile.shape == (5, 5, 3) and tile.dtype == np.float32
     np.testing.assert_array_equal(tile, np.broadcast_to([255.0, 0.0, 0.0], (5, 5, 3)))
+
+
+def test_a_filter_that_never_fires_has_no_examples(red_folder):
+    model = one_layer_model(RED_KERNEL, bias=-100.0)
+    found = examples.find(model, red_folder, [0], size=SIDE, progress=False)
+    assert found.count == 6 and found.records == [] and found.filters == [('conv1_1', 0)]
+    (_, _, tiles, _), = examples.rows_of(model, red_folder, found)
+    assert tiles.shape == (0, 5, 5, 3)
+    fig = examples.plot_found(model, red_folder, found, synthetic_images=np.zeros((1, 8, 8, 3)))
+    assert 'off on every image' in [t.get_text() for ax in fig.axes for t in ax.texts]
 
 
 def test_a_corner_patch_is_padded_and_ties_go_to_the_first_unit(tmp_path):
@@ -185,14 +198,15 @@ def test_find_builds_its_ops_once(small_model, mixed_folder):
     assert len(small_model.graph.get_operations()) == count
 
 
-def test_bad_files_are_skipped_and_counted(red_model, tmp_path):
+def test_bad_files_are_skipped_and_counted(tmp_path):
     write_png(str(tmp_path / 'good.png'), background(0))
     Image.fromarray(background(1)[:, :, 0]).save(str(tmp_path / 'grey.jpg'))    # greyscale JPEG reads fine
     data = open(str(tmp_path / 'good.png'), 'rb').read()
     (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
     (tmp_path / 'notes.jpg').write_text('not a picture')
     (tmp_path / 'readme.txt').write_text('ignored: not an image name')
-    found = examples.find(red_model, str(tmp_path), [0], k=9, size=SIDE, progress=False)
+    brightness = one_layer_model(np.ones((3, 3), np.float32))    # fires on grey too
+    found = examples.find(brightness, str(tmp_path), [0], k=9, size=SIDE, progress=False)
     assert found.count == 2
     assert found.skipped == ['cut.png', 'notes.jpg'] and len(found.reasons) == 2
     assert {r['file'] for r in found.records} == {'good.png', 'grey.jpg'}
