@@ -362,6 +362,33 @@ def compare(model_path, fast_model, layer, args, convs):
     return rows
 
 
+def whole_layer_times(model, layer, args, rows):
+    """visualize.ascend on every filter of the layer (automatic batch), --whole-layer-steps steps, per precision.
+
+    One call per precision per repeat, interleaved; ms per filter-step (wall, CPU), medians, against the
+    post's loop per filter-step @--project-steps from the same run (rows: compare()'s rows for the layer).
+    """
+    layer_index = model.layer_index(layer)
+    feature_ids = list(range(model.channels(layer_index)))
+    batch_size = args.batch_size or visualize.auto_batch_size(model, layer_index, args.size)
+    steps = args.whole_layer_steps
+    runs = {p: [] for p in args.precision}
+    for _ in range(max(1, args.repeats // 3)):
+        for p in args.precision:
+            seconds = time_fast(model, layer_index, feature_ids, steps, args.size, batch_size, p)
+            runs[p].append(1e3 * np.array(seconds) / (len(feature_ids) * steps))
+    post = rows[0]['post_proj']
+    print('\nwhole layer %s: %d filters, batch %d, %d steps x %d repeats, ms per filter-step, wall | CPU; '
+          "speedup against the post's loop @%d steps (%.1f | %.1f ms)"
+          % (model.short_names[layer_index], len(feature_ids), batch_size, steps, len(runs[args.precision[0]]),
+             args.project_steps, post[0], post[1]))
+    for p in args.precision:
+        wall, cpu = np.median(runs[p], axis=0)
+        resolved = vgg16.resolve_precision(p)
+        print('  %-22s %7.1f | %7.1f   %.2fx | %.2fx'
+              % (p if p == resolved else '%s (%s)' % (p, resolved), wall, cpu, post[0] / wall, post[1] / cpu))
+
+
 def regularized_times(model, layer, args):
     """The regularized method's ms per image-step, (wall, CPU), per precision: interleaved repeats, medians."""
     layer_index = model.layer_index(layer)
@@ -643,6 +670,9 @@ def parse_args(argv=None):
     parser.add_argument('--precision', default='float32,auto',
                         help="visualize.ascend's precision(s), a comma list of %s, each timed in every repeat "
                              "(default float32,auto)" % ', '.join(vgg16.PRECISION_CHOICES))
+    parser.add_argument('--whole-layer-steps', type=int, default=None,
+                        help='also time every filter of each layer (automatic batch) for this many steps, '
+                             "against the post's per-filter rate of the same run")
     parser.add_argument('--regularized', action='store_true',
                         help="also time the regularized method's ms per image-step in each precision")
     parser.add_argument('--verbose', action='store_true',
@@ -657,7 +687,7 @@ def parse_args(argv=None):
         parser.error('--precision %s: expected a comma list of %s' % (','.join(bad), ', '.join(vgg16.PRECISION_CHOICES)))
     if args.quick:
         args.size, args.steps, args.repeats = 112, 3, 3
-    for name in ('steps', 'size', 'repeats', 'project_steps', 'batch_size'):
+    for name in ('steps', 'size', 'repeats', 'project_steps', 'batch_size', 'whole_layer_steps'):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error('--%s must be >= 1' % name.replace('_', '-'))
     return args
@@ -712,6 +742,8 @@ def run(args):
             rows += compare(model_path, model, layer, args, convs)
             for row in rows[-len(args.precision):]:
                 print_row(row, args.project_steps)
+            if args.whole_layer_steps:
+                whole_layer_times(model, layer, args, rows[-len(args.precision):])
             if args.regularized:
                 regularized_times(model, layer, args)
         for conv in convs.values():
