@@ -278,6 +278,12 @@ def time_post(model_path, layer_index, feature_ids, steps, size):
             'step': np.median(steady, axis=0) if steady else np.full(2, np.nan)}
 
 
+def precision_label(precision):
+    """'float32', or 'auto (bfloat16)': what was asked and, when it differs, what ran."""
+    resolved = vgg16.resolve_precision(precision)
+    return precision if precision == resolved else '%s (%s)' % (precision, resolved)
+
+
 def time_fast(model, layer_index, feature_ids, steps, size, batch_size, precision='float32', method='blog'):
     """(wall, CPU) seconds of one visualize.ascend call."""
     options = dict(step_size=STEP_SIZE) if method == 'blog' else {}
@@ -352,10 +358,9 @@ def compare(model_path, fast_model, layer, args, convs):
                                floor['cpu'] / row['fast'][1]),
                       'post': (floor32[0] / row['post_step'][0], floor32[1] / row['post_step'][0],
                                floor32[2] / row['post_step'][1])}
-        resolved = vgg16.resolve_precision(p)
         row.update(layer=fast_model.short_names[layer_index], size=size, filters=count, steps=steps,
                    repeats=args.repeats, batch=min(batch_size, count),
-                   precision=p if p == resolved else '%s (%s)' % (p, resolved),
+                   precision=precision_label(p),
                    post_gflop=step_flops(shapes, shapes[-1][4]) / 1e9,
                    fast_gflop=fast_flops_per_filter(shapes, count, batch_size) / 1e9, minimal_gflop=minimal / 1e9)
         rows.append(row)
@@ -384,9 +389,8 @@ def whole_layer_times(model, layer, args, rows):
              args.project_steps, post[0], post[1]))
     for p in args.precision:
         wall, cpu = np.median(runs[p], axis=0)
-        resolved = vgg16.resolve_precision(p)
         print('  %-22s %7.1f | %7.1f   %.2fx | %.2fx'
-              % (p if p == resolved else '%s (%s)' % (p, resolved), wall, cpu, post[0] / wall, post[1] / cpu))
+              % (precision_label(p), wall, cpu, post[0] / wall, post[1] / cpu))
 
 
 def regularized_times(model, layer, args):
@@ -407,9 +411,8 @@ def regularized_times(model, layer, args):
                                              len(feature_ids), batch_size, args.steps, args.repeats))
     first = args.precision[0]
     for p in args.precision:
-        resolved = vgg16.resolve_precision(p)
         print('  %-22s %7.1f | %7.1f   %.2fx | %.2fx against %s'
-              % (p if p == resolved else '%s (%s)' % (p, resolved), times[p][0], times[p][1],
+              % (precision_label(p), times[p][0], times[p][1],
                  times[first][0] / times[p][0], times[first][1] / times[p][1], first))
     return times
 
