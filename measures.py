@@ -16,6 +16,10 @@ returns one number per picture:
     measures.caption(values, 0)          # 'act 50.3 · dead 0.00 · blur 0.70'
 
 Ops are built once per (model, layer, pre_relu) and fed through placeholders.
+Measures always run in float32, whatever precision made the pictures
+(visualize.ascend's `precision`): a yardstick that changed with what it
+measures could not compare a bfloat16 picture with a float32 one, and a
+measure costs one forward and backward pass per picture, under 1 % of an ascent.
 """
 
 import math
