@@ -70,7 +70,9 @@ class Settings:
     size: image side in pixels; seed: int >= 0 (a filter's start depends only
     on it and the filter id); step_size: the blog method's (default 2), None
     for the regularized one; batch_size: filters per task and per session.run,
-    None for visualize.auto_batch_size of each layer.
+    None for visualize.auto_batch_size of each layer; precision: 'float32' or
+    'bfloat16' ('auto' is resolved here, on the machine that starts the run,
+    so that workers on other machines cannot pick another one).
     """
     method: str = 'regularized'
     iters: int = 200
@@ -78,6 +80,7 @@ class Settings:
     seed: int = 0
     step_size: float = None
     batch_size: int = None
+    precision: str = 'auto'
 
     def checked(self):
         """The same settings with defaults filled in; ValueError naming the bad value."""
@@ -96,7 +99,7 @@ class Settings:
                              'in any task, worker or shard')
         batch_size = None if self.batch_size is None else vgg16.check_int('batch_size', self.batch_size, 1)
         return Settings(self.method, vgg16.check_int('iters', self.iters, 1), vgg16.check_int('size', self.size, 1),
-                        vgg16.check_seed(self.seed), step_size, batch_size)
+                        vgg16.check_seed(self.seed), step_size, batch_size, vgg16.resolve_precision(self.precision))
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,7 @@ def run_task(task, spec, out, settings):
         warnings.simplefilter('ignore', RuntimeWarning)
         result = visualize.ascend(model, task.layer_index, ids, settings.iters, settings.step_size,
                                   seed=settings.seed, size=settings.size, batch_size=len(ids),
-                                  method=settings.method)
+                                  method=settings.method, precision=settings.precision)
     values = measures.measure_all(model, task.layer_index, ids, result.images)
     entries = [write_filter(out, task.layer_index, task.layer, f, result.images[i], result.objectives[:, i],
                             result.dead[i], {k: v[i] for k, v in values.items()})
@@ -400,6 +403,9 @@ def build_parser():
     parser.add_argument('--step-size', type=float, default=None, help='blog method: step size (default 2)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='filters per task and per session.run (default: automatic per layer, as visualize.py)')
+    parser.add_argument('--precision', choices=vgg16.PRECISION_CHOICES, default='auto',
+                        help='float32, or bfloat16 convolutions; auto (default) is bfloat16 where the CPU has it '
+                             'natively, decided once by the machine that starts the run')
     cluster.add_arguments(parser)
     parser.add_argument('--shard', default=None, metavar='I/N',
                         help='render only the I-th of N disjoint parts of the tasks (0 <= I < N), for array jobs')
@@ -432,7 +438,8 @@ def _model_source(args):
 def visualize_command(settings, model_args):
     """The visualize.py command, without --layer and --filters, that renders a filter as the atlas does."""
     words = ['python', 'visualize.py'] + model_args + ['--method', settings.method, '--iters', str(settings.iters),
-                                                       '--size', str(settings.size), '--seed', str(settings.seed)]
+                                                       '--size', str(settings.size), '--seed', str(settings.seed),
+                                                       '--precision', settings.precision]
     if settings.step_size is not None:
         words += ['--step-size', '%g' % settings.step_size]
     return ' '.join(shlex.quote(w) for w in words)
@@ -447,7 +454,8 @@ def main(argv=None):
                 print('%s: %d filters in the catalog' % (os.path.join(args.out, PAGE_FILE), len(catalog)))
             return 0
         shard = parse_shard(args.shard)
-        settings = Settings(args.method, args.iters, args.size, args.seed, args.step_size, args.batch_size).checked()
+        settings = Settings(args.method, args.iters, args.size, args.seed, args.step_size, args.batch_size,
+                            args.precision).checked()
         check_writable(args.out)
         model_path, model_args = _model_source(args)
         spec = cluster.ModelSpec.of(model_path, threads=cluster.threads_from_args(args))
@@ -618,6 +626,7 @@ $('settings').textContent = [
   settings.iters + ' steps' + (settings.step_size === null ? '' : ' of size ' + settings.step_size),
   settings.size + ' px',
   'seed ' + settings.seed,
+  settings.precision,
 ].join(' · ');
 
 // One section per layer, its tiles in catalog order (by filter id).

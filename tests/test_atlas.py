@@ -26,9 +26,12 @@ import vgg16
 import visualize
 
 # Three layers at three depths; batches of 3 cut conv1_1 (4 filters) and conv3_1 / conv5_3 (8) into 2 + 3 + 3 tasks.
-RUN = ['--layers', 'conv1_1,conv3_1,conv5_3', '--size', '32', '--iters', '20', '--batch-size', '3', '--quiet']
+# float32 by name: subprocesses do not see the fake CPU of conftest, and 'auto' could differ between them.
+RUN = ['--layers', 'conv1_1,conv3_1,conv5_3', '--size', '32', '--iters', '20', '--batch-size', '3',
+       '--precision', 'float32', '--quiet']
 # For the kill tests: tasks long enough (about half a second each) to be caught half-way.
-SLOW = ['--layers', 'conv3_1', '--method', 'blog', '--size', '32', '--iters', '300', '--batch-size', '2', '--quiet']
+SLOW = ['--layers', 'conv3_1', '--method', 'blog', '--size', '32', '--iters', '300', '--batch-size', '2',
+        '--precision', 'float32', '--quiet']
 
 
 @pytest.fixture(scope='module')
@@ -87,7 +90,7 @@ def test_catalog_lists_every_filter_once_with_its_files(reference):
     with open(os.path.join(reference, atlas.ATLAS_FILE)) as f:
         header = json.load(f)
     assert header['settings'] == {'method': 'regularized', 'iters': 20, 'size': 32, 'seed': 0,
-                                  'step_size': None, 'batch_size': 3}
+                                  'step_size': None, 'batch_size': 3, 'precision': 'float32'}
 
 
 def test_workers_and_shards_equal_one_process(model_file, reference, tmp_path):
@@ -194,7 +197,7 @@ def test_worker_killed_mid_task_every_filter_exactly_once(model_file, tmp_path):
     from dask.distributed import Client, LocalCluster
     out = str(tmp_path / 'out')
     flags = ['--layers', 'conv5_2,conv5_3', '--method', 'blog', '--size', '32', '--iters', '400',
-             '--batch-size', '2', '--quiet']
+             '--batch-size', '2', '--precision', 'float32', '--quiet']
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       scheduler_kwargs={'dashboard_address': ':0'}) as local, Client(local) as client:
         codes = []
@@ -302,3 +305,13 @@ def test_worker_model_is_loaded_once_and_checked(model_file, tmp_path):
         cluster.ModelSpec.of(str(tmp_path / 'gone.tfmodel'))
     assert cluster.threads_per_worker(None) is None
     assert cluster.threads_per_worker(2 * cluster.machine_cores()) == 1
+
+
+def test_one_progress_bar_over_filters_and_quiet_turns_it_off(model_file, tmp_path, capsys):
+    flags = ['--model', model_file, '--layers', 'conv1_1,conv2_1', '--size', '32', '--iters', '3', '--batch-size', '4']
+    assert atlas.main([str(tmp_path / 'loud')] + flags) == 0
+    err = capsys.readouterr().err
+    assert 'atlas: 100%' in err and '10/10 [' in err and 'filter/s' in err
+    assert err.count(' 0/10 [') == 1          # one bar for the whole run, not one per task or layer
+    assert atlas.main([str(tmp_path / 'quiet')] + flags + ['--quiet']) == 0
+    assert capsys.readouterr().err == ''
