@@ -182,6 +182,25 @@ def test_two_dask_workers_give_the_same_examples(small_model, mixed_folder):
             assert found.records == reference.records and found.count == 14
 
 
+def test_bfloat16_follows_the_precision_switch(small_model, mixed_folder):
+    options = dict(k=4, size=SIDE, progress=False)
+    single = examples.find(small_model, mixed_folder, [0, 2], precision='float32', **options)
+    half = examples.find(small_model, mixed_folder, [0, 2], precision='bfloat16', **options)
+    assert (single.precision, half.precision) == ('float32', 'bfloat16')
+    # conv1_1 reads the pixels in float32 either way; later layers keep 8 significant bits.
+    assert [r for r in half.records if r['layer'] == 'conv1_1'] == [r for r in single.records
+                                                                    if r['layer'] == 'conv1_1']
+    def strongest(found, filter_id):
+        return [r['activation'] for r in found.records if (r['layer'], r['filter']) == ('conv2_1', filter_id)]
+    for filter_id in range(5):
+        values, values_bf16 = strongest(single, filter_id), strongest(half, filter_id)
+        count = min(len(values), len(values_bf16))    # a unit near 0 may round to 0 and drop out
+        assert count >= 2
+        np.testing.assert_allclose(values_bf16[:count], values[:count], rtol=0.03, atol=2e-3)
+    again = examples.find(small_model, mixed_folder, [0, 2], precision='bfloat16', batch_size=3, **options)
+    assert again.records == half.records
+
+
 def test_ties_break_by_file_name(small_model, mixed_folder):
     found = examples.find(small_model, mixed_folder, [0], k=14, filters=[1], size=SIDE, progress=False)
     same = [r['file'] for r in found.records if r['file'] in ('copy1.png', 'noise03.png', 'sub/copy0.png')]
