@@ -559,7 +559,8 @@ def plot_examples(synthetic_images, patches, captions=None, *, synthetic_caption
     0..255, shown as they are (n may differ between rows, p between layers).
     captions: per row, one string per patch; synthetic_captions: one string
     per synthetic picture (default 'synthetic'); row_labels: one string per
-    row, shown left of the row; tile: inches per picture.
+    row, shown left of the row; tile: inches per patch (a synthetic picture
+    gets twice that).
     """
     patches = [np.asarray(p) for p in patches]
     rows = len(patches)
@@ -573,9 +574,12 @@ def plot_examples(synthetic_images, patches, captions=None, *, synthetic_caption
             raise ValueError('%d %s for %d rows of patches' % (len(values), name, rows))
     first = 1 if synthetic_images is not None else 0
     columns = first + max(1, max(len(p) for p in patches))
-    fig = Figure(figsize=(tile * columns + (1.0 if row_labels else 0), (tile + 0.3) * rows + (0.6 if title else 0)),
-                 layout='constrained')
-    axes = fig.subplots(rows, columns, squeeze=False)
+    # A synthetic picture is drawn twice as wide as a patch: it holds the whole input, a patch a part.
+    widths = [2] * first + [1] * (columns - first)
+    height = 2 * tile if first else tile
+    fig = Figure(figsize=(tile * sum(widths) + (1.0 if row_labels else 0),
+                          (height + 0.3) * rows + (0.6 if title else 0)), layout='constrained')
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={'width_ratios': widths})
     for row in range(rows):
         for column in range(columns):
             ax = axes[row, column]

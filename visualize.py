@@ -33,6 +33,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import download
+import examples
 import measures
 import quiet
 import regularized
@@ -418,6 +419,9 @@ def build_parser():
                         help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
                              'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
     parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
+    parser.add_argument('--examples', default=None, metavar='DIR',
+                        help='also draw, beside each picture, the 9 patches of the images in DIR (PNG, JPEG, '
+                             'recursively) that excite the filter most (examples.py)')
     parser.add_argument('--seed', type=int, default=None, help='random seed of the start noise')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='images per session.run (default: the fastest batch that keeps memory under 4 GB)')
@@ -448,6 +452,8 @@ def main(argv=None):
             # Checked first: finding a missing folder after an hour of ascent loses the hour.
             if path:
                 _require_folder(path)
+        if args.examples:
+            examples.list_images(args.examples)   # a bad folder fails before the ascent, not after
         if args.method == 'regularized' and (args.step_size is not None or args.normalize != 'max'):
             raise ValueError('--step-size and --normalize belong to --method blog; the regularized method '
                              'uses Adam with the learning rate of regularized.Config')
@@ -492,7 +498,14 @@ def main(argv=None):
             how = '%s, regularized, %d steps' % (model.short_names[layer_index], args.iters)
         title = '%s\n%s, %s' % (model.description, how, result.precision)
         ncols = args.cols or (math.ceil(math.sqrt(len(feature_ids))) if many else 3)
-        save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
+        if args.examples:
+            found = examples.find(model, args.examples, [layer_index], filters=feature_ids,
+                                  precision=args.precision, progress=not args.quiet)
+            title += '\nbeside each: its top %d patches of %d images in %s' % (examples.DEFAULT_K, found.count,
+                                                                                args.examples)
+            save_figure(examples.plot_found(model, args.examples, found, result.images, captions, title), args.out)
+        else:
+            save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
     except (ValueError, FileNotFoundError) as error:
         print('error: %s' % error, file=sys.stderr)
         return 2

@@ -294,3 +294,18 @@ def test_command_line_writes_figure_and_records(red_folder, tmp_path, capsys):
     assert 'skipped 1 of 2 files' in err and 'bad.png' in err
     code = examples.main([str(tmp_path / 'nowhere'), '--model', model_path, '--out', out])
     assert code == 2 and 'does not exist' in capsys.readouterr().err
+
+
+def test_visualize_draws_the_examples_beside_each_picture(red_folder, tmp_path, capsys):
+    import visualize
+    model_path = str(tmp_path / 'red.tfmodel')
+    with open(model_path, 'wb') as f:
+        f.write(vgg16.build_graph_def([(RED_KERNEL[:, :, :, None], np.zeros(1, np.float32))], 'unit')
+                .SerializeToString())
+    out = str(tmp_path / 'both.png')
+    code = visualize.main(['--model', model_path, '--layer', 'conv1_1', '--filters', '0', '--iters', '2',
+                           '--pre-relu', '--size', str(SIDE), '--examples', red_folder, '--out', out, '--quiet'])
+    assert code == 0 and os.path.getsize(out) > 0
+    code = visualize.main(['--model', model_path, '--layer', 'conv1_1', '--examples', str(tmp_path / 'none'),
+                           '--out', out, '--quiet'])
+    assert code == 2 and 'does not exist' in capsys.readouterr().err
