@@ -47,6 +47,7 @@ from PIL import Image
 
 import cluster
 import download
+import examples
 import measures
 import regularized
 import vgg16
@@ -58,6 +59,8 @@ THUMB_SIDE = 96
 # or when it cannot see at least this share of it (measures.dead_fraction).
 DEAD_PICTURE = 0.5
 ATLAS_FILE = 'atlas.json'
+# Real-image patches per filter with --examples.
+EXAMPLES_K = 6
 CATALOG_FILE = 'catalog.json'
 PAGE_FILE = 'index.html'
 
@@ -289,6 +292,41 @@ def run_task(task, spec, out, settings):
     return record
 
 
+def write_examples(out, model, folder, tasks, *, precision, client=None, progress=True, k=EXAMPLES_K):
+    """For each filter of `tasks`: the k patches of the images in `folder` that excite it most (examples.py).
+
+    Writes LAYER/NNNN-example-R.png (the unit's receptive field, RGB) and then
+    LAYER/NNNN-examples.json, each atomically; write_index() puts them into
+    the catalog. A shard finds the examples of its own filters only.
+    """
+    filters = {}
+    for task in tasks:
+        filters.setdefault(task.layer_index, []).extend(task.filters)
+    if not filters:
+        return 0
+    found = examples.find(model, folder, sorted(filters), k=k, filters=filters, progress=progress, client=client,
+                          precision=precision)
+    by_filter = {}
+    for record in found.records:
+        by_filter.setdefault((record['layer'], record['filter']), []).append(record)
+    for index, ids in filters.items():
+        layer = model.short_names[index]
+        for feature_id in ids:
+            records = by_filter.get((layer, feature_id), [])
+            tiles = examples.patches(model, folder, records, found.size) if records else []
+            shown = []
+            for record, tile in zip(records, tiles):
+                name = '%s/%04d-example-%d.png' % (layer, feature_id, record['rank'])
+                picture = Image.fromarray(np.clip(np.round(tile), 0, 255).astype(np.uint8))
+                _save_image(os.path.join(out, name), picture, 'PNG')
+                shown.append({'png': name, 'file': record['file'], 'activation': _number(record['activation'])})
+            data = json.dumps({'folder': os.path.abspath(folder), 'images': found.count, 'examples': shown},
+                              indent=1).encode('utf8')
+            download.write_atomic(os.path.join(out, '%s/%04d-examples.json' % (layer, feature_id)),
+                                  lambda f: f.write(data))
+    return len(found.records)
+
+
 # ---------------------------------------------------------------------------
 # The run
 
@@ -411,6 +449,9 @@ def build_parser():
                         help='render only the I-th of N disjoint parts of the tasks (0 <= I < N), for array jobs')
     parser.add_argument('--index-only', action='store_true',
                         help='only rebuild catalog.json and index.html from the finished filters')
+    parser.add_argument('--examples', default=None, metavar='DIR',
+                        help='also show, for each filter, the %d patches of the images in DIR (PNG, JPEG) that '
+                             'excite it most (examples.py)' % EXAMPLES_K)
     parser.add_argument('--model', default=None, help='a vgg16.tfmodel file (default: the one in the model folder)')
     parser.add_argument('--weights', default=None, help='build the graph from this Keras VGG16 h5 weight file first')
     parser.add_argument('--preprocess', choices=vgg16.PREPROCESS_CHOICES, default=None,
@@ -457,6 +498,8 @@ def main(argv=None):
         settings = Settings(args.method, args.iters, args.size, args.seed, args.step_size, args.batch_size,
                             args.precision).checked()
         check_writable(args.out)
+        if args.examples:
+            examples.list_images(args.examples)     # a missing or empty folder: said now, not after the ascent
         model_path, model_args = _model_source(args)
         spec = cluster.ModelSpec.of(model_path, threads=cluster.threads_from_args(args))
         model = cluster.worker_model(spec)
@@ -480,6 +523,9 @@ def main(argv=None):
             claim(args.out, header)
             try:
                 render(args.out, spec, settings, tasks, client, progress=not args.quiet)
+                if args.examples:
+                    write_examples(args.out, model, args.examples, tasks, precision=settings.precision,
+                                   client=client, progress=not args.quiet)
             finally:
                 catalog = write_index(args.out)
     except KeyboardInterrupt:
@@ -497,11 +543,19 @@ def main(argv=None):
 # The catalog and the page
 
 def build_catalog(out):
-    """One entry per finished filter, by layer then filter; a filter in two records (runs that raced) once."""
+    """One entry per finished filter, by layer then filter; a filter in two records (runs that raced) once.
+
+    With --examples, an entry also holds `examples`: [{png, file, activation}], strongest first.
+    """
     entries = {}
     for record in read_records(out):
         for entry in record['entries']:
             entries.setdefault((entry['layer_index'], entry['filter']), entry)
+    for entry in entries.values():
+        path = os.path.join(out, '%s/%04d-examples.json' % (entry['layer'], entry['filter']))
+        if os.path.isfile(path):
+            with open(path) as f:
+                entry['examples'] = json.load(f)['examples']
     return [entries[key] for key in sorted(entries)]
 
 
@@ -564,6 +618,9 @@ h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
 #detail img.full { width: min(448px, 90vw); image-rendering: pixelated; background: #ccc; }
 #detail table td { padding: 1px 8px 1px 0; }
 pre { white-space: pre-wrap; word-break: break-all; background: #f0f0f0; padding: .5em; }
+#detail-examples { display: flex; flex-wrap: wrap; gap: 8px; }
+.example { margin: 0; width: 112px; font-size: 11px; word-break: break-all; }
+.example img { width: 112px; height: 112px; image-rendering: pixelated; display: block; background: #ccc; }
 </style>
 </head>
 <body>
@@ -595,6 +652,10 @@ pre { white-space: pre-wrap; word-break: break-all; background: #f0f0f0; padding
         <img id="detail-curve" alt="objective at each step" width="360" height="140">
         <p><a id="detail-npz">float32 image and objectives (.npz)</a></p>
       </div>
+    </div>
+    <div id="detail-examples-box" hidden>
+      <p id="detail-examples-title">Real image patches that excite it most:</p>
+      <div id="detail-examples"></div>
     </div>
     <p>Render this filter alone:</p>
     <pre id="detail-command"></pre>
@@ -706,6 +767,19 @@ function openDetail(entry) {
     const row = element('tr');
     row.append(element('td', '', name), element('td', '', value));
     return row;
+  }));
+  // Only with --examples: the receptive fields of the strongest units in real images.
+  $('detail-examples-box').hidden = !entry.examples;
+  $('detail-examples-title').textContent = entry.examples && entry.examples.length === 0
+    ? 'No image of the examples folder turns this filter on.'
+    : 'Real image patches that excite it most (receptive field of the strongest unit; file · activation):';
+  $('detail-examples').replaceChildren(...(entry.examples || []).map((example) => {
+    const figure = element('figure', 'example');
+    const image = element('img');
+    image.src = example.png;
+    image.alt = example.file;
+    figure.append(image, element('figcaption', '', example.file + ' · ' + precise(example.activation)));
+    return figure;
   }));
   const name = entry.layer + '-' + entry.filter;
   $('detail-command').textContent = atlas.command + ' --layer ' + entry.layer + ' --filters ' + entry.filter +

@@ -11,7 +11,9 @@ import os
 import shutil
 import threading
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import random_weights
 from test_vgg16 import write_keras1_h5
@@ -20,6 +22,8 @@ import atlas
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 CHROMEDRIVER = shutil.which('chromedriver') or '/usr/bin/chromedriver'
 NASTY = '<script>alert(1)</script>.h5'
+# A file name is text too: this one would run as markup.
+NASTY_IMAGE = '<img src=x onerror=alert(2)>.png'
 
 
 def browser_missing():
@@ -38,19 +42,26 @@ pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_mi
 
 @pytest.fixture(scope='module')
 def page(tmp_path_factory):
-    """(atlas folder, catalog) of conv1_1 and conv3_1, made from weights at a path holding NASTY."""
+    """(atlas folder, catalog) of conv1_1 and conv3_1, made from weights at a path holding NASTY, with
+    examples from three noise images, one named NASTY_IMAGE."""
     root = tmp_path_factory.mktemp('page')
     weights = root / NASTY.split('/')[0] / NASTY.split('/')[1]      # a folder '<script>alert(1)<', a file 'script>.h5'
     weights.parent.mkdir()
     write_keras1_h5(str(weights), random_weights())
     assert NASTY in str(weights)
+    images = root / 'images'
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ('a.png', 'b.png', NASTY_IMAGE):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(str(images / name))
     out = str(root / 'atlas')
     saved = os.environ.get('VGG16_DIR')
     (root / 'models').mkdir()
     os.environ['VGG16_DIR'] = str(root / 'models')
     try:
         assert atlas.main([out, '--weights', str(weights), '--preprocess', 'unit', '--layers', 'conv1_1,conv3_1',
-                           '--method', 'blog', '--iters', '20', '--size', '32', '--batch-size', '3', '--quiet']) == 0
+                           '--method', 'blog', '--iters', '20', '--size', '32', '--batch-size', '3', '--quiet',
+                           '--examples', str(images)]) == 0
     finally:
         if saved is None:
             del os.environ['VGG16_DIR']
@@ -89,12 +100,13 @@ def tile_ids(driver, layer):
         "  .map((t) => Number(t.querySelector('.id').textContent.slice(1)));", layer)
 
 
-def loaded_width(driver, element_id):
-    """naturalWidth of an img once it has loaded (0 if it fails to within 10 s)."""
+def loaded_width(driver, element_id, element=None):
+    """naturalWidth of an img (by id, or the element) once it has loaded; 0 when it failed."""
     from selenium.webdriver.support.ui import WebDriverWait
-    script = "const i = document.getElementById(arguments[0]); return i.complete ? i.naturalWidth : null;"
-    return WebDriverWait(driver, 10).until(lambda d: d.execute_script(script, element_id) is not None) and \
-        driver.execute_script(script, element_id)
+    script = ("const i = arguments[1] || document.getElementById(arguments[0]);"
+              "return i.complete ? i.naturalWidth : null;")
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script(script, element_id, element) is not None)
+    return driver.execute_script(script, element_id, element)
 
 
 def test_tiles_sort_detail_and_no_errors_from_file_url(page, driver):
@@ -131,6 +143,12 @@ def test_tiles_sort_detail_and_no_errors_from_file_url(page, driver):
     # Every picture the detail view shows has loaded.
     assert loaded_width(driver, 'detail-image') == 32
     assert loaded_width(driver, 'detail-curve') > 0
+    # Real-image examples: at most one per image, strongest first, each shown.
+    shown = driver.find_elements(By.CSS_SELECTOR, '#detail-examples img')
+    assert len(shown) == len(entry['examples']) and 1 <= len(shown) <= 3
+    assert [a['activation'] for a in entry['examples']] == sorted((a['activation'] for a in entry['examples']),
+                                                                  reverse=True)
+    assert all(loaded_width(driver, None, image) > 0 for image in shown)
     driver.find_element(By.ID, 'detail-close').click()
     assert not detail.is_displayed()
     assert console_errors(driver) == []
@@ -141,6 +159,10 @@ def test_names_from_files_are_shown_not_run(page, driver):
     out, _ = page
     driver.get('file://' + os.path.join(out, atlas.PAGE_FILE))
     assert NASTY in driver.find_element(By.ID, 'settings').text
+    _, catalog = page
+    with_nasty = next(e for e in catalog if any(x['file'] == NASTY_IMAGE for x in e.get('examples', [])))
+    driver.get('file://%s#%s-%d' % (os.path.join(out, atlas.PAGE_FILE), with_nasty['layer'], with_nasty['filter']))
+    assert NASTY_IMAGE in driver.find_element(By.ID, 'detail-examples').text
     # Had the name become markup, there would be a third script element and an alert open.
     assert len(driver.find_elements(By.TAG_NAME, 'script')) == 2
     assert driver.execute_script('return 1') == 1      # raises UnexpectedAlertPresentException after an alert
