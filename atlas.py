@@ -597,10 +597,12 @@ h1 { font-size: 1.3em; margin: .2em 0; }
 #description { font-weight: 600; }
 #settings, #count { color: #555; font-size: .9em; }
 .controls { margin-top: .4em; }
-section { content-visibility: auto; contain-intrinsic-size: auto 400px; }
+section { content-visibility: auto; contain-intrinsic-size: auto 400px; scroll-margin-top: 10em; }
+#layer-links { font-size: .9em; margin-top: .3em; }
+#layer-links a { margin-right: 1em; white-space: nowrap; }
 h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
 .tiles { display: flex; flex-wrap: wrap; gap: 6px; }
-.tile { width: 96px; margin: 0; cursor: pointer; font-size: 11px; line-height: 1.25; border: 2px solid transparent;
+.tile { width: 96px; margin: 0; cursor: pointer; font-size: 10px; line-height: 1.25; border: 2px solid transparent;
         background: #fff; }
 .tile:hover { border-color: #1565c0; }
 .tile img { width: 96px; height: 96px; display: block; background: #ccc; }
@@ -638,6 +640,7 @@ pre { white-space: pre-wrap; word-break: break-all; background: #f0f0f0; padding
     <label><input type="checkbox" id="dead-only"> only dead pictures</label>
     <span id="count"></span>
   </div>
+  <nav id="layer-links"></nav>
 </header>
 <main id="layers"></main>
 <div id="detail" hidden>
@@ -695,6 +698,7 @@ const layers = new Map();
 catalog.forEach((entry, position) => {
   if (!layers.has(entry.layer)) {
     const section = element('section');
+    section.id = 'layer-' + entry.layer;
     section.append(element('h2', '', entry.layer));
     const tiles = element('div', 'tiles');
     section.append(tiles);
@@ -717,10 +721,14 @@ catalog.forEach((entry, position) => {
   tile.append(image, caption);
   layers.get(entry.layer).tiles.push({entry: entry, node: tile});
 });
-for (const layer of layers.values()) {
+for (const [name, layer] of layers) {
   const fragment = document.createDocumentFragment();
   layer.tiles.forEach((tile) => fragment.append(tile.node));
   layer.container.append(fragment);
+  const link = element('a', '', name + ' (' + layer.tiles.length + ', ' +
+                       layer.tiles.filter((tile) => tile.entry.dead).length + ' dead)');
+  link.href = '#layer-' + name;
+  $('layer-links').append(link);
 }
 
 function sortTiles() {
