@@ -59,10 +59,10 @@ THUMB_SIDE = 96
 # or when it cannot see at least this share of it (measures.dead_fraction).
 DEAD_PICTURE = 0.5
 ATLAS_FILE = 'atlas.json'
-# Real-image patches per filter with --examples.
-EXAMPLES_K = 6
 CATALOG_FILE = 'catalog.json'
 PAGE_FILE = 'index.html'
+# Real-image patches per filter with --examples.
+EXAMPLES_K = 6
 
 
 @dataclass(frozen=True)

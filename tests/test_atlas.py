@@ -256,6 +256,7 @@ def closed_port():
     (['--method', 'blog', '--step-size', '0'], 'step_size=0.0'),
     (['--iters', '0'], 'iters=0'),
     (['--size', '8', '--layers', 'conv5_3'], 'conv5_3 needs images of at least 16 pixels'),
+    (['--examples', '/nonexistent/images'], 'image folder /nonexistent/images does not exist'),
 ])
 def test_bad_input_says_what_and_leaves_nothing(model_file, tmp_path, capsys, flags, message):
     out = str(tmp_path / 'out')
