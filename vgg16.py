@@ -656,7 +656,7 @@ def bfloat16_layer_input(graph, layer_short_name, prefix=''):
     the layer's input. conv1_1 itself stays float32: it reads the pixels, and
     in bfloat16 (8 significant bits) a pixel near 128 would round to a whole
     grey level, which erases the post's start noise (uniform 0..1); with 3
-    input channels it is about 1 % of the FLOPs up to conv3_2.
+    input channels it is 1.5 % of the FLOPs up to conv3_2.
     Gradients flow back through the casts, so tf.gradients to the float32
     image works unchanged. ValueError when the graph between two layers holds
     anything but VGG16's ReLU and optional max pool (then use 'float32').
