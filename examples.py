@@ -411,7 +411,7 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
          progress=True, client=None, precision='auto', size=224, chunk_size=None, threads=None):
     """The k images of `folder` that excite each filter most, with the unit that does it; returns a Found.
 
-    layer_indices: layers as indices or names ('conv3_2'); filters: None (every
+    layer_indices: layers as indices or names ('conv3_2'), or one of them; filters: None (every
     filter), a sequence of ids for every layer, or {layer: ids}. Images (PNG,
     JPEG, recursively) are scaled and centre-cropped to size x size, RGB
     0..255, and stream through in batches of batch_size, so memory does not
@@ -427,6 +427,8 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
     significant digits, and more of them tie (broken by the same order).
     """
     precision = vgg16.resolve_precision(precision)
+    if isinstance(layer_indices, (str, int, np.integer)):
+        layer_indices = [layer_indices]
     layer_indices = sorted({model.layer_index(layer) for layer in layer_indices})
     if not layer_indices:
         raise ValueError('no layers given; name at least one, e.g. conv3_2')
