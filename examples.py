@@ -291,10 +291,12 @@ def layer_ops(model, layer_index, size, precision='float32'):
 def max_and_position(maps_t, side):
     """(max_t float32 [N, C], position_t int32 [N, C]) of feature maps [N, side, side, C] (float32 or bfloat16)."""
     channels = int(maps_t.shape[-1])
-    max_t, index_t = tf.nn.max_pool_with_argmax(maps_t, [1, side, side, 1], [1, 1, 1, 1], 'VALID',
-                                                include_batch_in_index=False)
+    # bfloat16 -> float32 is exact, and the pool then runs 2x faster than on bfloat16
+    # maps, which its CPU kernel compares one by one in software.
+    max_t, index_t = tf.nn.max_pool_with_argmax(tf.cast(maps_t, tf.float32), [1, side, side, 1], [1, 1, 1, 1],
+                                                'VALID', include_batch_in_index=False)
     # index = (y * side + x) * channels + channel
-    return (tf.cast(tf.reshape(max_t, [-1, channels]), tf.float32),
+    return (tf.reshape(max_t, [-1, channels]),
             tf.cast(tf.reshape(index_t, [-1, channels]) // channels, tf.int32))
 
 
