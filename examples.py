@@ -273,11 +273,8 @@ def layer_ops(model, layer_index, size, precision='float32'):
     max is returned as float32 either way.
     Built once per model, layer, size and precision. Reducing inside the graph moves
     [N, C] numbers out of TensorFlow instead of whole feature maps (conv1_2:
-    12.8 MB per image). One max pool over the whole map gives both: 2.5x
-    faster than reduce_max + argmax over the flattened map (conv1_2, batch 16,
-    36 ms instead of 93), which held the bookkeeping above 10 % of the time.
-    Its CPU kernel keeps the first of equal values in row-major order, i.e.
-    the smallest y, then x, the order of the ties rule.
+    12.8 MB per image); see max_and_position, which gives the first largest
+    unit in row-major order (smallest y, then x), the order of the ties rule.
     """
     key = ('examples', layer_index, size, precision)
     if key not in model.cache:
@@ -288,8 +285,23 @@ def layer_ops(model, layer_index, size, precision='float32'):
     return model.cache[key]
 
 
+# From this feature-map side up, max_and_position looks at 2x2 blocks first
+# (conv1_x and conv2_x at 224 px): a map that large costs more to search
+# pixel by pixel than to pool once and search a quarter of it.
+BLOCK_SEARCH_SIDE = 112
+
+
 def max_and_position(maps_t, side):
-    """(max_t float32 [N, C], position_t int32 [N, C]) of feature maps [N, side, side, C] (float32 or bfloat16)."""
+    """(max_t float32 [N, C], position_t int32 [N, C]) of feature maps [N, side, side, C] (float32 or bfloat16).
+
+    position = y * side + x of the first largest unit in row-major order
+    (smallest y, then x), as the ties rule wants. Small maps: one max pool
+    over the whole map (its CPU kernel keeps the first of equal values; 2.5x
+    faster than reduce_max and argmax of the flattened map, which held the
+    bookkeeping above 10 % of the time). Large maps: see _block_search.
+    """
+    if side >= BLOCK_SEARCH_SIDE:
+        return _block_search(maps_t, side)
     channels = int(maps_t.shape[-1])
     # bfloat16 -> float32 is exact, and the pool then runs 2x faster than on bfloat16
     # maps, which its CPU kernel compares one by one in software.
@@ -298,6 +310,31 @@ def max_and_position(maps_t, side):
     # index = (y * side + x) * channels + channel
     return (tf.reshape(max_t, [-1, channels]),
             tf.cast(tf.reshape(index_t, [-1, channels]) // channels, tf.int32))
+
+
+def _block_search(maps_t, side):
+    """max_and_position of a large map: a 2x2 max pool in the map's own precision (fast
+    in oneDNN), the first row of blocks that holds the max, then the first
+    largest pixel of that row's two pixel rows. The first largest pixel of the
+    map lies in the first row of blocks that holds the max, so the result is
+    the same as a search pixel by pixel, ties included."""
+    count, channels = tf.shape(maps_t)[0], int(maps_t.shape[-1])
+    # 'SAME' pads an odd side with values the max ignores.
+    blocks_t = tf.cast(tf.nn.max_pool2d(maps_t, 2, 2, 'SAME'), tf.float32)    # [N, side/2, side/2, C]
+    row_max_t = tf.reduce_max(blocks_t, axis=2)                                # [N, side/2, C]
+    max_t = tf.reduce_max(row_max_t, axis=1)                                   # [N, C]
+    block_row_t = tf.argmax(row_max_t, axis=1, output_type=tf.int32)           # [N, C], first such row
+    # The two pixel rows of that block row, for each image and channel: [N, C, 2, side].
+    rows_t = tf.minimum(2 * block_row_t[:, :, None] + tf.range(2)[None, None, :], side - 1)
+    shape = [count, channels, 2, side]
+    indices_t = tf.stack([tf.broadcast_to(tf.range(count)[:, None, None, None], shape),
+                          tf.broadcast_to(rows_t[:, :, :, None], shape),
+                          tf.broadcast_to(tf.range(side)[None, None, None, :], shape),
+                          tf.broadcast_to(tf.range(channels)[None, :, None, None], shape)], axis=-1)
+    pair_t = tf.cast(tf.gather_nd(maps_t, indices_t), tf.float32)              # [N, C, 2, side]
+    first_t = tf.argmax(tf.reshape(pair_t, [count, channels, 2 * side]), axis=2, output_type=tf.int32)
+    y_t = tf.minimum(2 * block_row_t + first_t // side, side - 1)
+    return max_t, y_t * side + first_t % side
 
 
 def scan(model, folder, files, first, layer_indices, filters, *, k=DEFAULT_K, size=224,

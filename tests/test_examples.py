@@ -9,7 +9,10 @@ from PIL import Image
 
 import cluster
 import examples
+import quiet
 import vgg16
+
+tf = quiet.import_tensorflow()
 from conftest import make_model, one_layer_model, random_weights
 
 # R - G - B at every position of a 5x5 window: large only where a patch is pure red.
@@ -113,6 +116,21 @@ def test_a_filter_that_never_fires_has_no_examples(red_folder):
     assert tiles.shape == (0, 5, 5, 3)
     fig = examples.plot_found(model, red_folder, found, synthetic_images=np.zeros((1, 8, 8, 3)))
     assert 'off on every image' in [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+@pytest.mark.parametrize('side, dtype', [(6, 'float32'), (7, 'bfloat16'), (112, 'float32'), (112, 'bfloat16'),
+                                         (9, 'block'), (10, 'block')])
+def test_max_and_position_finds_the_first_largest_unit(side, dtype):
+    # Values 0..3: every map has many equal maxima, and the first in row-major order must win.
+    maps = np.random.default_rng(side).integers(0, 4, (3, side, side, 5)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        maps_t = tf.constant(maps, tf.bfloat16 if dtype == 'bfloat16' else tf.float32)
+        ops = examples._block_search(maps_t, side) if dtype == 'block' else examples.max_and_position(maps_t, side)
+        values, positions = tf.Session(graph=graph).run(ops)
+    flat = maps.reshape(3, side * side, 5)
+    np.testing.assert_array_equal(values, flat.max(axis=1))
+    np.testing.assert_array_equal(positions, flat.argmax(axis=1))
 
 
 def test_a_corner_patch_is_padded_and_ties_go_to_the_first_unit(tmp_path):
