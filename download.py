@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -448,14 +449,29 @@ def write_atomic(path, write):
     only once write() returned; on any error it is deleted, so path never holds
     half a file. Used for graphs, stamps, PNGs, arrays and records alike.
     """
-    temporary_path = f'{path}.tmp{os.getpid()}'
+    # A name no other writer can pick: processes on other machines or in
+    # other containers sharing the folder may have the same pid (often 1).
+    descriptor, temporary_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                                  prefix=os.path.basename(path) + '.tmp')
     try:
-        with open(temporary_path, 'wb') as file:
+        with os.fdopen(descriptor, 'wb') as file:
             write(file)
+        # mkstemp makes the file readable by its owner only; give it the usual mode.
+        os.chmod(temporary_path, 0o666 & ~_UMASK)
         os.replace(temporary_path, path)
     finally:
         _remove(temporary_path)
     return path
+
+
+def _read_umask():
+    # os.umask can only be read by setting it; done once, at import, before any thread writes.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _install(part_path, path, *, record_sha256):
