@@ -326,6 +326,12 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
         return os.path.exists(out_path) and _stamp_matches(read_stamp(out_path), weights_path, preprocess)
 
     if force or not fresh():
+        # The lock file lives in the model folder, which a new VGG16_DIR may not have yet.
+        try:
+            os.makedirs(dir, exist_ok=True)
+        except OSError as error:
+            raise ValueError('cannot create the model folder %s (%s); set VGG16_DIR to a folder you can write'
+                             % (dir, error)) from None
         # Two processes building at once could leave the graph of one beside the stamp of the other.
         with download.exclusive_lock(out_path + '.lock', timeout=600, quiet=quiet):
             if force or not fresh():

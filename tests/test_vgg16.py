@@ -297,3 +297,13 @@ def test_weights_md5_names_the_weights_and_is_the_same_in_every_process(tmp_path
     write_keras2_h5(str(h5), random_weights(TINY_CHANNELS))
     graph = vgg16.convert_h5(str(h5), 'unit', str(tmp_path / 'vgg16.tfmodel'))
     assert vgg16.VGG16(graph).weights_md5 == download.md5sum(str(h5))
+
+
+def test_building_from_weights_creates_a_new_model_folder(tmp_path, monkeypatch):
+    h5 = tmp_path / 'w.h5'
+    write_keras2_h5(str(h5), random_weights(TINY_CHANNELS))
+    new_folder = tmp_path / 'not' / 'yet'
+    monkeypatch.setenv('VGG16_DIR', str(new_folder))
+    path = vgg16.maybe_download(weights=str(h5), preprocess='unit', quiet=True)
+    assert path == str(new_folder / 'vgg16.tfmodel') and os.path.isfile(path)
+    assert vgg16.VGG16().weights_md5 == download.md5sum(str(h5))
