@@ -137,12 +137,17 @@ def list_images(folder):
 def load_image(path, size):
     """float32 [size, size, 3], RGB 0..255: the image scaled so its short side is `size`, centre-cropped.
 
-    Greyscale and palette images become RGB; transparency is dropped. Raises
-    OSError (or ValueError, SyntaxError from Pillow) for a file that is not a
-    readable PNG or JPEG.
+    Greyscale and palette images become RGB; transparency is dropped.
+    16-bit greyscale (0..65535) is divided by 257, so it reads as its 8-bit
+    version; 32-bit integer or float greyscale (Pillow modes 'I', 'F', e.g.
+    from TIFF) has no fixed range and is stretched from its own min..max to
+    0..255 (a flat image becomes black). Raises OSError (or ValueError,
+    SyntaxError from Pillow) for a file that is not a readable PNG or JPEG.
     """
     from PIL import Image
     with Image.open(path) as image:
+        if image.mode.startswith('I;16') or image.mode in ('I', 'F'):
+            image = _to_8bit(image)
         image = image.convert('RGB')
     width, height = image.size
     if (width, height) != (size, size):
@@ -155,6 +160,25 @@ def load_image(path, size):
         left, top = (width - size) // 2, (height - size) // 2
         image = image.crop((left, top, left + size, top + size))
     return np.asarray(image, np.float32)
+
+
+def _to_8bit(image):
+    """A greyscale image of mode 'I;16*', 'I' or 'F' as mode 'L', 0..255; see load_image.
+
+    Not Pillow's convert(): it clips these at 255, which turns a 16-bit
+    picture almost all white.
+    """
+    from PIL import Image
+    values = np.asarray(image, np.float64)
+    # Older Pillow opens a 16-bit PNG as mode 'I'; a PNG holds no wider greyscale.
+    if image.mode.startswith('I;16') or (image.mode == 'I' and image.format == 'PNG'):
+        values = values / 257.0
+    else:
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        values = (np.nan_to_num(values, nan=low, posinf=high, neginf=low) - low) * (
+            255.0 / (high - low) if high > low else 0.0)
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))   # 2-D uint8: mode 'L'
 
 
 def _read(folder, name, size):

@@ -283,6 +283,23 @@ def test_images_become_rgb_squares_of_the_model_size(tmp_path):
     assert 14 <= image[0, 0, 0] <= 19 and 44 <= image[0, -1, 0] <= 49
 
 
+def test_16_bit_and_float_greyscale_read_like_their_8_bit_version(tmp_path):
+    # Pillow's convert('RGB') clips 16-bit values at 255: the picture came out almost all white.
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8)[None, :], (64, 1))    # 64x64, 0..252 left to right
+    Image.fromarray(grey).save(str(tmp_path / 'grey8.png'))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(str(tmp_path / 'grey16.png'))
+    assert Image.open(str(tmp_path / 'grey16.png')).mode in ('I;16', 'I')    # older Pillow: 'I'
+    # Float greyscale has no fixed range: stretched from its own min..max (here 0..0.5) to 0..255.
+    Image.fromarray(grey.astype(np.float32) / 504).save(str(tmp_path / 'float.tif'))
+    assert Image.open(str(tmp_path / 'float.tif')).mode == 'F'
+    expected = examples.load_image(str(tmp_path / 'grey8.png'), 32)
+    assert expected.max() > 200 and expected.min() < 50
+    for name, scale in (('grey16.png', 1.0), ('float.tif', 255 / 252)):
+        image = examples.load_image(str(tmp_path / name), 32)
+        assert image.shape == (32, 32, 3) and image.dtype == np.float32
+        np.testing.assert_allclose(image, expected * scale, atol=1.01)
+
+
 def test_plot_examples_draws_a_row_per_filter():
     patches = [np.zeros((3, 5, 5, 3), np.float32), np.full((2, 5, 5, 3), 255, np.float32)]
     fig = examples.plot_examples(np.zeros((2, 8, 8, 3)), patches, [['a', 'b', 'c'], ['d', 'e']],
