@@ -670,30 +670,46 @@ def plot_examples(synthetic_images, patches, captions=None, *, synthetic_caption
     return fig
 
 
-def rows_of(model, folder, found):
-    """[(layer, filter, patches float32 [n, p, p, 3], records)], one per filter of found.filters, in order.
+def rows_of(model, folder, found, filters=None):
+    """[(layer, filter, patches float32 [n, p, p, 3], records)], one per (layer, filter) pair, in order.
 
+    filters: the pairs (layer name or index, filter id) to give rows for, each
+    one that find() looked for; a pair given twice gets its row twice (as
+    when the same filter was ascended twice). Default found.filters.
     n is 0 for a filter that fired on no image.
     """
     groups = {key: [] for key in found.filters}
     for record in found.records:
         groups[record['layer'], record['filter']].append(record)
-    rows = []
-    for (layer, filter_id), records in groups.items():
-        side = receptive_field(model, model.layer_index(layer))[0]
-        tiles = patches(model, folder, records, found.size) if records else np.zeros((0, side, side, 3), np.float32)
-        rows.append((layer, filter_id, tiles, records))
+    keys = found.filters
+    if filters is not None:
+        keys = [(model.short_names[model.layer_index(layer)], int(filter_id)) for layer, filter_id in filters]
+        missing = [key for key in keys if key not in groups]
+        if missing:
+            raise ValueError('find() did not look for examples of %s (it was given %s)'
+                             % (', '.join('%s filter %d' % key for key in missing),
+                                ', '.join('%s filter %d' % key for key in found.filters)))
+    rows, tiles_of = [], {}
+    for key in keys:
+        if key not in tiles_of:
+            layer, records = key[0], groups[key]
+            side = receptive_field(model, model.layer_index(layer))[0]
+            tiles_of[key] = (patches(model, folder, records, found.size) if records
+                             else np.zeros((0, side, side, 3), np.float32))
+        rows.append(key + (tiles_of[key], groups[key]))
     return rows
 
 
-def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=None, title=None):
+def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=None, title=None, filters=None):
     """plot_examples() of everything find() found: one row per filter, captions file and activation.
 
-    synthetic_images: None, or one picture per filter in the order of the
-    records (the order find() was given the filters in), e.g. Result.images
-    of visualize.ascend for the same filters.
+    synthetic_images: None, or one picture per row, e.g. Result.images of
+    visualize.ascend. filters: the rows' (layer, filter) pairs, repeats
+    allowed (see rows_of), e.g. the filter ids that ascend was given;
+    default found.filters, the order find() was given the filters in
+    without repeats.
     """
-    rows = rows_of(model, folder, found)
+    rows = rows_of(model, folder, found, filters)
     captions = [['%s\n%.3g' % (os.path.splitext(os.path.basename(r['file']))[0], r['activation'])
                  for r in records] for _, _, _, records in rows]
     labels = ['%s\nfilter %d' % (layer, filter_id) for layer, filter_id, _, _ in rows]
