@@ -503,7 +503,10 @@ def main(argv=None):
                                   precision=args.precision, progress=not args.quiet)
             title += '\nbeside each: its top %d patches of %d images in %s' % (examples.DEFAULT_K, found.count,
                                                                                 args.examples)
-            save_figure(examples.plot_found(model, args.examples, found, result.images, captions, title), args.out)
+            # Rows follow feature_ids, repeats too (find() looks for each filter once).
+            rows = [(layer_index, f) for f in feature_ids]
+            save_figure(examples.plot_found(model, args.examples, found, result.images, captions, title, rows),
+                        args.out)
         else:
             save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
     except (ValueError, FileNotFoundError) as error:
