@@ -118,6 +118,19 @@ def test_a_filter_that_never_fires_has_no_examples(red_folder):
     assert 'off on every image' in [t.get_text() for ax in fig.axes for t in ax.texts]
 
 
+def test_rows_follow_the_filters_asked_for_repeats_too(red_model, red_folder):
+    # As visualize --filters 0,0 asks: two pictures of filter 0, so two rows of its examples.
+    found = examples.find(red_model, red_folder, [0], k=2, filters=[0, 0], size=SIDE, progress=False)
+    assert found.filters == [('conv1_1', 0)] and len(found.records) == 2
+    rows = examples.rows_of(red_model, red_folder, found, [(0, 0), ('conv1_1', 0)])
+    assert [(layer, f, len(records)) for layer, f, _, records in rows] == [('conv1_1', 0, 2)] * 2
+    np.testing.assert_array_equal(rows[0][2], rows[1][2])
+    fig = examples.plot_found(red_model, red_folder, found, np.zeros((2, 8, 8, 3)), filters=[(0, 0), (0, 0)])
+    assert len(fig.axes) == 2 * (1 + 2)
+    with pytest.raises(ValueError, match='did not look for examples of conv1_1 filter 1'):
+        examples.rows_of(red_model, red_folder, found, [(0, 1)])
+
+
 @pytest.mark.parametrize('side, dtype', [(6, 'float32'), (7, 'bfloat16'), (112, 'float32'), (112, 'bfloat16'),
                                          (9, 'block'), (10, 'block')])
 def test_max_and_position_finds_the_first_largest_unit(side, dtype):
@@ -341,6 +354,11 @@ def test_visualize_draws_the_examples_beside_each_picture(red_folder, tmp_path, 
     code = visualize.main(['--model', model_path, '--layer', 'conv1_1', '--filters', '0', '--iters', '2',
                            '--pre-relu', '--size', str(SIDE), '--examples', red_folder, '--out', out, '--quiet'])
     assert code == 0 and os.path.getsize(out) > 0
+    # The same filter twice: two pictures, each with the filter's examples (failed after the ascent).
+    os.remove(out)
+    code = visualize.main(['--model', model_path, '--layer', 'conv1_1', '--filters', '0,0', '--iters', '2',
+                           '--pre-relu', '--size', str(SIDE), '--examples', red_folder, '--out', out, '--quiet'])
+    assert code == 0 and os.path.getsize(out) > 0, capsys.readouterr().err
     code = visualize.main(['--model', model_path, '--layer', 'conv1_1', '--examples', str(tmp_path / 'none'),
                            '--out', out, '--quiet'])
     assert code == 2 and 'does not exist' in capsys.readouterr().err
