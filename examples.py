@@ -780,14 +780,26 @@ def _write_json(path, records):
     return download.write_atomic(path, lambda f: f.write(data))
 
 
+def check_output(path):
+    """Raise OSError unless a file can be saved at `path`: its folder exists and it is not a folder itself."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError('cannot save %s: it is a folder; give a file name' % path)
+    if not os.path.exists(folder):
+        raise FileNotFoundError('cannot save %s: folder %s does not exist' % (path, folder))
+    if not os.path.isdir(folder):
+        raise NotADirectoryError('cannot save %s: %s is a file, not a folder' % (path, folder))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        # Checked first: a bad output path found after the whole folder of images was read loses the run.
         for path in (args.out, args.json):
-            # Checked first: a missing folder found after the whole folder of images was read loses the run.
-            if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-                raise FileNotFoundError('cannot save %s: folder %s does not exist'
-                                        % (path, os.path.dirname(os.path.abspath(path))))
+            if path:
+                check_output(path)
+        if args.json and os.path.abspath(args.json) == os.path.abspath(args.out):
+            raise ValueError('--json and --out both name %s; give two files' % args.out)
         list_images(args.folder)
         model = _load_model(args)
         layer_indices = [model.layer_index(layer) for layer in args.layers]
@@ -803,7 +815,8 @@ def main(argv=None):
             model.description, args.k, found.count, args.folder, found.precision)
         fig = plot_found(model, args.folder, found, title=title)
         download.write_atomic(args.out, lambda f: fig.savefig(f, dpi=100, format='png'))
-    except (ValueError, FileNotFoundError, ConnectionError) as error:
+    except (ValueError, OSError, download.DownloadError) as error:
+        # OSError: also what the file system says while writing, e.g. a full disk or no permission.
         print('error: %s' % error, file=sys.stderr)
         return 2
     total = found.count + len(found.skipped)

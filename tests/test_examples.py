@@ -344,6 +344,31 @@ def test_command_line_writes_figure_and_records(red_folder, tmp_path, capsys):
     assert code == 2 and 'does not exist' in capsys.readouterr().err
 
 
+def test_command_line_checks_where_it_saves_before_the_scan(red_folder, tmp_path, capsys, monkeypatch):
+    model_path = str(tmp_path / 'red.tfmodel')
+    with open(model_path, 'wb') as f:
+        f.write(vgg16.build_graph_def([(RED_KERNEL[:, :, :, None], np.zeros(1, np.float32))], 'unit')
+                .SerializeToString())
+    (tmp_path / 'a_file').write_text('x')
+    # The image folder does not exist either: the output is checked first, before any image is read.
+    for out, json_path, message in ((str(tmp_path / 'ok.png'), str(tmp_path), 'it is a folder'),
+                                    (str(tmp_path), None, 'it is a folder'),
+                                    (str(tmp_path / 'a_file' / 'ex.png'), None, 'a_file is a file, not a folder'),
+                                    (str(tmp_path / 'ok.png'), str(tmp_path / 'ok.png'), 'give two files')):
+        argv = [str(tmp_path / 'no-images'), '--model', model_path, '--out', out, '--quiet']
+        code = examples.main(argv + (['--json', json_path] if json_path else []))
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith('error: ') and message in err and 'Traceback' not in err
+    # What the file system refuses while saving (full disk, no permission) is one line too.
+    def refuse(path, write):
+        raise PermissionError(13, 'Permission denied', path)
+    monkeypatch.setattr(examples.download, 'write_atomic', refuse)
+    code = examples.main([red_folder, '--model', model_path, '--layers', 'conv1_1', '--filters', '0',
+                          '--size', str(SIDE), '--out', str(tmp_path / 'ex.png'), '--json', str(tmp_path / 'ex.json'),
+                          '--quiet'])
+    assert code == 2 and 'error: [Errno 13] Permission denied' in capsys.readouterr().err
+
+
 def test_visualize_draws_the_examples_beside_each_picture(red_folder, tmp_path, capsys):
     import visualize
     model_path = str(tmp_path / 'red.tfmodel')
