@@ -743,35 +743,12 @@ def build_parser():
                         help='images are scaled and centre-cropped to this side (default 224)')
     parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
                         help='images per forward pass (default %d)' % DEFAULT_BATCH_SIZE)
-    parser.add_argument('--model', default=None,
-                        help='a vgg16.tfmodel file to use (default: the one in the model folder, '
-                             '$VGG16_DIR or %s)' % vgg16.data_dir)
-    parser.add_argument('--weights', default=None,
-                        help='build the graph from this Keras VGG16 h5 weight file first (see download.py)')
-    parser.add_argument('--preprocess', choices=vgg16.PREPROCESS_CHOICES, default=None,
-                        help='with --weights: input scaling the weights were trained with: caffe '
-                             '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
-    parser.add_argument('--precision', choices=vgg16.PRECISION_CHOICES, default='auto',
-                        help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
-                             'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
+    vgg16.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
     cluster.add_arguments(parser)
     parser.add_argument('--quiet', action='store_true', help='no progress bar, no summary')
     parser.add_argument('--verbose', action='store_true',
                         help="name every skipped file and why; show TensorFlow's start-up lines")
     return parser
-
-
-def _load_model(args):
-    if args.model:
-        if args.weights or args.preprocess:
-            raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude '
-                             'each other; give one')
-        return vgg16.VGG16(args.model)
-    if args.weights or args.preprocess:
-        if not args.weights:
-            raise ValueError('--preprocess needs --weights FILE.h5')
-        vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=args.quiet)
-    return vgg16.VGG16()
 
 
 def _write_json(path, records):
@@ -801,7 +778,7 @@ def main(argv=None):
         if args.json and os.path.abspath(args.json) == os.path.abspath(args.out):
             raise ValueError('--json and --out both name %s; give two files' % args.out)
         list_images(args.folder)
-        model = _load_model(args)
+        model = vgg16.VGG16(vgg16.model_path_from_args(args, quiet=args.quiet))
         layer_indices = [model.layer_index(layer) for layer in args.layers]
         filters = {index: vgg16.parse_filters(args.filters, model.layer_channels[index])
                    for index in layer_indices}

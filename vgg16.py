@@ -342,6 +342,42 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
 
 
 # ---------------------------------------------------------------------------
+# The model flags every command line shares
+
+def add_model_arguments(parser):
+    """--model, --weights, --preprocess and --precision on an argparse parser."""
+    parser.add_argument('--model', default=None,
+                        help='a vgg16.tfmodel file to use (default: the one in the model folder, '
+                             '$VGG16_DIR or %s)' % data_dir)
+    parser.add_argument('--weights', default=None,
+                        help='build the graph from this Keras VGG16 h5 weight file first (see download.py)')
+    parser.add_argument('--preprocess', choices=PREPROCESS_CHOICES, default=None,
+                        help='with --weights: input scaling the weights were trained with: caffe '
+                             '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
+    parser.add_argument('--precision', choices=PRECISION_CHOICES, default='auto',
+                        help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
+                             'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
+
+
+def model_path_from_args(args, quiet=False):
+    """The graph file the flags of add_model_arguments() name, built from --weights first if given.
+
+    ValueError for flags that exclude each other; the graph itself is
+    checked when it is loaded.
+    """
+    if args.model:
+        if args.weights or args.preprocess:
+            raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude '
+                             'each other; give one')
+        return os.path.abspath(args.model)
+    if args.weights or args.preprocess:
+        if not args.weights:
+            raise ValueError('--preprocess needs --weights FILE.h5')
+        return maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=quiet)
+    return model_path()
+
+
+# ---------------------------------------------------------------------------
 # The wrapper
 
 class VGG16:

@@ -415,9 +415,6 @@ def build_parser():
     parser.add_argument('--pre-relu', action='store_true', default=None,
                         help='maximize the filter before its ReLU (avoids dead starts; the regularized '
                              'method does so by default)')
-    parser.add_argument('--precision', choices=vgg16.PRECISION_CHOICES, default='auto',
-                        help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
-                             'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
     parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
     parser.add_argument('--examples', default=None, metavar='DIR',
                         help='also draw, beside each picture, the 9 patches of the images in DIR (PNG, JPEG, '
@@ -431,14 +428,7 @@ def build_parser():
     parser.add_argument('--npz', default=None,
                         help='also save the raw images (float32 [N, size, size, 3]), filter ids and '
                              'objectives to this .npz file')
-    parser.add_argument('--model', default=None,
-                        help='a vgg16.tfmodel file to use (default: the one in the model folder, '
-                             '$VGG16_DIR or %s)' % vgg16.data_dir)
-    parser.add_argument('--weights', default=None,
-                        help='build the graph from this Keras VGG16 h5 weight file first (see download.py)')
-    parser.add_argument('--preprocess', choices=vgg16.PREPROCESS_CHOICES, default=None,
-                        help='with --weights: input scaling the weights were trained with: caffe '
-                             '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
+    vgg16.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--verbose', action='store_true',
                         help="also show TensorFlow's own start-up and log lines (hidden by default)")
@@ -457,17 +447,7 @@ def main(argv=None):
         if args.method == 'regularized' and (args.step_size is not None or args.normalize != 'max'):
             raise ValueError('--step-size and --normalize belong to --method blog; the regularized method '
                              'uses Adam with the learning rate of regularized.Config')
-        if args.model:
-            if args.weights or args.preprocess:
-                raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude '
-                                 'each other; give one')
-            model = vgg16.VGG16(args.model)
-        else:
-            if args.weights or args.preprocess:
-                if not args.weights:
-                    raise ValueError('--preprocess needs --weights FILE.h5')
-                vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=args.quiet)
-            model = vgg16.VGG16()
+        model = vgg16.VGG16(vgg16.model_path_from_args(args, quiet=args.quiet))
         layer_index = model.layer_index(args.layer)
         feature_ids = parse_filters(args.filters, model.layer_channels[layer_index])
         step_size = None
