@@ -34,6 +34,7 @@ import shlex
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -260,18 +261,32 @@ def write_filter(out, layer_index, layer, feature_id, image, objectives, no_grad
             'objective': _number(objectives[-1])}
 
 
-def run_task(task, spec, out, settings):
+def run_task(task, spec, out, settings, header):
     """Render, measure and write one task's filters, then its record; returns the record (dict).
 
     Runs on a Dask worker or in this process; the worker's model is loaded once
-    (cluster.worker_model). out must be the same folder for every worker.
+    (cluster.worker_model). out: the absolute path of the atlas folder, the
+    same for every worker; header: its atlas.json as the run claimed it
+    (claim()). A worker that finds another atlas.json there (another folder
+    at that path, or a relative path read from another working folder)
+    refuses before it writes anything.
     """
     started = time.perf_counter()
     model = cluster.worker_model(spec)
     folder = os.path.join(out, task.layer)
-    if not os.path.isfile(os.path.join(out, ATLAS_FILE)):
+    path = os.path.join(out, ATLAS_FILE)
+    if not os.path.isfile(path):
         raise FileNotFoundError('this worker (pid %d) cannot see %s: every worker must see the output folder at '
                                 'that path, e.g. a folder shared by all machines' % (os.getpid(), out))
+    with open(path) as f:
+        there = json.load(f)
+    if there != header:
+        differences = header_differences(there, header) or [
+            '%s: %r there, %r sent' % (key, there.get(key), header.get(key))
+            for key in sorted(set(there) | set(header)) if there.get(key) != header.get(key)]
+        raise ValueError('this worker (pid %d) finds another atlas at %s than the one this run claimed (%s): every '
+                         'worker must see the same output folder at that path'
+                         % (os.getpid(), path, '; '.join(differences)))
     os.makedirs(folder, exist_ok=True)
     ids = list(task.filters)
     with warnings.catch_warnings():
@@ -350,14 +365,30 @@ def check_writable(out):
                               % (out, probe, error.strerror)) from None
 
 
+def header_differences(there, header):
+    """What makes two atlas.json headers (dicts) render other pictures: list of text, empty when they agree."""
+    differences = ['%s: %r there, %r now' % (key, there.get('settings', {}).get(key), value)
+                   for key, value in header['settings'].items() if there.get('settings', {}).get(key) != value]
+    if there.get('weights_md5') != header['weights_md5']:
+        differences.append('weights md5: %s there (%s), %s now (%s)' % (
+            there.get('weights_md5'), there.get('description'), header['weights_md5'], header['description']))
+    if there.get('format') != FORMAT:
+        differences.append('format: %r there, %d now' % (there.get('format'), FORMAT))
+    return differences
+
+
 def claim(out, header):
     """Create OUT/atlas.json from header (dict), or check the one there; ValueError on other settings or weights.
 
+    Returns the header found or made there: what the run sends its workers.
+    A new atlas gets a random atlas_id, so that a worker that sees another
+    folder with the same settings at that path tells them apart.
     Two shards starting at once race here: the file is linked into place, so
     exactly one wins and the other compares against it.
     """
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, ATLAS_FILE)
+    header = dict(header, atlas_id=uuid.uuid4().hex)
     data = json.dumps(header, indent=1, sort_keys=True).encode('utf8')
     temporary = '%s.tmp%d' % (path, os.getpid())
     try:
@@ -372,13 +403,7 @@ def claim(out, header):
             os.remove(temporary)
     with open(path) as f:
         there = json.load(f)
-    differences = ['%s: %r there, %r now' % (key, there.get('settings', {}).get(key), value)
-                   for key, value in header['settings'].items() if there.get('settings', {}).get(key) != value]
-    if there.get('weights_md5') != header['weights_md5']:
-        differences.append('weights md5: %s there (%s), %s now (%s)' % (
-            there.get('weights_md5'), there.get('description'), header['weights_md5'], header['description']))
-    if there.get('format') != FORMAT:
-        differences.append('format: %r there, %d now' % (there.get('format'), FORMAT))
+    differences = header_differences(there, header)
     if differences:
         raise ValueError('%s was made with other settings or weights (%s); render into another folder, or run '
                          'with the settings it records' % (path, '; '.join(differences)))
@@ -394,7 +419,7 @@ def read_header(out):
         return json.load(f)
 
 
-def render(out, spec, settings, tasks, client=None, progress=True):
+def render(out, spec, settings, header, tasks, client=None, progress=True):
     """Run the tasks not finished yet in `out`, in this process (client None) or on Dask; returns filters rendered now.
 
     One tqdm bar over filters, which starts at those already done.
@@ -409,11 +434,11 @@ def render(out, spec, settings, tasks, client=None, progress=True):
     try:
         if client is None:
             for task in left:
-                rendered += len(run_task(task, spec, out, settings)['filters'])
+                rendered += len(run_task(task, spec, out, settings, header)['filters'])
                 bar.update(len(task.filters))
         else:
             from dask.distributed import as_completed
-            futures = [client.submit(run_task, task, spec, out, settings, pure=False) for task in left]
+            futures = [client.submit(run_task, task, spec, out, settings, header, pure=False) for task in left]
             try:
                 for future in as_completed(futures):
                     count = len(future.result()['filters'])
@@ -488,6 +513,8 @@ def visualize_command(settings, model_args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # Absolute before anything is sent: workers of a running cluster have other working folders.
+    args.out = os.path.abspath(args.out)
     try:
         if args.index_only:
             catalog = write_index(args.out)
@@ -520,9 +547,9 @@ def main(argv=None):
                   'description': model.description, 'weights': stamp.get('weights_path'), 'model': model_path,
                   'command': visualize_command(settings, model_args)}
         with cluster.client_from_args(args) as client:
-            claim(args.out, header)
+            header = claim(args.out, header)
             try:
-                render(args.out, spec, settings, tasks, client, progress=not args.quiet)
+                render(args.out, spec, settings, header, tasks, client, progress=not args.quiet)
                 if args.examples:
                     write_examples(args.out, model, args.examples, tasks, precision=settings.precision,
                                    client=client, progress=not args.quiet)

@@ -88,11 +88,11 @@ def overhead(spec, work, layer, count, settings, repeats):
                                                precision=settings.precision)
 
     plain()                       # builds the ops of both, untimed
-    atlas.run_task(task, spec, out, settings)
+    atlas.run_task(task, spec, out, settings, atlas.read_header(out))
     times = {'plain': [], 'atlas': []}
     for _ in range(repeats):
         times['plain'].append(timed_cpu(plain)[:2])
-        times['atlas'].append(timed_cpu(atlas.run_task, task, spec, out, settings)[:2])
+        times['atlas'].append(timed_cpu(atlas.run_task, task, spec, out, settings, atlas.read_header(out))[:2])
     return times
 
 
@@ -141,7 +141,7 @@ def estimate(spec, work, settings, steps=(1, 4), repeats=2):
         for number, count in enumerate((1,) + tuple(steps) * repeats):
             step_settings = atlas.Settings(**dict(atlas.asdict(settings), iters=count))
             out = prepared_out(os.path.join(work, 'estimate-%d-%d' % (settings.size, count)), step_settings, spec)
-            seconds = timed(atlas.run_task, task, spec, out, step_settings)[0]
+            seconds = timed(atlas.run_task, task, spec, out, step_settings, atlas.read_header(out))[0]
             if number > 0:      # the first run builds the layer's ops: not timed
                 runs.setdefault(count, []).append(seconds)
         low, high = (statistics.median(runs[count]) for count in steps)

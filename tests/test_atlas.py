@@ -69,9 +69,12 @@ def assert_same_atlas(out, expected):
     for name in want:
         for key in ('image', 'objectives', 'dead'):
             assert got[name][key].tobytes() == want[name][key].tobytes(), (name, key)
-    for name in (atlas.CATALOG_FILE, atlas.ATLAS_FILE):
-        with open(os.path.join(out, name)) as f, open(os.path.join(expected, name)) as g:
-            assert json.load(f) == json.load(g), name
+    with open(os.path.join(out, atlas.CATALOG_FILE)) as f, open(os.path.join(expected, atlas.CATALOG_FILE)) as g:
+        assert json.load(f) == json.load(g)
+    # The same atlas.json but for the random id each new atlas gets.
+    with open(os.path.join(out, atlas.ATLAS_FILE)) as f, open(os.path.join(expected, atlas.ATLAS_FILE)) as g:
+        got, want = json.load(f), json.load(g)
+    assert got.pop('atlas_id') != want.pop('atlas_id') and got == want
 
 
 def test_catalog_lists_every_filter_once_with_its_files(reference):
@@ -241,6 +244,31 @@ def test_other_settings_or_weights_are_refused(model_file, reference, tmp_path, 
     assert atlas.main([out, '--model', other] + RUN) == 2
     assert 'weights md5' in capsys.readouterr().err
     assert {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names} == listing
+
+
+def test_a_worker_that_finds_another_atlas_refuses_and_writes_nothing(model_file, reference, tmp_path):
+    out = str(tmp_path / 'copy')
+    shutil.copytree(reference, out)
+    listing = {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names}
+    header = atlas.read_header(out)
+    settings = atlas.Settings(**header['settings'])
+    spec = cluster.ModelSpec.of(model_file)
+    task = atlas.Task(1, 'conv1_2', (0, 1))
+    # Another folder with the same settings (its own atlas id), and one with other settings.
+    for sent, message in ((dict(header, atlas_id='0' * 32), "atlas_id: '%s' there" % header['atlas_id']),
+                          (dict(header, settings=dict(header['settings'], iters=21)), 'iters: 20 there, 21 now')):
+        with pytest.raises(ValueError, match='finds another atlas at .*%s' % message):
+            atlas.run_task(task, spec, out, settings, sent)
+    assert not os.path.exists(os.path.join(out, 'conv1_2'))
+    assert {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names} == listing
+
+
+def test_a_relative_out_reaches_the_workers_absolute(model_file, tmp_path, monkeypatch):
+    sent = []
+    monkeypatch.setattr(atlas, 'render', lambda out, *args, **kwargs: sent.append(out))
+    monkeypatch.chdir(tmp_path)
+    assert atlas.main(['relative', '--model', model_file] + RUN) == 0
+    assert sent == [str(tmp_path / 'relative')]
 
 
 def closed_port():
