@@ -441,19 +441,14 @@ class VGG16:
             self.weights_md5 = download.md5sum(path)
         else:
             self.weights_md5 = hashlib.md5(graph_def.SerializeToString(deterministic=True)).hexdigest()
-        self.sessions = {}    # made on first use by session(), one per session configuration
+        self.session = None   # made on first use by session(), one per model
         self.cache = {}       # ops built once, keyed by what they compute
 
-    @property
-    def session(self):
-        """The float32 session made by session(model), or None before the first use."""
-        return self.sessions.get('float32')
-
     def close(self):
-        """Close the sessions opened for this model, if any."""
-        for sess in self.sessions.values():
-            sess.close()
-        self.sessions.clear()
+        """Close the session opened for this model, if any."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
     def __enter__(self):
         return self
@@ -524,14 +519,13 @@ def session(model):
     precisions share it: bfloat16 is written into the ops
     (channel_objective), not into the session's configuration.
     """
-    key = 'float32'
-    if key not in model.sessions:
+    if model.session is None:
         config = tf.ConfigProto()
         if model.threads is not None:
             config.intra_op_parallelism_threads = model.threads
             config.inter_op_parallelism_threads = model.threads
-        model.sessions[key] = tf.Session(graph=model.graph, config=config)
-    return model.sessions[key]
+        model.session = tf.Session(graph=model.graph, config=config)
+    return model.session
 
 
 # ---------------------------------------------------------------------------

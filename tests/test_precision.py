@@ -110,11 +110,12 @@ def test_precisions_share_one_session_and_the_graph_stops_growing():
         visualize.ascend(model, 4, [0, 1], 1, seed=0, size=SIZE, pre_relu=True, precision=precision)
         regularized.render(model, 4, [0, 1], 1, seed=0, size=SIZE, precision=precision)
     count = len(model.graph.get_operations())
+    shared = vgg16.session(model)
     for precision in ('float32', 'bfloat16', 'float32', 'bfloat16'):
         visualize.ascend(model, 'conv3_1', [2], 2, seed=1, size=SIZE, pre_relu=True, precision=precision)
         regularized.render(model, 4, [1], 2, seed=1, size=SIZE, precision=precision)
     assert len(model.graph.get_operations()) == count
-    assert len(model.sessions) == 1
+    assert vgg16.session(model) is shared and model.session is shared
 
 
 def test_bfloat16_refuses_a_graph_it_cannot_rebuild():
