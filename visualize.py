@@ -479,8 +479,9 @@ def main(argv=None):
         title = '%s\n%s, %s' % (model.description, how, result.precision)
         ncols = args.cols or (math.ceil(math.sqrt(len(feature_ids))) if many else 3)
         if args.examples:
+            # The precision the pictures were made in, resolved once by ascend().
             found = examples.find(model, args.examples, [layer_index], filters=feature_ids,
-                                  precision=args.precision, progress=not args.quiet)
+                                  precision=result.precision, progress=not args.quiet)
             title += '\nbeside each: its top %d patches of %d images in %s' % (examples.DEFAULT_K, found.count,
                                                                                 args.examples)
             # Rows follow feature_ids, repeats too (find() looks for each filter once).
