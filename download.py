@@ -17,17 +17,15 @@ with one of `SOURCES` and turns the weights into `vgg16.tfmodel`.
     python download.py --check              # verify what is there, download nothing
     python download.py --help               # every flag
 
-Needs `requests` and `tqdm`; locking uses `fcntl`, so POSIX only.
+Needs `requests` and `tqdm`; the file helpers (atomic writes, md5, locks) are
+files.py's, POSIX only.
 """
 import argparse
 import contextlib
-import fcntl
-import hashlib
 import os
 import re
 import socket
 import sys
-import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -35,13 +33,13 @@ from dataclasses import dataclass
 import requests
 from tqdm import tqdm
 
+import files
+
 USER_AGENT = 'vgg16-filter-visualization-downloader/1.0 (python-requests)'
 # urllib3 discards a partly filled read buffer when the connection drops, so
 # a resume restarts at the last whole chunk: 64 KiB keeps that loss small
 # while still being few writes per second.
 CHUNK_SIZE = 64 * 1024
-HASH_CHUNK_SIZE = 1024 * 1024
-LOCK_POLL_SECONDS = 0.1
 PREPROCESS_CHOICES = ('caffe', 'unit', 'none')
 _MD5_PATTERN = re.compile(r'[0-9a-fA-F]{32}')
 _CONTENT_RANGE_PATTERN = re.compile(r'bytes\s+(\d+)-(\d+)/(\d+|\*)')
@@ -114,21 +112,6 @@ class _Fatal(Exception):
     """A failure that trying the same URL again will not fix (4xx, wrong size)."""
 
 
-def md5sum(path):
-    """Hex md5 of the file at path, read in chunks so memory stays small."""
-    return _file_digests(path, 'md5')['md5']
-
-
-def _file_digests(path, *algorithms):
-    """{algorithm: hex digest} of the file, computing all of them in one read."""
-    hashers = {name: hashlib.new(name) for name in algorithms}
-    with open(path, 'rb') as file:
-        while chunk := file.read(HASH_CHUNK_SIZE):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
-
-
 def sha256_record_path(path):
     return path + '.sha256'
 
@@ -160,7 +143,7 @@ def file_problems(path, *, size=None, md5=None, sha256=None):
     wanted = {name: value.lower() for name, value in (('md5', md5), ('sha256', sha256)) if value}
     if not wanted:
         return []
-    digests = _file_digests(path, *wanted)
+    digests = files.file_digests(path, *wanted)
     return [f'{path} has {name} {digests[name]}, expected {value} (corrupt or a different file)'
             for name, value in wanted.items() if digests[name] != value]
 
@@ -184,58 +167,6 @@ def _say(message, quiet):
     if not quiet:
         # tqdm.write keeps an active progress bar from being torn by the message.
         tqdm.write(message, file=sys.stderr)
-
-
-@contextlib.contextmanager
-def exclusive_lock(lock_path, *, timeout, quiet):
-    """Hold an flock on lock_path; wait up to timeout seconds for another process.
-
-    The lock file stays behind on purpose: deleting it would let a third
-    process lock a fresh inode while a second still waits on the old one,
-    and then two processes would write the same .part. It is empty apart
-    from the holder's pid, so nothing mistakes it for the model.
-    """
-    try:
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise DownloadError(f'Could not create the lock file {lock_path}: {error}. '
-                            f'The folder must be writable; choose another one.') from error
-    try:
-        deadline = time.monotonic() + timeout
-        announced = False
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(lock_path)
-                if time.monotonic() >= deadline:
-                    raise DownloadError(
-                        f'Another process ({holder}) has been downloading into {os.path.dirname(lock_path)} '
-                        f'for over {timeout} s (it holds the lock {lock_path}). Wait for it to finish, '
-                        f'stop it, or raise lock_timeout.') from None
-                if not announced:
-                    _say(f'Waiting for another download ({holder}) to finish; lock: {lock_path}', quiet)
-                    announced = True
-                time.sleep(LOCK_POLL_SECONDS)
-        # The pid only makes a waiting process's message more useful.
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, f'{os.getpid()}\n'.encode())
-        try:
-            yield
-        finally:
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
-    finally:
-        os.close(descriptor)
-
-
-def _lock_holder(lock_path):
-    try:
-        with open(lock_path) as lock_file:
-            pid = lock_file.read().strip()
-    except OSError:
-        pid = ''
-    return f'pid {pid}' if pid.isdigit() else 'pid unknown'
 
 
 def _describe(error):
@@ -289,9 +220,14 @@ def _part_size(part_path):
         return 0
 
 
-def _remove(path):
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+@contextlib.contextmanager
+def _lock(lock_path, *, timeout, quiet):
+    """files.exclusive_lock, whose failure is a DownloadError like every other failure of fetch()."""
+    try:
+        with files.exclusive_lock(lock_path, timeout=timeout, quiet=quiet, say=lambda text: _say(text, quiet)):
+            yield
+    except files.LockError as error:
+        raise DownloadError(str(error)) from None
 
 
 def _transfer(session, url, part_path, *, size, timeout, chunk_size, quiet, label):
@@ -303,7 +239,7 @@ def _transfer(session, url, part_path, *, size, timeout, chunk_size, quiet, labe
     offset = _part_size(part_path)
     if size is not None and offset > size:
         # Longer than the real file: not a prefix of it, so nothing to resume.
-        _remove(part_path)
+        files.remove(part_path)
         offset = 0
     if size is not None and offset == size:
         return
@@ -326,7 +262,7 @@ def _transfer(session, url, part_path, *, size, timeout, chunk_size, quiet, labe
             total = _content_range_total(response.headers.get('Content-Range', ''))
             if total == offset:
                 return  # The .part already holds the whole file.
-            _remove(part_path)
+            files.remove(part_path)
             raise _Retryable(f'{status} for Range bytes={offset}-; discarded the .part to start over')
         if response.status_code >= 500:
             raise _Retryable(status)
@@ -337,7 +273,7 @@ def _transfer(session, url, part_path, *, size, timeout, chunk_size, quiet, labe
             match = _CONTENT_RANGE_PATTERN.fullmatch(response.headers.get('Content-Range', '').strip())
             if not offset or not match or int(match[1]) != offset:
                 # Appending bytes from another offset would silently corrupt the file.
-                _remove(part_path)
+                files.remove(part_path)
                 raise _Retryable(f"{status} with Content-Range {response.headers.get('Content-Range')!r}, "
                                  f'expected bytes {offset}-...; discarded the .part to start over')
             mode = 'ab'
@@ -376,7 +312,7 @@ def _transfer(session, url, part_path, *, size, timeout, chunk_size, quiet, labe
             raise DownloadError(f'Could not write {part_path}: {error}') from error
 
     if size is not None and received > size:
-        _remove(part_path)
+        files.remove(part_path)
         raise _Fatal(f'the server sent more than the expected {size:,} bytes; discarded the .part')
     if expected_total is not None and received < expected_total:
         raise _Retryable(f'connection closed after {received:,} of {expected_total:,} bytes')
@@ -436,54 +372,22 @@ def _fetch_from(session, url, part_path, attempts, *, size, md5, validate, timeo
         if problem is None:
             return True
         # Bad bytes must never linger where a later resume or a loader could use them.
-        _remove(part_path)
+        files.remove(part_path)
         attempts.append((url, f'{problem}; deleted {part_path}'))
         _say(f'{url}: {problem}; deleted {part_path}', quiet)
         return False
 
 
-def write_atomic(path, write):
-    """Create the file at path through write(binary_file), all or nothing.
-
-    The bytes go to a temporary file beside path, which is renamed into place
-    only once write() returned; on any error it is deleted, so path never holds
-    half a file. Used for graphs, stamps, PNGs, arrays and records alike.
-    """
-    # A name no other writer can pick: processes on other machines or in
-    # other containers sharing the folder may have the same pid (often 1).
-    descriptor, temporary_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                                  prefix=os.path.basename(path) + '.tmp')
-    try:
-        with os.fdopen(descriptor, 'wb') as file:
-            write(file)
-        # mkstemp makes the file readable by its owner only; give it the usual mode.
-        os.chmod(temporary_path, 0o666 & ~_UMASK)
-        os.replace(temporary_path, path)
-    finally:
-        _remove(temporary_path)
-    return path
-
-
-def _read_umask():
-    # os.umask can only be read by setting it; done once, at import, before any thread writes.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
 def _install(part_path, path, *, record_sha256):
     """Atomically move the verified .part into place and keep the sha256 record in step."""
-    sha256 = _file_digests(part_path, 'sha256')['sha256'] if record_sha256 else None
+    sha256 = files.file_digests(part_path, 'sha256')['sha256'] if record_sha256 else None
     os.replace(part_path, path)
     record_path = sha256_record_path(path)
     if sha256 is None:
         # A record of the bytes just replaced would make check report a false mismatch.
-        _remove(record_path)
+        files.remove(record_path)
         return
-    write_atomic(record_path, lambda record: record.write(f'{sha256}  {os.path.basename(path)}\n'.encode()))
+    files.write_atomic(record_path, lambda record: record.write(f'{sha256}  {os.path.basename(path)}\n'.encode()))
 
 
 def _failure_message(path, url_list, attempts, *, size, md5, present_problems):
@@ -552,7 +456,7 @@ def fetch(urls, path, *, size=None, md5=None, validate=None, record_sha256=False
     if not force and os.path.isfile(path) and not file_problems(path, **present_check):
         return path
 
-    with exclusive_lock(path + '.lock', timeout=lock_timeout, quiet=quiet):
+    with _lock(path + '.lock', timeout=lock_timeout, quiet=quiet):
         # Another process may have finished the file while this one waited.
         if not force and os.path.isfile(path) and not file_problems(path, **present_check):
             return path

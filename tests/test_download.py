@@ -24,7 +24,8 @@ for folder in (REPO_ROOT, TESTS_DIR):
     if folder not in sys.path:
         sys.path.insert(0, folder)
 
-import download  # noqa: E402
+import download
+import files  # noqa: E402
 from httpserver import Behaviour, LocalServer  # noqa: E402
 
 PAYLOAD = random.Random(1234).randbytes(200_000)
@@ -535,7 +536,7 @@ def test_file_problems_and_md5sum(tmp_path):
     path = str(tmp_path / 'file')
     assert download.file_problems(path, size=3) == [f'{path} is missing']
     write_bytes(path, b'abc')
-    assert download.md5sum(path) == hashlib.md5(b'abc').hexdigest()
+    assert files.md5sum(path) == hashlib.md5(b'abc').hexdigest()
     assert download.file_problems(path) == []
     assert download.file_problems(path, size=3, md5=hashlib.md5(b'abc').hexdigest().upper()) == []
     assert 'is 3 bytes, expected 4' in download.file_problems(path, size=4)[0]
@@ -633,35 +634,3 @@ def test_script_prints_a_download_error_without_a_traceback(tmp_path):
                             env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
     assert result.returncode == 1
     assert 'error: Could not download w.h5' in result.stderr and 'Traceback' not in result.stderr
-
-
-def test_two_writers_of_one_path_each_leave_a_whole_file(tmp_path):
-    # Shards on two machines (or two containers, both pid 1) may write the same
-    # catalog at once: each writer needs a temporary name of its own, and the
-    # final file must be one writer's bytes, never a mix.
-    import threading
-    target = str(tmp_path / 'catalog.json')
-    started = threading.Barrier(2)
-    errors = []
-
-    def writer(byte):
-        def write(file):
-            started.wait()
-            for _ in range(50):
-                file.write(byte * 1000)
-                time.sleep(0.001)
-        try:
-            download.write_atomic(target, write)
-        except Exception as error:  # noqa: BLE001 -- any failure is the finding
-            errors.append(error)
-
-    threads = [threading.Thread(target=writer, args=(b,)) for b in (b'A', b'B')]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    data = read_bytes(target)
-    assert data in (b'A' * 50000, b'B' * 50000)
-    assert os.listdir(tmp_path) == ['catalog.json']
-    assert oct(os.stat(target).st_mode & 0o777) == oct(0o666 & ~download._UMASK)
