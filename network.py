@@ -1,0 +1,440 @@
+"""
+Any convolutional network as the rest of the project sees it: a frozen graph
+with an image input and named units, plus the objective every method
+maximizes. VGG16 (vgg16.py) and users' Keras models are adapters over this.
+
+A Network is a frozen GraphDef and what the project needs to know about it:
+- the input tensor: float32 [N, H, W, C], C = 1 (greyscale) or 3 (RGB), pixels
+  0..255 always; the preprocessing the weights expect lives inside the graph;
+  H = W fixed (input_size) or free (None);
+- its units, in network order: a name, the tensor [N, h, w, channels], the
+  pre-activation tensor where one exists, and, from one walk of the graph
+  (geometry.py), the output side for an input side, the receptive field and
+  the smallest input it accepts;
+- its session and the ops built on it, each built once (cached_ops).
+
+    import network
+    net = network.Network(graph_def, [network.Unit('conv1', 'conv1/Relu:0', 'conv1/BiasAdd:0', 'Conv2D')])
+    net.layer_index('conv1')                  # 0
+    net.receptive_field(0, 224)               # (3, 1, -1): size, stride, offset in pixels
+    net.spec()                                # a dict: with the graph file, all a worker needs to load it
+"""
+
+import difflib
+import hashlib
+import numbers
+import os
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import geometry
+import precision
+import quiet
+
+tf = quiet.import_tensorflow()
+
+# The version of spec(): a worker refuses a spec of another one.
+SPEC_FORMAT = 1
+INPUT_CHANNELS = (1, 3)
+# Activations whose input is a unit's pre-activation tensor.
+ACTIVATION_OPS = ('Relu', 'Relu6', 'Elu', 'Selu', 'LeakyRelu', 'Softplus', 'Tanh', 'Sigmoid')
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of a network: a 4-D tensor whose channels can be visualized.
+
+    name:   what users call it ('conv3_2', or a Keras layer name)
+    tensor: its tensor's name in the graph, float32 [N, h, w, channels]
+    pre:    the tensor before its activation, or None where there is none
+    kind:   the layer type, for listings ('Conv2D', 'SeparableConv2D', ...)
+    """
+    name: str
+    tensor: str
+    pre: str = None
+    kind: str = ''
+
+
+def load_graph_def(path, fix=None):
+    """Parse a frozen GraphDef file; FileNotFoundError / ValueError with `fix`, the next step, in the message."""
+    fix = fix or 'make it again'
+    if not os.path.exists(path):
+        raise FileNotFoundError('no model at %s; %s' % (path, fix))
+    graph_def = tf.GraphDef()
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        graph_def.ParseFromString(data)
+    except Exception as error:  # protobuf raises its own DecodeError
+        raise ValueError('%s is not a valid frozen graph (%s: %s); %s'
+                         % (path, type(error).__name__, error, fix)) from None
+    return graph_def
+
+
+class Network:
+    """A frozen graph with an image input and named units, with its session and cached ops.
+
+    net.graph          tf.compat.v1.Graph holding only this network (and the ops built on it once)
+    net.input          the input tensor, float32 [N, H, W, input_channels], pixels 0..255
+    net.input_channels 1 (greyscale) or 3 (RGB)
+    net.input_size     the fixed input side, or None when any side works
+    net.units          [Unit], in network order
+    net.short_names    unit names; net.layer_names the names of their ops
+    net.layer_tensors, net.pre_tensors   per unit: the tensor and its pre-activation (or the tensor itself)
+    net.layer_channels, net.layer_min_sizes   per unit: channels, smallest input side
+    net.description    what made the weights, for captions
+    net.md5            identity of the weights (stamp md5, file md5 or the graph's bytes)
+    net.preprocess     the input scaling inside the graph ('unit', 'caffe', 'tf', 'torch', 'none') or None if unknown
+    net.path           the graph file (absolute), or None for a graph given in memory
+    """
+
+    def __init__(self, graph_def, units, *, input_name='images:0', description='a frozen graph', md5=None,
+                 preprocess=None, path=None, threads=None):
+        self.path = None if path is None else os.path.abspath(path)
+        self.threads = None if threads is None else check_int('threads', threads, 1)
+        self.graph_def = graph_def
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.import_graph_def(graph_def, name='')
+        try:
+            self.input = self.graph.get_tensor_by_name(input_name)
+        except (KeyError, ValueError):
+            raise ValueError('the graph has no input tensor %r' % input_name) from None
+        shape = self.input.shape
+        if shape.rank != 4:
+            raise ValueError('input %s has shape %s: expected an image batch [N, H, W, C]' % (input_name, shape))
+        shape = shape.as_list()
+        self.input_channels = shape[3]
+        if self.input_channels not in INPUT_CHANNELS:
+            raise ValueError('input %s has %s channels: only greyscale (1) and RGB (3) images are supported'
+                             % (input_name, self.input_channels))
+        self.input_size = shape[1] if shape[1] is not None and shape[1] == shape[2] else None
+        if shape[1] != shape[2]:
+            raise ValueError('input %s is %sx%s: only square inputs are supported' % (input_name, shape[1], shape[2]))
+        if not units:
+            raise ValueError('the network has no units to visualize')
+        self.units = list(units)
+        self.short_names = [u.name for u in self.units]
+        if len(set(self.short_names)) != len(self.short_names):
+            raise ValueError('unit names repeat: %s' % ', '.join(sorted({n for n in self.short_names
+                                                                          if self.short_names.count(n) > 1})))
+        self.layer_tensors = [self._tensor(u.tensor, u.name) for u in self.units]
+        self.pre_tensors = [self._tensor(u.pre, u.name) if u.pre else t for u, t in zip(self.units, self.layer_tensors)]
+        self.layer_names = [t.op.name for t in self.layer_tensors]
+        for unit, tensor in zip(self.units, self.layer_tensors):
+            if tensor.shape.rank != 4 or tensor.shape[3] is None:
+                raise ValueError('unit %s (%s) has shape %s: expected [N, h, w, channels]'
+                                 % (unit.name, unit.tensor, tensor.shape))
+        self.layer_channels = [int(t.shape[3]) for t in self.layer_tensors]
+        smallest = geometry.smallest_input(self.graph, self.input.name, [t.name for t in self.layer_tensors])
+        self.layer_min_sizes = [smallest[t.name] for t in self.layer_tensors]
+        self.description = description
+        self.preprocess = preprocess
+        # The graph's bytes in protobuf's deterministic order when nothing
+        # better names the weights: node attributes are a map, whose default
+        # order varies between processes.
+        self.md5 = md5 or hashlib.md5(graph_def.SerializeToString(deterministic=True)).hexdigest()
+        self.session = None   # made on first use by session(), one per network
+        self.cache = {}       # ops built once, keyed by what they compute (cached_ops)
+
+    def _tensor(self, name, unit):
+        try:
+            return self.graph.get_tensor_by_name(name)
+        except (KeyError, ValueError):
+            raise ValueError('unit %s: the graph has no tensor %r' % (unit, name)) from None
+
+    # -- what a worker needs to load the same network
+
+    def spec(self):
+        """A JSON-able dict that, with the graph file, makes the same Network (from_spec)."""
+        return {'format': SPEC_FORMAT, 'input': self.input.name, 'units': [asdict(u) for u in self.units],
+                'description': self.description, 'md5': self.md5, 'preprocess': self.preprocess}
+
+    @classmethod
+    def from_spec(cls, path, spec, threads=None):
+        """The Network of spec() over the graph file at path."""
+        if spec.get('format') != SPEC_FORMAT:
+            raise ValueError('network spec format %r: this code reads format %d' % (spec.get('format'), SPEC_FORMAT))
+        return cls(load_graph_def(path), [Unit(**u) for u in spec['units']], input_name=spec['input'],
+                   description=spec['description'], md5=spec['md5'], preprocess=spec['preprocess'],
+                   path=path, threads=threads)
+
+    # -- session and ops built once
+
+    def cached_ops(self, key, build):
+        """build() under this graph the first time `key` is asked for, then the same result.
+
+        key: a hashable tuple naming what the ops compute (e.g. ('ascent',
+        layer index, precision)). The graph grows once per key, never per call.
+        """
+        if key not in self.cache:
+            with self.graph.as_default():
+                self.cache[key] = build()
+        return self.cache[key]
+
+    def close(self):
+        """Close the session opened for this network, if any."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- units
+
+    def layer_index(self, layer_id):
+        """Index into units of an int index or a unit name (or its op name, e.g. 'conv3_2/conv3_2').
+
+        Public entry points resolve a layer once with this; everything below
+        them takes the index.
+        """
+        count = len(self.units)
+        if isinstance(layer_id, (int, np.integer)) and not isinstance(layer_id, bool):
+            if -count <= layer_id < count:
+                return int(layer_id) % count
+            raise ValueError('layer %d is out of range: this network has %d units, 0..%d (%s ... %s)'
+                             % (layer_id, count, count - 1, self.short_names[0], self.short_names[-1]))
+        if isinstance(layer_id, str):
+            if layer_id in self.short_names:
+                return self.short_names.index(layer_id)
+            if layer_id in self.layer_names:
+                return self.layer_names.index(layer_id)
+            close = difflib.get_close_matches(layer_id, self.short_names, n=3, cutoff=0)
+            listed = ', '.join(self.short_names) if count <= 16 else 'closest: %s' % ', '.join(close)
+            raise ValueError('unknown layer %r: use an index 0..%d or a unit name (%s)' % (layer_id, count - 1, listed))
+        raise ValueError('layer %r: expected an index or a unit name such as %r' % (layer_id, self.short_names[0]))
+
+    def min_size(self, layer_id):
+        """Smallest input side the unit accepts (every op on its path gives at least one pixel)."""
+        return self.layer_min_sizes[self.layer_index(layer_id)]
+
+    def channels(self, layer_id):
+        """Number of channels (filters) of a unit."""
+        return self.layer_channels[self.layer_index(layer_id)]
+
+    def geometry(self, size):
+        """{tensor name: geometry.Field} for size x size inputs, from one walk of the graph; kept per size."""
+        return self.cached_ops(('geometry', size), lambda: geometry.walk(self.graph, self.input.name, size))
+
+    def output_side(self, layer_index, size):
+        """Side of the unit's feature map for size x size inputs."""
+        return self._field(layer_index, size).side
+
+    def receptive_field(self, layer_index, size=None):
+        """(size, stride, offset) in input pixels of a unit (layer_index) for inputs of `size` (default: the
+        fixed input size, else 224).
+
+        Unit (y, x) sees input rows offset + stride * y ... offset + stride * y
+        + size - 1, and the same for columns; offset is negative where the
+        field starts in the padding. Exact for 'SAME' padding at this size.
+        """
+        field = self._field(layer_index, size or self.input_size or 224)
+        return field.size, field.stride, field.offset
+
+    def _field(self, layer_index, size):
+        name = self.layer_tensors[layer_index].name
+        fields = self.geometry(size)
+        if name not in fields:
+            raise ValueError('the receptive field of %s is not known: its path holds an op that moves pixels in '
+                             'a way geometry.py does not follow' % self.short_names[layer_index])
+        return fields[name]
+
+    def create_feed_dict(self, image):
+        """{input: image with a batch axis} for an image [H, W, C] or a batch [N, H, W, C], 0..255.
+
+        The array is not copied (np.expand_dims gives a view), so a caller who
+        updates `image` in place, as the post's loop does, feeds the new pixels.
+        """
+        image = np.asarray(image)
+        if image.ndim == 3:
+            image = np.expand_dims(image, axis=0)
+        if image.ndim != 4 or image.shape[-1] != self.input_channels:
+            raise ValueError('image of shape %s: expected [H, W, %d] or [N, H, W, %d], %s 0..255'
+                             % (image.shape, self.input_channels, self.input_channels,
+                                'RGB' if self.input_channels == 3 else 'greyscale'))
+        return {self.input: image}
+
+
+def session(net):
+    """The network's session, made on first use and kept (one per network).
+
+    Sized by net.threads when set. net.close() closes it. Both precisions
+    share it: bfloat16 is written into the ops, not into the session's
+    configuration.
+    """
+    if net.session is None:
+        config = tf.ConfigProto()
+        if net.threads is not None:
+            config.intra_op_parallelism_threads = net.threads
+            config.inter_op_parallelism_threads = net.threads
+        net.session = tf.Session(graph=net.graph, config=config)
+    return net.session
+
+
+# ---------------------------------------------------------------------------
+# Checks on what callers ask for, shared by every method
+
+def check_int(name, value, minimum):
+    """value as int, or ValueError naming `name` unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError('%s=%r: expected an integer >= %d' % (name, value, minimum))
+    return int(value)
+
+
+def check_seed(seed):
+    """None, or the seed as int >= 0."""
+    return None if seed is None else check_int('seed', seed, 0)
+
+
+def check_feature_ids(net, layer_index, feature_ids):
+    """Filter ids as a list of int, each within the channels of unit `layer_index` (an index)."""
+    channels = net.layer_channels[layer_index]
+    short = net.short_names[layer_index]
+    if isinstance(feature_ids, (numbers.Integral, str)) or not hasattr(feature_ids, '__iter__'):
+        raise ValueError('feature_ids=%r: expected a sequence of filter ids, e.g. [0, 1, 2] or range(%d)'
+                         % (feature_ids, channels))
+    ids = []
+    for feature_id in feature_ids:
+        if isinstance(feature_id, bool) or not isinstance(feature_id, (int, np.integer)):
+            raise ValueError('filter id %r is not an integer; %s has filters 0..%d'
+                             % (feature_id, short, channels - 1))
+        if not 0 <= feature_id < channels:
+            raise ValueError('filter %d is out of range: %s has %d filters, 0..%d'
+                             % (feature_id, short, channels, channels - 1))
+        ids.append(int(feature_id))
+    if not ids:
+        raise ValueError('no filter ids given')
+    return ids
+
+
+def check_size(net, layer_index, size):
+    """size as int, or ValueError unless unit `layer_index` accepts size x size inputs."""
+    minimum = net.layer_min_sizes[layer_index]
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < minimum:
+        raise ValueError('size=%r: %s needs images of at least %d pixels (the post uses 224)'
+                         % (size, net.short_names[layer_index], minimum))
+    if net.input_size is not None and size != net.input_size:
+        raise ValueError('size=%r: this network takes %dx%d images only; use size %d'
+                         % (size, net.input_size, net.input_size, net.input_size))
+    return int(size)
+
+
+def parse_filters(text, channels):
+    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> range(channels); spaces allowed.
+
+    Ids beyond the layer are left for check_feature_ids, which names the layer's range.
+    """
+    text = text.strip()
+    if text == 'all':
+        return list(range(channels))
+    ids = []
+    try:
+        for part in text.split(','):
+            if '-' in part.strip()[1:]:
+                first, last = (int(v) for v in part.split('-'))
+                if last < first:
+                    raise ValueError
+                ids.extend(range(first, last + 1))
+            else:
+                ids.append(int(part))
+    except ValueError:
+        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all' (a range runs upwards)"
+                         % text) from None
+    return ids
+
+
+# ---------------------------------------------------------------------------
+# The objective every method maximizes
+
+def _through_identity(tensor):
+    """The tensor an Identity chain (names given to units by a loader) passes on."""
+    while tensor.op.type == 'Identity':
+        tensor = tensor.op.inputs[0]
+    return tensor
+
+
+def _conv_bias(tensor):
+    """(input_t, kernel_t, bias_t, conv_op) when tensor is BiasAdd(Conv2D(input, kernel), bias), else None."""
+    tensor = _through_identity(tensor)
+    if tensor.op.type != 'BiasAdd' or tensor.op.inputs[0].op.type != 'Conv2D':
+        return None
+    conv_op = tensor.op.inputs[0].op
+    if conv_op.get_attr('data_format') != b'NHWC':
+        return None
+    return conv_op.inputs[0], conv_op.inputs[1], tensor.op.inputs[1], conv_op
+
+
+def unit_tensor(net, layer_index, pre_relu=False, prefix=''):
+    """The unit's tensor (or its pre-activation tensor) in the graph, or in the copy imported under `prefix`."""
+    tensor = (net.pre_tensors if pre_relu else net.layer_tensors)[layer_index]
+    return net.graph.get_tensor_by_name(prefix + tensor.name) if prefix else tensor
+
+
+def channel_objective(net, layer_index, filter_ids_t, pre_relu=False, prefix='', precision_name='float32',
+                      input_t=None):
+    """Per-image objective, float32 [N]: the mean of channel filter_ids_t[i] of the unit over its map, in image i.
+
+    The fast path, where the unit is conv + bias (+ ReLU): only the wanted
+    channels are computed, by convolving the layer's input with the gathered
+    kernel and bias columns (conv3_2: 6 of 256 channels). Image i gets N
+    channels and keeps the i-th; N is small. Everywhere else the whole unit is
+    computed and channel i gathered.
+    pre_relu: the unit before its activation (where it has one).
+    prefix: the import scope of a copy of the network (regularized.py), whose
+      input is input_t; default the network itself on net.input.
+    precision_name: 'float32' or 'bfloat16' (resolved): every op after the
+      first layer runs in bfloat16 (precision.bfloat16_tensors); the mean is
+      float32 either way. BFloat16Unsupported where the path cannot.
+    """
+    input_t = net.input if input_t is None else input_t
+    tensor = unit_tensor(net, layer_index, pre_relu, prefix)
+    relu = _through_identity(tensor).op.type == 'Relu'
+    parts = _conv_bias(_through_identity(tensor).op.inputs[0] if relu else tensor)
+    if parts is not None:
+        layer_input_t, kernel_t, bias_t, conv_op = parts
+        if precision_name == 'bfloat16' and precision.after_a_conv(input_t, layer_input_t):
+            # Not the first layer: its input comes from the bfloat16 chain, or
+            # is the first layer's float32 output, which this conv reads cast.
+            layer_input_t, = precision.bfloat16_tensors(net.graph, input_t, [layer_input_t])
+            layer_input_t = tf.cast(layer_input_t, tf.bfloat16)
+        kernel_sel_t = tf.cast(tf.gather(kernel_t, filter_ids_t, axis=3), layer_input_t.dtype)   # [k, k, in, N]
+        bias_sel_t = tf.cast(tf.gather(bias_t, filter_ids_t), layer_input_t.dtype)              # [N]
+        conv_t = tf.nn.conv2d(layer_input_t, kernel_sel_t, strides=conv_op.get_attr('strides'),
+                              padding=conv_op.get_attr('padding').decode(),
+                              dilations=conv_op.get_attr('dilations'))
+        pre_t = tf.nn.bias_add(conv_t, bias_sel_t)                                 # [N, h, w, N]
+        count = tf.shape(filter_ids_t)[0]
+        own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)   # [N, h, w, 1]
+        if relu:
+            own_t = tf.nn.relu(own_t)
+    else:
+        if precision_name == 'bfloat16':
+            tensor, = precision.bfloat16_tensors(net.graph, input_t, [tensor])
+        own_t = tf.gather(tensor, tf.reshape(filter_ids_t, [-1, 1]), axis=3, batch_dims=1)      # [N, h, w, 1]
+    # float32 before the mean: a bfloat16 sum of a 56x56 map would stop
+    # growing once each new term is below half a unit of its 8-bit mantissa.
+    return tf.reduce_mean(tf.cast(own_t, tf.float32), axis=[1, 2, 3])
+
+
+def unit_precision(net, layer_index, precision_name):
+    """The precision a unit runs in: precision_name ('float32' or 'bfloat16', resolved), or float32 with
+    a one-line RuntimeWarning where bfloat16 cannot run on the unit's path."""
+    if precision_name != 'bfloat16':
+        return precision_name
+    problem = net.cached_ops(('bfloat16_problem', layer_index), lambda: bfloat16_problem(net, layer_index))
+    if problem:
+        warnings.warn('%s: bfloat16 does not apply (%s); running float32' % (net.short_names[layer_index], problem),
+                      RuntimeWarning, stacklevel=3)
+        return 'float32'
+    return precision_name
+
+
+def bfloat16_problem(net, layer_index):
+    """None when the unit's objective can run in bfloat16 (precision.bfloat16_tensors), else why not (str)."""
+    return precision.bfloat16_problem(net.input, [net.pre_tensors[layer_index], net.layer_tensors[layer_index]])
