@@ -9,7 +9,7 @@ and each worker process loads the model once and keeps it.
 
     import cluster
     cluster.add_arguments(parser)                    # --workers N, --scheduler ADDRESS, --threads T
-    spec = cluster.ModelSpec.of('/shared/vgg16.tfmodel', threads=cluster.threads_from_args(args))
+    spec = cluster.ModelSpec.of(net, threads=net.threads)   # net: a network.Network loaded from its file
     with cluster.client_from_args(args) as client:   # None: run in this process
         if client is None:
             results = [task(item, spec) for item in items]
@@ -19,18 +19,24 @@ and each worker process loads the model once and keeps it.
     def task(item, spec):                            # runs on a worker; a module-level function of an importable module
         model = cluster.worker_model(spec)           # loaded on the first task, kept for the next ones
 
-Workers of a running cluster import the task's module, so start them with
-this folder on their path: `PYTHONPATH=/path/to/project dask worker tcp://HOST:8786`.
+Workers need only requirements.txt installed: on connecting, the client
+uploads this project's modules to every worker (and to workers that join
+later), and a worker loads a network from its frozen graph file and its spec
+(network.Network.spec), whatever made it.
 """
 
 import contextlib
+import glob
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import download
-import vgg16
+import files
+import network
 
+# The project's modules, uploaded to the workers of a cluster (ship_project).
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 # Seconds to wait for a scheduler before saying it cannot be reached.
 CONNECT_TIMEOUT = 5
 START_A_SCHEDULER = ('start one with `dask scheduler` (it prints its tcp:// address) and `dask worker ADDRESS` '
@@ -57,51 +63,65 @@ def threads_per_worker(workers):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a worker needs to load the model: small and picklable, sent with every task.
+    """What a worker needs to load the network: small and picklable, sent with every task.
 
-    path: absolute path of a vgg16.tfmodel file; every worker must see the file
-      there (one machine, or a folder shared by all of them).
+    path: absolute path of the network's frozen graph file; every worker must
+      see the file there (one machine, or a folder shared by all of them).
     md5: the file's md5, so that a worker that sees another file at that path
       says so instead of rendering with other weights.
+    network: the network's spec() (input, units, description, identity).
     threads: TensorFlow's intra- and inter-op thread pools of the worker's
       session; None is TensorFlow's default (every core of the worker's machine).
     """
     path: str
     md5: str
+    network: dict = field(compare=False, hash=False, default=None)
     threads: int = None
 
     @classmethod
-    def of(cls, path, threads=None):
-        """A spec for the model file at `path` (made absolute; FileNotFoundError when it is missing)."""
-        path = os.path.abspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError('no model file at %s' % path)
+    def of(cls, net, threads=None):
+        """A spec for a network.Network loaded from a file (FileNotFoundError when the file is missing)."""
+        if net.path is None:
+            raise ValueError('the workers load the network from its file, and this one was given in memory; '
+                             'save its graph and load it from the file')
+        if not os.path.isfile(net.path):
+            raise FileNotFoundError('no model file at %s' % net.path)
         if threads is not None:
-            threads = vgg16.check_int('threads', threads, 1)
-        return cls(path, download.md5sum(path), threads)
+            threads = network.check_int('threads', threads, 1)
+        spec = cls(net.path, files.md5sum(net.path), net.spec(), threads)
+        if net.threads == threads:
+            # This process holds the network already: worker_model(spec) here
+            # (a run without a cluster) returns it instead of loading a second copy.
+            _models.setdefault(spec.key, net)
+        return spec
+
+    @property
+    def key(self):
+        """What tells loaded networks apart in a process (_models)."""
+        return self.path, self.md5, self.threads, json.dumps(self.network, sort_keys=True)
 
 
-# The models this process has loaded: {(path, md5, threads): model}.
+# The networks this process has loaded or was given: {ModelSpec.key: network.Network}.
 _models = {}
 
 
 def worker_model(spec):
-    """The vgg16.VGG16 of `spec`, loaded on the first call in this process and kept.
+    """The network.Network of `spec`, loaded on the first call in this process and kept.
 
     Runs on Dask workers and, without a cluster, in the calling process. The
     file's md5 is checked once, when the model is loaded.
     """
-    key = (spec.path, spec.md5, spec.threads)
+    key = spec.key
     if key in _models:
         return _models[key]
     if not os.path.isfile(spec.path):
         raise FileNotFoundError('this worker (pid %d) cannot see the model file %s: every worker must see it at '
                                 'that path, e.g. in a folder shared by all machines' % (os.getpid(), spec.path))
-    md5 = download.md5sum(spec.path)
+    md5 = files.md5sum(spec.path)
     if md5 != spec.md5:
         raise ValueError('the model file %s on this worker (pid %d) has md5 %s, expected %s: every worker must see '
                          'the same file' % (spec.path, os.getpid(), md5, spec.md5))
-    model = vgg16.VGG16(spec.path, threads=spec.threads)
+    model = network.Network.from_spec(spec.path, spec.network, threads=spec.threads)
     _models[key] = model
     return model
 
@@ -127,7 +147,7 @@ def add_arguments(parser):
 def threads_from_args(args):
     """TensorFlow threads per worker for the parsed --threads and --workers (None: TensorFlow's default)."""
     if args.threads is not None:
-        return vgg16.check_int('--threads', args.threads, 1)
+        return network.check_int('--threads', args.threads, 1)
     return threads_per_worker(args.workers)
 
 
@@ -148,7 +168,7 @@ def connect(workers=None, scheduler=None, timeout=CONNECT_TIMEOUT):
     # Imported here: a run in this process needs no Dask at all.
     from dask.distributed import Client, LocalCluster
     if workers is not None:
-        workers = vgg16.check_int('workers', workers, 1)
+        workers = network.check_int('workers', workers, 1)
         # Worker processes, not threads: TensorFlow sessions and the GIL would share one process.
         # No dashboard; the scheduler's HTTP server (health checks) on a free port, not 8787.
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -162,7 +182,28 @@ def connect(workers=None, scheduler=None, timeout=CONNECT_TIMEOUT):
         raise ConnectionError('cannot reach a Dask scheduler at %s within %g s (%s); %s'
                               % (scheduler, timeout, str(error).splitlines()[0], START_A_SCHEDULER)) from None
     with client:
+        ship_project(client)
         yield client
+
+
+def ship_project(client):
+    """Upload the project's modules (every top-level .py) to the client's workers, and to those that join later.
+
+    Workers then need only requirements.txt installed. Not imported on
+    upload (load=False): a module is imported when a task needs it, after
+    the modules below it have arrived.
+    """
+    for path in sorted(glob.glob(os.path.join(PROJECT_DIR, '*.py'))):
+        client.upload_file(path, load=False)
+
+
+def worker_address():
+    """The address of the Dask worker running the calling task, e.g. 'tcp://10.0.0.2:40123', else 'this process'."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):   # no Dask, or not inside a task
+        return 'this process (pid %d)' % os.getpid()
 
 
 def client_from_args(args, timeout=CONNECT_TIMEOUT):

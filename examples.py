@@ -32,9 +32,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import cluster
-import download
+import files
+import models
+import network
+import pictures
 import quiet
-import vgg16
+from precision import bfloat16_tensors, resolve_precision
 
 # Also on Dask workers, which import this module to run its tasks: the start-up lines stay held back.
 tf = quiet.import_tensorflow()
@@ -42,75 +45,17 @@ tf = quiet.import_tensorflow()
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 DEFAULT_K = 9
 DEFAULT_BATCH_SIZE = 16
-# Ops on the path from images:0 to a layer that change where a unit looks.
-# Everything else on the path (ReLU, BiasAdd, the preprocessing) is pointwise.
-WINDOW_OPS = ('Conv2D', 'MaxPool', 'AvgPool')
 
 
-# ---------------------------------------------------------------------------
-# Receptive fields, read from the graph
-
-def _window(op):
-    """(kernel, stride, padding) of one Conv2D or pooling op, along the rows (VGG16 is square)."""
-    strides = op.get_attr('strides')
-    if op.type == 'Conv2D':
-        kernel = int(op.inputs[1].shape[0])
-        dilation = op.get_attr('dilations')[1]
-        if dilation != 1:
-            raise ValueError('%s: dilated convolutions are not supported' % op.name)
-    else:
-        kernel = op.get_attr('ksize')[1]
-    return kernel, strides[1], op.get_attr('padding').decode()
-
-
-def _path_to_input(model, layer_index):
-    """The ops from images:0 to the layer's tensor, input first; one data input each."""
-    target = model.layer_tensors[layer_index].op
-    # Ops that depend on the input: the path must stay inside them (weights and
-    # constants are inputs of the same ops but do not move the field).
-    reaches, stack = set(), [model.input.op]
-    while stack:
-        op = stack.pop()
-        if op.name not in reaches:
-            reaches.add(op.name)
-            stack.extend(consumer for out in op.outputs for consumer in out.consumers())
-    path, op = [], target
-    while op is not model.input.op:
-        path.append(op)
-        inputs = [t.op for t in op.inputs if t.op.name in reaches]
-        if len(inputs) != 1:
-            raise ValueError('%s: %d inputs depend on the image; the receptive field needs a chain of ops'
-                             % (op.name, len(inputs)))
-        op = inputs[0]
-    return path[::-1]
-
-
-def receptive_field(model, layer_index):
-    """(size, stride, offset) in input pixels of a unit of the layer, read from the graph's ops.
+def receptive_field(model, layer_index, size=224):
+    """(size, stride, offset) in input pixels of a unit of the layer for size x size images
+    (network.Network.receptive_field, from one walk of the graph).
 
     Unit (y, x) of the layer's feature map sees input rows
     offset + stride * y ... offset + stride * y + size - 1, and the same for
-    columns. offset is negative where the field starts in the zero padding.
-    Walks the Conv2D and pooling ops from images:0 to the layer, so any graph
-    of this contract works; 'SAME' padding is taken as TensorFlow pads inputs
-    whose side the stride divides. VGG16: 3 px at conv1_1, 40 at conv3_3, 196
-    at conv5_3.
+    columns. VGG16: 3 px at conv1_1, 40 at conv3_3, 196 at conv5_3.
     """
-    key = ('receptive_field', layer_index)
-    if key in model.cache:
-        return model.cache[key]
-    size, stride, offset = 1, 1, 0
-    for op in _path_to_input(model, layer_index):
-        if op.type not in WINDOW_OPS:
-            continue
-        kernel, step, padding = _window(op)
-        pad_before = max(kernel - step, 0) // 2 if padding == 'SAME' else 0
-        offset -= pad_before * stride
-        size += (kernel - 1) * stride
-        stride *= step
-    # Kept: patches ask for it once per record, and the walk visits the whole graph.
-    model.cache[key] = size, stride, offset
-    return model.cache[key]
+    return model.receptive_field(layer_index, size)
 
 
 # ---------------------------------------------------------------------------
@@ -134,10 +79,12 @@ def list_images(folder):
     return sorted(files)
 
 
-def load_image(path, size):
-    """float32 [size, size, 3], RGB 0..255: the image scaled so its short side is `size`, centre-cropped.
+def load_image(path, size, channels=3):
+    """float32 [size, size, channels], 0..255: the image scaled so its short side is `size`, centre-cropped.
 
-    Greyscale and palette images become RGB; transparency is dropped.
+    channels 3: RGB (greyscale and palette images become RGB); 1: greyscale,
+    for networks of greyscale input (colour images are converted with
+    Pillow's luma weights). Transparency is dropped.
     16-bit greyscale (0..65535) is divided by 257, so it reads as its 8-bit
     version; 32-bit integer or float greyscale (Pillow modes 'I', 'F', e.g.
     from TIFF) has no fixed range and is stretched from its own min..max to
@@ -148,7 +95,7 @@ def load_image(path, size):
     with Image.open(path) as image:
         if image.mode.startswith('I;16') or image.mode in ('I', 'F'):
             image = _to_8bit(image)
-        image = image.convert('RGB')
+        image = image.convert('RGB' if channels == 3 else 'L')
     width, height = image.size
     if (width, height) != (size, size):
         # The short side becomes exactly `size`, the long one keeps the aspect ratio.
@@ -159,7 +106,7 @@ def load_image(path, size):
         image = image.resize((width, height), Image.BICUBIC)
         left, top = (width - size) // 2, (height - size) // 2
         image = image.crop((left, top, left + size, top + size))
-    return np.asarray(image, np.float32)
+    return np.asarray(image, np.float32).reshape(size, size, channels)
 
 
 def _to_8bit(image):
@@ -181,11 +128,11 @@ def _to_8bit(image):
     return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))   # 2-D uint8: mode 'L'
 
 
-def _read(folder, name, size):
+def _read(folder, name, size, channels):
     """(image, None) or (None, reason) for one file; reading errors are the file's, not ours."""
     from PIL import Image
     try:
-        return load_image(os.path.join(folder, name), size), None
+        return load_image(os.path.join(folder, name), size, channels), None
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         return None, '%s: %s' % (type(error).__name__, error)
 
@@ -246,47 +193,19 @@ def merge_partials(a, b, k):
 # The forward pass
 
 def feature_side(model, layer_index, size):
-    """Side of the layer's feature map for size x size images, from the window ops on the path."""
-    side = size
-    for op in _path_to_input(model, layer_index):
-        if op.type in WINDOW_OPS:
-            kernel, step, padding = _window(op)
-            side = -(-side // step) if padding == 'SAME' else (side - kernel) // step + 1
-    return side
+    """Side of the layer's feature map for size x size images."""
+    return model.output_side(layer_index, size)
 
 
 def bfloat16_layers(model):
-    """Every conv layer's output after ReLU with the convolutions after conv1_1 in bfloat16, one chain.
+    """Every unit's tensor computed with the convolutions after the first layer in bfloat16, one chain.
 
-    A list like model.layer_tensors: conv1_1 float32 (it reads the pixels; see
-    vgg16.bfloat16_layer_input), the others bfloat16 [N, h, w, C]. Built once
-    per model; a fetch computes only the layers it needs.
+    A list like model.layer_tensors (precision.bfloat16_tensors: first-layer
+    units stay float32, the others are bfloat16 [N, h, w, C]). Built once per
+    model; a fetch computes only the units it needs.
     """
-    key = ('examples', 'bfloat16_layers')
-    if key not in model.cache:
-        outputs = [model.layer_tensors[0]]
-        if len(model.layer_names) > 1:
-            last = model.short_names[-1]
-            with model.graph.as_default(), tf.name_scope('examples_bfloat16'):
-                input_t = vgg16.bfloat16_layer_input(model.graph, last)
-                _, kernel_t, bias_t, conv_op = vgg16.conv_parts(model.graph, last)
-                conv_t = tf.nn.conv2d(input_t, tf.cast(kernel_t, tf.bfloat16), strides=conv_op.get_attr('strides'),
-                                      padding=conv_op.get_attr('padding').decode())
-                last_t = tf.nn.relu(tf.nn.bias_add(conv_t, tf.cast(bias_t, tf.bfloat16)))
-            # The layers below are the ReLUs of the same chain: walked back from the
-            # last layer's input rather than built again (13 chains would cost up to
-            # 15 % more, as grappler merges only part of them).
-            below, op = [], input_t.op
-            while op.type != 'Cast':
-                if op.type == 'Relu':
-                    below.append(op.outputs[0])
-                op = op.inputs[0].op
-            outputs += below[::-1] + [last_t]
-        if len(outputs) != len(model.layer_names):
-            raise ValueError('the bfloat16 chain of this graph holds %d layers, the model %d; use precision='
-                             "'float32'" % (len(outputs), len(model.layer_names)))
-        model.cache[key] = outputs
-    return model.cache[key]
+    return model.cached_ops(('examples', 'bfloat16_layers'), lambda: bfloat16_tensors(
+        model.graph, model.input, model.layer_tensors, scope='examples_bfloat16'))
 
 
 def layer_ops(model, layer_index, size, precision='float32'):
@@ -300,13 +219,12 @@ def layer_ops(model, layer_index, size, precision='float32'):
     12.8 MB per image); see max_and_position, which gives the first largest
     unit in row-major order (smallest y, then x), the order of the ties rule.
     """
-    key = ('examples', layer_index, size, precision)
-    if key not in model.cache:
+    def build():
         side = feature_side(model, layer_index, size)
         maps_t = (bfloat16_layers(model) if precision == 'bfloat16' else model.layer_tensors)[layer_index]
-        with model.graph.as_default(), tf.name_scope('examples_%s' % model.short_names[layer_index]):
-            model.cache[key] = max_and_position(maps_t, side)
-    return model.cache[key]
+        with tf.name_scope('examples_%s' % model.short_names[layer_index]):
+            return max_and_position(maps_t, side)
+    return model.cached_ops(('examples', layer_index, size, precision), build)
 
 
 # From this feature-map side up, max_and_position looks at 2x2 blocks first
@@ -377,14 +295,14 @@ def scan(model, folder, files, first, layer_indices, filters, *, k=DEFAULT_K, si
     columns = {index: np.asarray(filters[index], np.intp) for index in layer_indices}
     tops = {index: empty_top(filters[index]) for index in layer_indices}
     skipped, count = [], 0
-    sess = vgg16.session(model)
-    batch = np.zeros((batch_size, size, size, 3), np.float32)
+    sess = network.session(model)
+    batch = np.zeros((batch_size, size, size, model.input_channels), np.float32)
     ids = []
     position = 0
     while position < len(files) or ids:
         # Fill the batch, skipping unreadable files.
         while len(ids) < batch_size and position < len(files):
-            image, reason = _read(folder, files[position], size)
+            image, reason = _read(folder, files[position], size, model.input_channels)
             if image is None:
                 skipped.append((files[position], reason))
                 if bar is not None:
@@ -447,10 +365,10 @@ def check_filters(model, layer_indices, filters):
         if missing:
             raise ValueError('filters names no ids for %s; give ids for every layer or a single sequence'
                              % ', '.join(missing))
-        checked = {index: vgg16.check_feature_ids(model, index, given[index]) for index in layer_indices}
+        checked = {index: network.check_feature_ids(model, index, given[index]) for index in layer_indices}
     else:
         filters = list(filters) if hasattr(filters, '__iter__') and not isinstance(filters, str) else filters
-        checked = {index: vgg16.check_feature_ids(model, index, filters) for index in layer_indices}
+        checked = {index: network.check_feature_ids(model, index, filters) for index in layer_indices}
     # A filter asked for twice is found once.
     return {index: list(dict.fromkeys(ids)) for index, ids in checked.items()}
 
@@ -486,25 +404,28 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
     default); the result is the same as without it.
     precision: 'auto' (bfloat16 where the CPU does it natively, else
     float32), 'float32' or 'bfloat16': the convolutions after conv1_1 (see
-    vgg16.resolve_precision); activations are then bfloat16 values, 3
+    precision.resolve_precision); activations are then bfloat16 values, 3
     significant digits, and more of them tie (broken by the same order).
     """
-    precision = vgg16.resolve_precision(precision)
+    precision_name = resolve_precision(precision)
     if isinstance(layer_indices, (str, int, np.integer)):
         layer_indices = [layer_indices]
     layer_indices = sorted({model.layer_index(layer) for layer in layer_indices})
     if not layer_indices:
         raise ValueError('no layers given; name at least one, e.g. conv3_2')
-    k = vgg16.check_int('k', k, 1)
-    batch_size = vgg16.check_int('batch_size', batch_size, 1)
-    size = vgg16.check_size(model, max(layer_indices), size)
+    k = network.check_int('k', k, 1)
+    batch_size = network.check_int('batch_size', batch_size, 1)
+    for index in layer_indices:
+        size = network.check_size(model, index, size)
+    if precision_name == 'bfloat16':
+        precision_name = network.unit_precision(model, max(layer_indices), precision_name)
     filters = check_filters(model, layer_indices, filters)
     files = list_images(folder)
 
     if client is not None:
         partial = _scan_on_cluster(client, model, folder, files, layer_indices, filters, k=k, size=size,
                                    batch_size=batch_size, chunk_size=chunk_size, progress=progress,
-                                   threads=threads, precision=precision)
+                                   threads=threads, precision=precision_name)
     else:
         bar = None
         if progress:
@@ -512,7 +433,7 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
             bar = tqdm(total=len(files), unit='img', desc='images')
         try:
             partial = scan(model, folder, files, 0, layer_indices, filters, k=k, size=size,
-                           batch_size=batch_size, precision=precision, bar=bar)
+                           batch_size=batch_size, precision=precision_name, bar=bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -522,7 +443,7 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
     skipped = sorted(partial.skipped)
     return Found(_records(model, partial.tops, filters, files, layer_indices),
                  [name for name, _ in skipped], [reason for _, reason in skipped], partial.count, size,
-                 [(model.short_names[index], f) for index in layer_indices for f in filters[index]], precision)
+                 [(model.short_names[index], f) for index in layer_indices for f in filters[index]], precision_name)
 
 
 def _scan_task(chunk, spec, folder, layer_indices, filters, options):
@@ -536,16 +457,16 @@ def _scan_on_cluster(client, model, folder, files, layer_indices, filters, *, k,
     """scan() of chunks of `files` mapped over the client's workers, merged as they finish."""
     if model.path is None:
         raise ValueError('client=...: the workers load the model from its file, and this model was given in '
-                         'memory; save its graph and load it with vgg16.VGG16(path)')
+                         'memory; save its graph and load it from the file')
     workers = max(1, len(client.scheduler_info()['workers']))
     if chunk_size is None:
         # About 4 chunks per worker keeps them all busy to the end; whole batches waste no padding.
         chunk_size = batch_size * max(1, math.ceil(len(files) / (4 * workers * batch_size)))
-    chunk_size = vgg16.check_int('chunk_size', chunk_size, 1)
+    chunk_size = network.check_int('chunk_size', chunk_size, 1)
     if threads is None and getattr(client, 'cluster', None) is not None:
         # Worker processes of a cluster on this machine share its cores.
         threads = cluster.threads_per_worker(workers)
-    spec = cluster.ModelSpec.of(model.path, threads=threads)
+    spec = cluster.ModelSpec.of(model, threads=threads)
     chunks = [(start, files[start:start + chunk_size]) for start in range(0, len(files), chunk_size)]
     options = dict(k=k, size=size, batch_size=batch_size, precision=precision)
     futures = client.map(_scan_task, chunks, spec=spec, folder=os.path.abspath(folder),
@@ -597,9 +518,9 @@ def patches(model, folder, records, size=224):
     """patch() of records of one layer, float32 [n, p, p, 3], reading each image once."""
     images, tiles = {}, []
     for record in records:
-        side, stride, offset = receptive_field(model, model.layer_index(record['layer']))
+        side, stride, offset = receptive_field(model, model.layer_index(record['layer']), size)
         if record['file'] not in images:
-            images[record['file']] = load_image(os.path.join(folder, record['file']), size)
+            images[record['file']] = load_image(os.path.join(folder, record['file']), size, model.input_channels)
         tiles.append(crop(images[record['file']], offset + stride * record['y'], offset + stride * record['x'],
                           side))
     return np.stack(tiles)
@@ -607,13 +528,6 @@ def patches(model, folder, records, size=224):
 
 # ---------------------------------------------------------------------------
 # Pictures
-
-def _scaled(image):
-    """An image of any range as 0..1 by its own min and max (flat: 0.5), for imshow."""
-    image = np.asarray(image, np.float32)
-    low, high = float(image.min()), float(image.max())
-    return np.full_like(image, 0.5) if high - low < 1e-12 else (image - low) / (high - low)
-
 
 def plot_examples(synthetic_images, patches, captions=None, *, synthetic_captions=None, row_labels=None,
                   title=None, tile=1.1):
@@ -652,10 +566,10 @@ def plot_examples(synthetic_images, patches, captions=None, *, synthetic_caption
             ax.set_yticks([])
             number = column - first
             if column < first:
-                ax.imshow(_scaled(synthetic_images[row]), interpolation='nearest')
+                pictures.show(ax, synthetic_images[row])
                 ax.set_xlabel(synthetic_captions[row] if synthetic_captions else 'synthetic', fontsize=7)
             elif number < len(patches[row]):
-                ax.imshow(np.clip(patches[row][number] / 255.0, 0, 1), interpolation='nearest')
+                pictures.show(ax, patches[row][number], scale=False)
                 if captions is not None:
                     ax.set_xlabel(captions[row][number], fontsize=6)
             else:
@@ -693,9 +607,9 @@ def rows_of(model, folder, found, filters=None):
     for key in keys:
         if key not in tiles_of:
             layer, records = key[0], groups[key]
-            side = receptive_field(model, model.layer_index(layer))[0]
+            side = receptive_field(model, model.layer_index(layer), found.size)[0]
             tiles_of[key] = (patches(model, folder, records, found.size) if records
-                             else np.zeros((0, side, side, 3), np.float32))
+                             else np.zeros((0, side, side, model.input_channels), np.float32))
         rows.append(key + (tiles_of[key], groups[key]))
     return rows
 
@@ -743,7 +657,7 @@ def build_parser():
                         help='images are scaled and centre-cropped to this side (default 224)')
     parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
                         help='images per forward pass (default %d)' % DEFAULT_BATCH_SIZE)
-    vgg16.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
+    models.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
     cluster.add_arguments(parser)
     parser.add_argument('--quiet', action='store_true', help='no progress bar, no summary')
     parser.add_argument('--verbose', action='store_true',
@@ -754,7 +668,7 @@ def build_parser():
 def _write_json(path, records):
     import json
     data = json.dumps(records, indent=1).encode('utf8')
-    return download.write_atomic(path, lambda f: f.write(data))
+    return files.write_atomic(path, lambda f: f.write(data))
 
 
 def check_output(path):
@@ -778,9 +692,9 @@ def main(argv=None):
         if args.json and os.path.abspath(args.json) == os.path.abspath(args.out):
             raise ValueError('--json and --out both name %s; give two files' % args.out)
         list_images(args.folder)
-        model = vgg16.VGG16(vgg16.model_path_from_args(args, quiet=args.quiet))
+        model = models.network_from_args(args, quiet=args.quiet)
         layer_indices = [model.layer_index(layer) for layer in args.layers]
-        filters = {index: vgg16.parse_filters(args.filters, model.layer_channels[index])
+        filters = {index: network.parse_filters(args.filters, model.layer_channels[index])
                    for index in layer_indices}
         with cluster.client_from_args(args) as client:
             found = find(model, args.folder, layer_indices, k=args.k, filters=filters,
@@ -791,8 +705,8 @@ def main(argv=None):
         title = '%s\ntop %d of %d images in %s, receptive field of the strongest unit, %s' % (
             model.description, args.k, found.count, args.folder, found.precision)
         fig = plot_found(model, args.folder, found, title=title)
-        download.write_atomic(args.out, lambda f: fig.savefig(f, dpi=100, format='png'))
-    except (ValueError, OSError, download.DownloadError) as error:
+        files.write_atomic(args.out, lambda f: fig.savefig(f, dpi=100, format='png'))
+    except (ValueError, OSError) as error:
         # OSError: also what the file system says while writing, e.g. a full disk or no permission.
         print('error: %s' % error, file=sys.stderr)
         return 2

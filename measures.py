@@ -26,8 +26,8 @@ import math
 
 import numpy as np
 
+import network
 import quiet
-import vgg16
 
 tf = quiet.import_tensorflow()
 
@@ -46,10 +46,11 @@ BATCH_SIZE = 8
 def _check(model, layer_id, feature_ids, images):
     """The public functions' one check: (layer index, filter ids as list of int, images as float32)."""
     layer_index = model.layer_index(layer_id)
-    feature_ids = vgg16.check_feature_ids(model, layer_index, feature_ids)
+    feature_ids = network.check_feature_ids(model, layer_index, feature_ids)
     images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError('images of shape %s: expected [N, H, W, 3], RGB 0..255' % (images.shape,))
+    channels = model.input_channels
+    if images.ndim != 4 or images.shape[-1] != channels:
+        raise ValueError('images of shape %s: expected [N, H, W, %d], pixels 0..255' % (images.shape, channels))
     if len(images) != len(feature_ids):
         raise ValueError('%d images for %d filter ids: expected one image per filter'
                          % (len(images), len(feature_ids)))
@@ -64,12 +65,10 @@ def _check(model, layer_id, feature_ids, images):
 
 def _ops(model, layer_index, pre_relu):
     """(filter_ids_t, objective_t, dead_fraction_t) on model.input, built once."""
-    key = ('measures', layer_index, bool(pre_relu))
-    if key not in model.cache:
-        with model.graph.as_default(), tf.name_scope('measures_%s' % model.short_names[layer_index]):
+    def build():
+        with tf.name_scope('measures_%s' % model.short_names[layer_index]):
             filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
-            objective_t = vgg16.channel_objective(model.graph, model.layer_names[layer_index],
-                                                      filter_ids_t, pre_relu)                  # [N]
+            objective_t = network.channel_objective(model, layer_index, filter_ids_t, pre_relu)   # [N]
             # Images are independent, so the gradient of the sum is each image's own gradient.
             grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)                    # [N, H, W, 3]
             pixel_t = tf.reduce_sum(tf.abs(grad_t), axis=3, keepdims=True)                     # [N, H, W, 1]
@@ -80,8 +79,8 @@ def _ops(model, layer_index, pre_relu):
             # A picture with no gradient anywhere is all dead (block < 0 would say none).
             dead_fraction_t = tf.where(peak_t > 0, tf.reduce_mean(dead_t, axis=[1, 2, 3]),
                                        tf.ones_like(peak_t))
-        model.cache[key] = (filter_ids_t, objective_t, dead_fraction_t)
-    return model.cache[key]
+        return filter_ids_t, objective_t, dead_fraction_t
+    return model.cached_ops(('measures', layer_index, bool(pre_relu)), build)
 
 
 def gaussian_kernel(sigma=BLUR_SIGMA, radius=BLUR_RADIUS):
@@ -93,26 +92,27 @@ def gaussian_kernel(sigma=BLUR_SIGMA, radius=BLUR_RADIUS):
 
 def _blur_ops(model):
     """(images_t, blurred_t): a Gaussian blur of each colour channel, built once."""
-    key = ('measures_blur', BLUR_SIGMA, BLUR_RADIUS)
-    if key not in model.cache:
-        with model.graph.as_default(), tf.name_scope('measures_blur'):
-            images_t = tf.placeholder(tf.float32, [None, None, None, 3], name='images')
+    channels = model.input_channels
+
+    def build():
+        with tf.name_scope('measures_blur'):
+            images_t = tf.placeholder(tf.float32, [None, None, None, channels], name='images')
             weights = gaussian_kernel()
             r = BLUR_RADIUS
             # SYMMETRIC repeats the edge pixel (scipy's 'reflect'), so a flat
             # picture stays exactly flat up to its border.
             padded_t = tf.pad(images_t, [[0, 0], [r, r], [r, r], [0, 0]], mode='SYMMETRIC')
             # Separable: rows, then columns; depthwise so that colours do not mix.
-            rows = np.tile(weights[:, None, None, None], [1, 1, 3, 1])                        # [2r+1, 1, 3, 1]
-            columns = np.tile(weights[None, :, None, None], [1, 1, 3, 1])                     # [1, 2r+1, 3, 1]
+            rows = np.tile(weights[:, None, None, None], [1, 1, channels, 1])                 # [2r+1, 1, C, 1]
+            columns = np.tile(weights[None, :, None, None], [1, 1, channels, 1])              # [1, 2r+1, C, 1]
             blurred_t = tf.nn.depthwise_conv2d(padded_t, rows, [1, 1, 1, 1], 'VALID')
             blurred_t = tf.nn.depthwise_conv2d(blurred_t, columns, [1, 1, 1, 1], 'VALID')
-        model.cache[key] = (images_t, blurred_t)
-    return model.cache[key]
+        return images_t, blurred_t
+    return model.cached_ops(('measures_blur', BLUR_SIGMA, BLUR_RADIUS), build)
 
 
 def _run(model, fetch_t, filter_ids_t, feature_ids, images):
-    sess = vgg16.session(model)
+    sess = network.session(model)
     out = []
     for begin in range(0, len(images), BATCH_SIZE):
         chunk = slice(begin, begin + BATCH_SIZE)
@@ -158,13 +158,14 @@ def _dead_fraction(model, layer_index, feature_ids, images, pre_relu):
 
 
 def blur(model, images):
-    """Each colour channel blurred by a Gaussian of BLUR_SIGMA (1) pixel, edges mirrored: [N, H, W, 3]."""
+    """Each channel blurred by a Gaussian of BLUR_SIGMA (1) pixel, edges mirrored: [N, H, W, C]."""
     images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:3]) <= BLUR_RADIUS:
-        raise ValueError('images of shape %s: expected [N, H, W, 3] with H and W > %d'
-                         % (images.shape, BLUR_RADIUS))
+    channels = model.input_channels
+    if images.ndim != 4 or images.shape[-1] != channels or min(images.shape[1:3]) <= BLUR_RADIUS:
+        raise ValueError('images of shape %s: expected [N, H, W, %d] with H and W > %d'
+                         % (images.shape, channels, BLUR_RADIUS))
     images_t, blurred_t = _blur_ops(model)
-    return vgg16.session(model).run(blurred_t, {images_t: images})
+    return network.session(model).run(blurred_t, {images_t: images})
 
 
 def blur_robustness(model, layer_id, feature_ids, images, *, pre_relu=False):

@@ -15,7 +15,7 @@ here is made of four parts:
 - transform: each step the network sees the picture padded, jittered, scaled,
   rotated and jittered again, at random, so only patterns that survive small
   moves raise the objective.
-- objective: vgg16.channel_objective, the mean of the filter over its
+- objective: network.channel_objective, the mean of the filter over its
   feature map, before the ReLU by default: a start on which the filter is off
   still has a gradient.
 - render: Adam on the Fourier coefficients.
@@ -38,8 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import network
 import quiet
-import vgg16
+# The one render loop (render.py); this module's own render() is the method's public entry point.
+import render as loop
+from precision import resolve_precision
 
 tf = quiet.import_tensorflow()
 
@@ -135,9 +138,9 @@ def _check_real(name, value, low, high, expected, low_open=False, high_open=Fals
 # ---------------------------------------------------------------------------
 # Param: from Fourier coefficients to a picture
 
-def spectrum_shape(size):
-    """Shape of one picture's coefficients: (2 for real and imaginary, 3 colours, size, size // 2 + 1)."""
-    return (2, 3, size, size // 2 + 1)
+def spectrum_shape(size, channels=3):
+    """Shape of one picture's coefficients: (2 for real and imaginary, channels, size, size // 2 + 1)."""
+    return (2, channels, size, size // 2 + 1)
 
 
 def frequency_weights(size, decay_power):
@@ -153,24 +156,29 @@ def frequency_weights(size, decay_power):
 
 
 def spectrum_to_image(spectrum_t, size, config):
-    """Pictures float32 [B, size, size, 3] in 0..1 from coefficients float32 [B, *spectrum_shape(size)]."""
+    """Pictures float32 [B, size, size, C] in 0..1 from coefficients float32 [B, *spectrum_shape(size, C)].
+
+    Colours are decorrelated (config.decorrelate) for C = 3 only: the ImageNet
+    colour covariance means nothing to a greyscale picture, whose one channel
+    is the plain Fourier basis.
+    """
     weights = frequency_weights(size, config.decay_power)
     coefficients_t = tf.complex(spectrum_t[:, 0] * weights, spectrum_t[:, 1] * weights)   # [B, 3, S, S/2+1]
     # irfft2d divides by size**2; multiplying by size makes the transform unitary,
     # so a coefficient's weight is directly its share of the picture's contrast.
     planes_t = tf.signal.irfft2d(coefficients_t, fft_length=[size, size]) * (size * SPECTRUM_GAIN)
-    image_t = tf.transpose(planes_t, [0, 2, 3, 1])                                         # [B, S, S, 3]
-    if config.decorrelate:
+    image_t = tf.transpose(planes_t, [0, 2, 3, 1])                                         # [B, S, S, C]
+    if config.decorrelate and int(spectrum_t.shape[2]) == 3:
         # Normalized so that no colour component is amplified.
         mix = COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
         image_t = tf.einsum('bhwk,ck->bhwc', image_t, tf.constant(mix))
     return tf.sigmoid(image_t)
 
 
-def start_spectrum(seed, feature_id, size, config):
-    """One picture's start coefficients, float32 spectrum_shape(size), from (seed, feature_id) only."""
+def start_spectrum(seed, feature_id, size, config, channels=3):
+    """One picture's start coefficients, float32 spectrum_shape(size, channels), from (seed, feature_id) only."""
     rng = np.random.default_rng([seed, feature_id])
-    return rng.normal(0.0, config.init_std, spectrum_shape(size)).astype(np.float32)
+    return rng.normal(0.0, config.init_std, spectrum_shape(size, channels)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -182,10 +190,10 @@ def transformed_size(size, config):
 
 
 def random_transform(image_t, seed_t, size, config):
-    """Pad, jitter, scale, rotate and jitter again a batch image_t [B, size, size, 3], values 0..1.
+    """Pad, jitter, scale, rotate and jitter again a batch image_t [B, size, size, C], values 0..1.
 
     seed_t: int64 [2]; the same seed gives the same transform, shared by every
-    image of the batch. Returns [B, out, out, 3] with out = transformed_size().
+    image of the batch. Returns [B, out, out, C] with out = transformed_size().
     The four moves are one affine map, applied by one bilinear sampling whose
     gradient (a gather's) is exact.
     """
@@ -213,22 +221,29 @@ def random_transform(image_t, seed_t, size, config):
     cos_t, sin_t = tf.cos(angle_t) / scale_t, tf.sin(angle_t) / scale_t
     source_y_t = cos_t * y_t - sin_t * x_t + centre + shift_t[0]
     source_x_t = sin_t * y_t + cos_t * x_t + centre + shift_t[1]
-    return tf.reshape(_bilinear(padded_t, source_y_t, source_x_t, side), [-1, out, out, 3])
+    channels = int(image_t.shape[-1])
+    return tf.reshape(_bilinear(padded_t, source_y_t, source_x_t, side), [-1, out, out, channels])
+
+
+def _centre_crop(image_t, side, out):
+    """The middle out x out pixels of a batch image_t [B, side, side, C] (side >= out)."""
+    begin = (side - out) // 2
+    return image_t[:, begin:begin + out, begin:begin + out, :]
 
 
 def _bilinear(image_t, y_t, x_t, side):
-    """image_t [B, side, side, 3] sampled at points (y_t, x_t) [P]: [B, P, 3].
+    """image_t [B, side, side, C] sampled at points (y_t, x_t) [P]: [B, P, C].
 
     Points outside are clamped to the border, which is padding.
     """
-    flat_t = tf.reshape(image_t, [-1, side * side, 3])
+    flat_t = tf.reshape(image_t, [-1, side * side, int(image_t.shape[-1])])
     y0_t, x0_t = tf.floor(y_t), tf.floor(x_t)
     wy_t, wx_t = (y_t - y0_t)[:, None], (x_t - x0_t)[:, None]                              # [P, 1]
 
     def at(yy_t, xx_t):
         yy_t = tf.clip_by_value(tf.cast(yy_t, tf.int32), 0, side - 1)
         xx_t = tf.clip_by_value(tf.cast(xx_t, tf.int32), 0, side - 1)
-        return tf.gather(flat_t, yy_t * side + xx_t, axis=1)                               # [B, P, 3]
+        return tf.gather(flat_t, yy_t * side + xx_t, axis=1)                               # [B, P, C]
 
     top_t = at(y0_t, x0_t) * (1 - wx_t) + at(y0_t, x0_t + 1) * wx_t
     bottom_t = at(y0_t + 1, x0_t) * (1 - wx_t) + at(y0_t + 1, x0_t + 1) * wx_t
@@ -239,16 +254,16 @@ def _bilinear(image_t, y_t, x_t, side):
 # The network on a generated picture
 
 def _network_copy(model, layer_index, images_t):
-    """Import the model's layers up to `layer_index` once more, reading images_t.
+    """Import the network's ops up to the unit at `layer_index` once more, reading images_t.
 
     Returns the import prefix (e.g. 'regularized_conv3_2/network/') for
-    vgg16.channel_objective. The copy's constants (weights, preprocessing)
+    network.channel_objective. The copy's constants (weights, preprocessing)
     become placeholders mapped to the original's tensors, so the weights are
     held once however many copies exist.
     """
-    short = model.short_names[layer_index]
-    graph_def = _sub_graph(model.graph.as_graph_def(), '%s/BiasAdd' % short)
-    input_map = {model.tensor_name_input_image: images_t}
+    targets = [model.layer_tensors[layer_index].op.name, model.pre_tensors[layer_index].op.name]
+    graph_def = _sub_graph(model.graph.as_graph_def(), targets)
+    input_map = {model.input.name: images_t}
     for node in graph_def.node:
         if node.op == 'Const':
             dtype = node.attr['dtype'].type
@@ -258,15 +273,14 @@ def _network_copy(model, layer_index, images_t):
             node.attr['dtype'].type = dtype
             node.attr['shape'].shape.CopyFrom(shape)
             input_map[node.name + ':0'] = model.graph.get_tensor_by_name(node.name + ':0')
-    bias_add, = tf.import_graph_def(graph_def, input_map=input_map, return_elements=['%s/BiasAdd' % short],
-                                    name='network')
-    return bias_add.name[:-len('%s/BiasAdd' % short)]
+    unit_op, _ = tf.import_graph_def(graph_def, input_map=input_map, return_elements=targets, name='network')
+    return unit_op.name[:-len(targets[0])]
 
 
-def _sub_graph(graph_def, target):
-    """The nodes of graph_def that `target` depends on, in their original order (a GraphDef)."""
+def _sub_graph(graph_def, targets):
+    """The nodes of graph_def that the nodes named `targets` depend on, in their original order (a GraphDef)."""
     nodes = {node.name: node for node in graph_def.node}
-    needed, pending = set(), [target]
+    needed, pending = set(), list(targets)
     while pending:
         name = pending.pop()
         if name not in needed:
@@ -281,86 +295,88 @@ def _sub_graph(graph_def, target):
 
 @dataclass
 class RenderOps:
-    """The graph of one (layer, config, size), built once per model."""
+    """The graph of one (layer, config, size), built once per network."""
     filter_ids_t: tf.Tensor       # int32 [B], placeholder: image i maximizes filter_ids_t[i]
-    start_t: tf.Tensor            # float32 [B, *spectrum_shape(size)], placeholder: start coefficients
+    start_t: tf.Tensor            # float32 [B, *spectrum_shape(size, C)], placeholder: start coefficients
     seed_t: tf.Tensor             # int64 [], placeholder
     step_t: tf.Tensor             # int64 [], placeholder: Adam's step, 1, 2, ...; seeds the transform
     start_op: tf.Operation        # sets the coefficients to start_t and Adam's moments to zero
     step_op: tf.Operation         # one Adam step up the objective
     objective_t: tf.Tensor        # float32 [B], the objective of the transformed pictures, before the step
     grad_max_t: tf.Tensor         # float32 [B], max |gradient| over each picture's coefficients
-    image_t: tf.Tensor            # float32 [B, size, size, 3], the current pictures, RGB 0..255
+    image_t: tf.Tensor            # float32 [B, size, size, C], the current pictures, 0..255
 
 
 def render_ops(model, layer_index, config, size, precision='float32'):
     """The RenderOps of (layer_index, config, size, precision) in model.graph, built on the first call.
 
     precision: 'float32' or 'bfloat16' (resolved), the precision of the
-    network's convolutions after conv1_1 (vgg16.channel_objective). The
-    Fourier basis, colours, sigmoid, transforms and Adam stay float32 in both,
-    each for the reason written beside it.
+    network's convolutions after the first layer (network.channel_objective).
+    The Fourier basis, colours, sigmoid, transforms and Adam stay float32 in
+    both, each for the reason written beside it.
     """
-    key = ('regularized', layer_index, config, size, precision)
-    if key in model.cache:
-        return model.cache[key]
-    shape = spectrum_shape(size)
-    scope = 'regularized_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
-    with model.graph.as_default(), tf.name_scope(scope):
-        filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
-        start_t = tf.placeholder(tf.float32, (None,) + shape, name='start')
-        seed_t = tf.placeholder(tf.int64, [], name='seed')
-        step_t = tf.placeholder(tf.int64, [], name='step')
+    def build():
+        shape = spectrum_shape(size, model.input_channels)
+        scope = 'regularized_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
+        with tf.name_scope(scope):
+            filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
+            start_t = tf.placeholder(tf.float32, (None,) + shape, name='start')
+            seed_t = tf.placeholder(tf.int64, [], name='seed')
+            step_t = tf.placeholder(tf.int64, [], name='step')
 
-        # The batch size changes between calls, so the variables have no fixed
-        # first dimension; start_op gives them their shape. collections=[]
-        # keeps them away from anyone's global_variables_initializer().
-        def variable(name):
-            return tf.Variable(tf.zeros((0,) + shape), shape=tf.TensorShape((None,) + shape), name=name,
-                               trainable=False, use_resource=True, collections=[])
-        spectrum_var, mean_var, square_var = variable('spectrum'), variable('adam_m'), variable('adam_v')
-        start_op = tf.group(spectrum_var.assign(start_t), mean_var.assign(tf.zeros_like(start_t)),
-                            square_var.assign(tf.zeros_like(start_t)), name='start_op')
+            # The batch size changes between calls, so the variables have no fixed
+            # first dimension; start_op gives them their shape. collections=[]
+            # keeps them away from anyone's global_variables_initializer().
+            def variable(name):
+                return tf.Variable(tf.zeros((0,) + shape), shape=tf.TensorShape((None,) + shape), name=name,
+                                   trainable=False, use_resource=True, collections=[])
+            spectrum_var, mean_var, square_var = variable('spectrum'), variable('adam_m'), variable('adam_v')
+            start_op = tf.group(spectrum_var.assign(start_t), mean_var.assign(tf.zeros_like(start_t)),
+                                square_var.assign(tf.zeros_like(start_t)), name='start_op')
 
-        # One read of the coefficients per step: the objective, the gradient
-        # and the update all see the values from before the update.
-        spectrum_t = spectrum_var.read_value()
-        # float32 up to the network, also under bfloat16. The inverse FFT has
-        # no bfloat16 kernel and sums every coefficient into each pixel; the
-        # colour mix and sigmoid give the picture, where bfloat16 would hold
-        # only about 1 grey level in 255, coarser than most of Adam's steps;
-        # and the transform's sampling positions (0..247 px) would snap to
-        # whole pixels, which turns the rotation and zoom into jumps.
-        image01_t = spectrum_to_image(spectrum_t, size, config)                       # [B, S, S, 3]
-        seen_t = random_transform(image01_t, tf.stack([seed_t, step_t]), size, config) * 255.0
-        prefix = _network_copy(model, layer_index, seen_t)
-        objective_t = vgg16.channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t,
-                                              config.pre_relu, prefix, precision)
-        # Images are independent, so the gradient of the sum is each image's own gradient.
-        grad_t, = tf.gradients(tf.reduce_sum(objective_t), spectrum_t)
-        grad_max_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3, 4])
+            # One read of the coefficients per step: the objective, the gradient
+            # and the update all see the values from before the update.
+            spectrum_t = spectrum_var.read_value()
+            # float32 up to the network, also under bfloat16. The inverse FFT has
+            # no bfloat16 kernel and sums every coefficient into each pixel; the
+            # colour mix and sigmoid give the picture, where bfloat16 would hold
+            # only about 1 grey level in 255, coarser than most of Adam's steps;
+            # and the transform's sampling positions would snap to whole
+            # pixels, which turns the rotation and zoom into jumps.
+            image01_t = spectrum_to_image(spectrum_t, size, config)                       # [B, S, S, C]
+            seen_t = random_transform(image01_t, tf.stack([seed_t, step_t]), size, config) * 255.0
+            if model.input_size is not None:
+                # A network of one input size sees the middle of the moved
+                # picture: the transform's extra pixels are mostly its padding.
+                seen_t = _centre_crop(seen_t, transformed_size(size, config), model.input_size)
+            prefix = _network_copy(model, layer_index, seen_t)
+            objective_t = network.channel_objective(model, layer_index, filter_ids_t, config.pre_relu, prefix,
+                                                    precision, input_t=seen_t)
+            # Images are independent, so the gradient of the sum is each image's own gradient.
+            grad_t, = tf.gradients(tf.reduce_sum(objective_t), spectrum_t)
+            grad_max_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3, 4])
 
-        # Adam stays float32: its second moment grows by (1 - beta2) = 0.001
-        # of a squared gradient per step, far below bfloat16's resolution of
-        # 1/256 of the moment, so in bfloat16 it would stop moving; and the
-        # coefficients, like the blog method's image, add up small steps.
-        beta1, beta2 = config.adam_beta1, config.adam_beta2
-        step_float_t = tf.cast(step_t, tf.float32)
-        mean_t = beta1 * mean_var.read_value() + (1 - beta1) * grad_t
-        square_t = beta2 * square_var.read_value() + (1 - beta2) * tf.square(grad_t)
-        # Adam's bias correction folded into the rate; + for ascent.
-        rate_t = config.learning_rate * tf.sqrt(1 - beta2 ** step_float_t) / (1 - beta1 ** step_float_t)
-        update_t = rate_t * mean_t / (tf.sqrt(square_t) + config.adam_epsilon)
-        step_op = tf.group(mean_var.assign(mean_t), square_var.assign(square_t),
-                           spectrum_var.assign(spectrum_t + update_t), name='step_op')
-        picture_t = image01_t * 255.0
-    ops = RenderOps(filter_ids_t, start_t, seed_t, step_t, start_op, step_op, objective_t, grad_max_t, picture_t)
-    model.cache[key] = ops
-    return ops
+            # Adam stays float32: its second moment grows by (1 - beta2) = 0.001
+            # of a squared gradient per step, far below bfloat16's resolution of
+            # 1/256 of the moment, so in bfloat16 it would stop moving; and the
+            # coefficients, like the blog method's image, add up small steps.
+            beta1, beta2 = config.adam_beta1, config.adam_beta2
+            step_float_t = tf.cast(step_t, tf.float32)
+            mean_t = beta1 * mean_var.read_value() + (1 - beta1) * grad_t
+            square_t = beta2 * square_var.read_value() + (1 - beta2) * tf.square(grad_t)
+            # Adam's bias correction folded into the rate; + for ascent.
+            rate_t = config.learning_rate * tf.sqrt(1 - beta2 ** step_float_t) / (1 - beta1 ** step_float_t)
+            update_t = rate_t * mean_t / (tf.sqrt(square_t) + config.adam_epsilon)
+            step_op = tf.group(mean_var.assign(mean_t), square_var.assign(square_t),
+                               spectrum_var.assign(spectrum_t + update_t), name='step_op')
+            picture_t = image01_t * 255.0
+        return RenderOps(filter_ids_t, start_t, seed_t, step_t, start_op, step_op, objective_t, grad_max_t,
+                         picture_t)
+    return model.cached_ops(('regularized', layer_index, config, size, precision), build)
 
 
 # ---------------------------------------------------------------------------
-# Render: the loop
+# Render: the method for render.run
 
 def check_config(config):
     """config, or Config() for None; ValueError for anything else."""
@@ -371,9 +387,33 @@ def check_config(config):
     return config
 
 
+class RegularizedMethod:
+    """This method for render.run: the pictures live in the graph's variables, Adam moves them."""
+
+    def __init__(self, model, layer_index, feature_ids, config, seed, size, precision_name):
+        self.ops = render_ops(model, layer_index, config, size, precision_name)
+        self.feature_ids, self.config, self.seed = feature_ids, config, seed
+        self.size, self.channels, self.precision = size, model.input_channels, precision_name
+        self.dead_hint = '' if config.pre_relu else ' Try Config(pre_relu=True).'
+
+    def start(self, sess, positions):
+        ids = self.feature_ids[positions.start:positions.stop]
+        starts = np.stack([start_spectrum(self.seed, f, self.size, self.config, self.channels) for f in ids])
+        sess.run(self.ops.start_op, {self.ops.start_t: starts})
+        self.feed = {self.ops.filter_ids_t: ids, self.ops.seed_t: self.seed}
+
+    def step(self, sess, step):
+        self.feed[self.ops.step_t] = step + 1
+        _, objective, grad_max = sess.run([self.ops.step_op, self.ops.objective_t, self.ops.grad_max_t], self.feed)
+        return objective, grad_max
+
+    def images(self, sess):
+        return sess.run(self.ops.image_t)
+
+
 def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=224, batch_size=1,
            progress=False, precision='auto'):
-    """Regularized pictures of several filters of one layer; returns a vgg16.Result.
+    """Regularized pictures of several filters of one layer; returns a render.Result.
 
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer; repeats allowed. They go through
@@ -383,27 +423,28 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
       in any batch. None draws a seed from numpy's global generator, so
       np.random.seed works as in the post.
     precision: 'auto' (bfloat16 where the CPU does it natively, else float32),
-      'float32' or 'bfloat16': the network's convolutions after conv1_1.
+      'float32' or 'bfloat16': the network's convolutions after the first layer.
 
-    Result.images: float32 [N, size, size, 3], RGB 0..255
+    Result.images: float32 [N, size, size, C], 0..255 (C: the network's input channels)
     Result.objectives: float32 [iters, N], the objective (pre-ReLU when
       config.pre_relu) of the transformed picture before each step
     Result.dead: bool [N], True where the gradient was exactly zero at every step
     Result.precision: 'float32' or 'bfloat16', what `precision` resolved to
     """
-    precision = vgg16.resolve_precision(precision)
+    precision_name = resolve_precision(precision)
     layer_index = model.layer_index(layer_id)
-    return run(model, layer_index, vgg16.check_feature_ids(model, layer_index, feature_ids),
-               vgg16.check_int('iters', iters, 1), config=check_config(config), seed=vgg16.check_seed(seed),
-               size=vgg16.check_int('size', size, 1), batch_size=vgg16.check_int('batch_size', batch_size, 1),
-               progress=progress, precision=precision)
+    size = network.check_size(model, layer_index, size)
+    return run(model, layer_index, network.check_feature_ids(model, layer_index, feature_ids),
+               network.check_int('iters', iters, 1), config=check_config(config), seed=network.check_seed(seed),
+               size=size, batch_size=network.check_int('batch_size', batch_size, 1),
+               progress=progress, precision=network.unit_precision(model, layer_index, precision_name))
 
 
 def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_size, progress, precision='float32'):
     """render() for arguments already checked: layer_index an index, feature_ids a list of int.
 
     visualize.ascend(..., method='regularized') calls this after its own checks.
-    precision: 'float32' or 'bfloat16', already resolved (vgg16.resolve_precision).
+    precision: 'float32' or 'bfloat16', already resolved (render.unit_precision).
     """
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))
@@ -413,39 +454,6 @@ def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_siz
                          'see %d pixels and %s needs at least %d; lower the jitters or raise the size'
                          % (size, config.jitter, config.final_jitter, config.pad, transformed_size(size, config),
                             model.short_names[layer_index], min_size))
-    ops = render_ops(model, layer_index, config, size, precision)
-    sess = vgg16.session(model)
-
-    count = len(feature_ids)
-    images = np.zeros((count, size, size, 3), np.float32)
-    objectives = np.zeros((iters, count), np.float32)
-    moved = np.zeros(count, bool)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=iters * count, unit='step', desc='%s regularized' % model.short_names[layer_index])
-    try:
-        for begin in range(0, count, batch_size):
-            chunk = slice(begin, begin + batch_size)
-            ids = feature_ids[chunk]
-            starts = np.stack([start_spectrum(seed, f, size, config) for f in ids])
-            sess.run(ops.start_op, {ops.start_t: starts})
-            feed = {ops.filter_ids_t: ids, ops.seed_t: seed}
-            for step in range(iters):
-                feed[ops.step_t] = step + 1
-                _, objectives[step, chunk], grad_max = sess.run([ops.step_op, ops.objective_t, ops.grad_max_t],
-                                                                feed)
-                moved[chunk] |= grad_max > 0
-                if bar is not None:
-                    bar.update(len(ids))
-                    if step % 10 == 0:
-                        bar.set_postfix(objective='%.3g' % objectives[step, chunk].mean())
-            images[chunk] = sess.run(ops.image_t)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    dead = ~moved
-    vgg16.warn_dead(model, layer_index, feature_ids, dead,
-                        '' if config.pre_relu else ' Try Config(pre_relu=True).')
-    return vgg16.Result(images, objectives, dead, precision)
+    method = RegularizedMethod(model, layer_index, feature_ids, config, seed, size, precision)
+    return loop.run(model, layer_index, feature_ids, iters, method, batch_size=batch_size, progress=progress,
+                      desc='%s regularized' % model.short_names[layer_index])

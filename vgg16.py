@@ -1,8 +1,8 @@
 """
-VGG16 as a TensorFlow 1.x graph: the contract that the blog post's code and
-every module above rely on, and the foundation they share: the model with its
-session, the checks on layers and filters, and the objective every method
-maximizes (the mean of a filter over its feature map).
+VGG16 as a TensorFlow 1.x graph: the contract that the blog post's code
+relies on, and VGG16's layout (its 13 conv layers and where the pools sit),
+which lives here and nowhere else. `VGG16` is an adapter over
+network.Network, so every module above takes it like any other network.
 
 The model is a frozen GraphDef file, `vgg16.tfmodel`, in `data_dir` (the
 environment variable VGG16_DIR wins when set). It is either the post's
@@ -25,17 +25,14 @@ Graph contract (what other code may rely on):
   `convX_Y/BiasAdd:0` is the same layer before ReLU.
 """
 
-import hashlib
 import json
-import math
-import numbers
 import os
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 import download
+import files
+import network
 import quiet
 
 tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode, start-up lines held back
@@ -179,7 +176,7 @@ def convert_h5(weights_path, preprocess, out_path=None):
     stamp = {'weights': os.path.basename(weights_path),
              'weights_path': os.path.abspath(weights_path),
              'size': os.path.getsize(weights_path),
-             'md5': download.md5sum(weights_path),
+             'md5': files.md5sum(weights_path),
              'preprocess': preprocess}
     # Graph first, then stamp: a crash in between leaves a graph without a
     # stamp that matches, which the next call rebuilds.
@@ -187,8 +184,8 @@ def convert_h5(weights_path, preprocess, out_path=None):
     if os.path.exists(stamp_path):
         os.remove(stamp_path)
     data = graph_def.SerializeToString()
-    download.write_atomic(out_path, lambda f: f.write(data))
-    download.write_atomic(stamp_path, lambda f: f.write(json.dumps(stamp, indent=1).encode('utf8')))
+    files.write_atomic(out_path, lambda f: f.write(data))
+    files.write_atomic(stamp_path, lambda f: f.write(json.dumps(stamp, indent=1).encode('utf8')))
     return out_path
 
 
@@ -206,7 +203,7 @@ def _stamp_matches(stamp, weights_path, preprocess):
         return False
     if stamp.get('size') != os.path.getsize(weights_path):
         return False
-    return stamp.get('md5') == download.md5sum(weights_path)
+    return stamp.get('md5') == files.md5sum(weights_path)
 
 
 # ---------------------------------------------------------------------------
@@ -216,20 +213,13 @@ REQUIRED_TENSORS = ('images:0',) + tuple('%s/%s:0' % (n, n) for n in CONV_LAYERS
 
 
 def load_graph_def(path):
-    """Parse a frozen GraphDef file; clear errors for missing or corrupt files."""
+    """Parse a frozen VGG16 GraphDef file; clear errors for missing or corrupt files."""
     if not os.path.exists(path):
         raise FileNotFoundError(
             'no model at %s. Run `python download.py` to fetch the weights and build it '
             '(or `python download.py --weights FILE.h5 --preprocess unit|caffe|none` for your own), '
             'or set VGG16_DIR to the folder that holds vgg16.tfmodel.' % path)
-    graph_def = tf.GraphDef()
-    with open(path, 'rb') as f:
-        data = f.read()
-    try:
-        graph_def.ParseFromString(data)
-    except Exception as error:  # protobuf raises its own DecodeError
-        raise ValueError('%s is not a valid frozen graph (%s: %s); delete it and run '
-                         '`python download.py --force`' % (path, type(error).__name__, error)) from None
+    graph_def = network.load_graph_def(path, fix='delete it and run `python download.py --force`')
     check_graph_def(graph_def, path)
     return graph_def
 
@@ -333,7 +323,7 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
             raise ValueError('cannot create the model folder %s (%s); set VGG16_DIR to a folder you can write'
                              % (dir, error)) from None
         # Two processes building at once could leave the graph of one beside the stamp of the other.
-        with download.exclusive_lock(out_path + '.lock', timeout=600, quiet=quiet):
+        with files.exclusive_lock(out_path + '.lock', timeout=600, quiet=quiet):
             if force or not fresh():
                 if not quiet:
                     print('building %s from %s (preprocess %s)' % (out_path, weights_path, preprocess))
@@ -342,46 +332,11 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
 
 
 # ---------------------------------------------------------------------------
-# The model flags every command line shares
-
-def add_model_arguments(parser):
-    """--model, --weights, --preprocess and --precision on an argparse parser."""
-    parser.add_argument('--model', default=None,
-                        help='a vgg16.tfmodel file to use (default: the one in the model folder, '
-                             '$VGG16_DIR or %s)' % data_dir)
-    parser.add_argument('--weights', default=None,
-                        help='build the graph from this Keras VGG16 h5 weight file first (see download.py)')
-    parser.add_argument('--preprocess', choices=PREPROCESS_CHOICES, default=None,
-                        help='with --weights: input scaling the weights were trained with: caffe '
-                             '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
-    parser.add_argument('--precision', choices=PRECISION_CHOICES, default='auto',
-                        help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
-                             'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
-
-
-def model_path_from_args(args, quiet=False):
-    """The graph file the flags of add_model_arguments() name, built from --weights first if given.
-
-    ValueError for flags that exclude each other; the graph itself is
-    checked when it is loaded.
-    """
-    if args.model:
-        if args.weights or args.preprocess:
-            raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude '
-                             'each other; give one')
-        return os.path.abspath(args.model)
-    if args.weights or args.preprocess:
-        if not args.weights:
-            raise ValueError('--preprocess needs --weights FILE.h5')
-        return maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=quiet)
-    return model_path()
-
-
-# ---------------------------------------------------------------------------
 # The wrapper
 
-class VGG16:
-    """A VGG16 graph of its own, with the post's (Hvass-style) helper methods.
+class VGG16(network.Network):
+    """A VGG16 graph of its own, with the post's (Hvass-style) helper methods: a Network whose units are
+    VGG16's conv layers after ReLU.
 
     model.graph     tf.compat.v1.Graph holding only this model (and the ops
                     the methods add once per layer)
@@ -392,8 +347,10 @@ class VGG16:
                     smallest image side
     model.description   which weights made the graph, for captions
     model.weights_md5   md5 of the h5 weights the graph was built from, or of
-                    the graph itself when it was loaded as is
+                    the graph itself when it was loaded as is (also model.md5)
+    model.preprocess    the stamp's preprocessing, or None for a graph loaded as is
     model.path      the graph file (absolute), or None for a graph given in memory
+    Everything else (sessions, receptive fields, spec) is network.Network's.
     """
 
     tensor_name_input_image = 'images:0'
@@ -410,51 +367,22 @@ class VGG16:
             graph_def = load_graph_def(path)
         else:
             check_graph_def(graph_def)
-        self.path = path
-        self.threads = None if threads is None else check_int('threads', threads, 1)
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            tf.import_graph_def(graph_def, name='')
-        self.input = self.graph.get_tensor_by_name(self.tensor_name_input_image)
-        ops = {op.name for op in self.graph.get_operations()}
+        names = {node.name for node in graph_def.node}
         # Test models may hold fewer than 13 layers; the order is VGG16's.
-        self.layer_names = ['%s/%s' % (n, n) for n in CONV_LAYERS if '%s/%s' % (n, n) in ops]
-        self.layer_tensors = [self.graph.get_tensor_by_name(n + ':0') for n in self.layer_names]
-        self.short_names = [n.split('/')[0] for n in self.layer_names]
-        # Per layer index, so that code below the public entry points never
-        # resolves a layer again: filters, and the smallest image side, 2 **
-        # (pools before the layer).
-        self.layer_channels = [int(t.shape[-1]) for t in self.layer_tensors]
-        self.layer_min_sizes = [2 ** sum(1 for n in self.short_names[:i] if n in POOL_AFTER)
-                                for i in range(len(self.short_names))]
+        units = [network.Unit(n, '%s/%s:0' % (n, n), '%s/BiasAdd:0' % n, 'Conv2D')
+                 for n in CONV_LAYERS if '%s/%s' % (n, n) in names]
+        stamp = read_stamp(path) if path else None
         if description is None:
             description = _describe(path) if path else 'VGG16 graph given in memory'
-        self.description = description
-        stamp = read_stamp(path) if path else None
         # What made the pictures: the weights' md5 for a graph built from h5,
-        # else the graph file's, else the graph's bytes in protobuf's
-        # deterministic order (node attributes are a map, whose default
-        # order varies between processes).
-        if stamp and stamp.get('md5'):
-            self.weights_md5 = stamp['md5']
-        elif path:
-            self.weights_md5 = download.md5sum(path)
-        else:
-            self.weights_md5 = hashlib.md5(graph_def.SerializeToString(deterministic=True)).hexdigest()
-        self.session = None   # made on first use by session(), one per model
-        self.cache = {}       # ops built once, keyed by what they compute
+        # else the graph file's, else the graph's bytes (Network's default).
+        md5 = (stamp or {}).get('md5') or (files.md5sum(path) if path else None)
+        super().__init__(graph_def, units, input_name=self.tensor_name_input_image, description=description,
+                         md5=md5, preprocess=(stamp or {}).get('preprocess'), path=path, threads=threads)
 
-    def close(self):
-        """Close the session opened for this model, if any."""
-        if self.session is not None:
-            self.session.close()
-            self.session = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
+    @property
+    def weights_md5(self):
+        return self.md5
 
     def get_layer_tensors(self, layer_ids):
         """Post-ReLU tensors, float32 [N, h, w, channels], of the given layer indices."""
@@ -469,281 +397,6 @@ class VGG16:
         if startswith is not None:
             names = [n for n in names if n.startswith(startswith)]
         return names
-
-    def create_feed_dict(self, image):
-        """{images:0: image with a batch axis} for an image [H, W, 3] or a batch [N, H, W, 3].
-
-        The array is not copied (np.expand_dims gives a view), so a caller who
-        updates `image` in place, as the post's loop does, feeds the new pixels.
-        """
-        image = np.asarray(image)
-        if image.ndim == 3:
-            image = np.expand_dims(image, axis=0)
-        if image.ndim != 4 or image.shape[-1] != 3:
-            raise ValueError('image of shape %s: expected [H, W, 3] or [N, H, W, 3], RGB 0..255'
-                             % (image.shape,))
-        return {self.input: image}
-
-    def layer_index(self, layer_id):
-        """Index into layer_names of an int index or a name such as 'conv3_2' or 'conv3_2/conv3_2'.
-
-        Public entry points resolve a layer once with this; everything below
-        them takes the index.
-        """
-        count = len(self.layer_names)
-        if isinstance(layer_id, (int, np.integer)) and not isinstance(layer_id, bool):
-            if -count <= layer_id < count:
-                return int(layer_id) % count
-            raise ValueError('layer %d is out of range: this model has %d conv layers, 0..%d (%s ... %s)'
-                             % (layer_id, count, count - 1, self.short_names[0], self.short_names[-1]))
-        if isinstance(layer_id, str):
-            short = layer_id.split('/')[0]
-            if short in self.short_names:
-                return self.short_names.index(short)
-        raise ValueError('unknown layer %r: use an index 0..%d or one of %s'
-                         % (layer_id, count - 1, ', '.join(self.short_names)))
-
-    def min_size(self, layer_id):
-        """Smallest image side the layer can take: 2 ** (pools before it)."""
-        return self.layer_min_sizes[self.layer_index(layer_id)]
-
-    def channels(self, layer_id):
-        """Number of filters of a layer."""
-        return self.layer_channels[self.layer_index(layer_id)]
-
-
-def session(model):
-    """The model's session, made on first use and kept (one per model).
-
-    Sized by model.threads when set. The model's close() closes it. Both
-    precisions share it: bfloat16 is written into the ops
-    (channel_objective), not into the session's configuration.
-    """
-    if model.session is None:
-        config = tf.ConfigProto()
-        if model.threads is not None:
-            config.intra_op_parallelism_threads = model.threads
-            config.inter_op_parallelism_threads = model.threads
-        model.session = tf.Session(graph=model.graph, config=config)
-    return model.session
-
-
-# ---------------------------------------------------------------------------
-# Precision: float32, or bfloat16 convolutions where the CPU has them
-
-PRECISION_CHOICES = ('auto', 'float32', 'bfloat16')
-# Where Linux lists the CPU's features; read at call time, so a test can point
-# it at a fake file. Elsewhere (macOS, Windows) it is absent: 'auto' is float32.
-CPUINFO_PATH = '/proc/cpuinfo'
-# Flags of x86 CPUs that multiply bfloat16 in hardware: AVX-512 BF16 (AMD Zen 4
-# and later, Intel Cooper Lake) and AMX (Intel Sapphire Rapids and later).
-# Without them oneDNN emulates bfloat16, which is slower than float32.
-BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
-
-
-def cpu_has_bf16():
-    """True when CPUINFO_PATH lists a flag of BF16_CPU_FLAGS; False when it does not or cannot be read."""
-    try:
-        with open(CPUINFO_PATH) as f:
-            flags = {flag for line in f if line.startswith('flags') for flag in line.split(':', 1)[1].split()}
-    except OSError:
-        return False
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
-
-
-def resolve_precision(precision):
-    """'float32' or 'bfloat16' for precision 'auto' | 'float32' | 'bfloat16'.
-
-    'auto' is bfloat16 only where the CPU does it natively (cpu_has_bf16()),
-    else float32. On the 2-core AVX-512 BF16 build machine bfloat16 made the
-    post's step about 1.8x faster, the regularized one 1.7x (README, Precision).
-    """
-    if precision not in PRECISION_CHOICES:
-        raise ValueError('precision=%r: expected one of %s' % (precision, ', '.join(PRECISION_CHOICES)))
-    if precision == 'auto':
-        return 'bfloat16' if cpu_has_bf16() else 'float32'
-    return precision
-
-
-# ---------------------------------------------------------------------------
-# Checks on what callers ask for, shared by every method
-
-def check_int(name, value, minimum):
-    """value as int, or ValueError naming `name` unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError('%s=%r: expected an integer >= %d' % (name, value, minimum))
-    return int(value)
-
-
-def check_seed(seed):
-    """None, or the seed as int >= 0."""
-    return None if seed is None else check_int('seed', seed, 0)
-
-
-def check_feature_ids(model, layer_index, feature_ids):
-    """Filter ids as a list of int, each within the channels of layer `layer_index` (an index)."""
-    channels = model.layer_channels[layer_index]
-    short = model.short_names[layer_index]
-    if isinstance(feature_ids, (numbers.Integral, str)) or not hasattr(feature_ids, '__iter__'):
-        raise ValueError('feature_ids=%r: expected a sequence of filter ids, e.g. [0, 1, 2] or range(%d)'
-                         % (feature_ids, channels))
-    ids = []
-    for feature_id in feature_ids:
-        if isinstance(feature_id, bool) or not isinstance(feature_id, (int, np.integer)):
-            raise ValueError('filter id %r is not an integer; %s has filters 0..%d'
-                             % (feature_id, short, channels - 1))
-        if not 0 <= feature_id < channels:
-            raise ValueError('filter %d is out of range: %s has %d filters, 0..%d'
-                             % (feature_id, short, channels, channels - 1))
-        ids.append(int(feature_id))
-    if not ids:
-        raise ValueError('no filter ids given')
-    return ids
-
-
-def check_size(model, layer_index, size):
-    """size as int, or ValueError unless the image survives the pools before layer `layer_index`."""
-    minimum = model.layer_min_sizes[layer_index]
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < minimum:
-        raise ValueError('size=%r: %s needs images of at least %d pixels (it follows %d poolings; '
-                         'the post uses 224)' % (size, model.short_names[layer_index], minimum,
-                                                 int(math.log2(minimum))))
-    return int(size)
-
-
-def parse_filters(text, channels):
-    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> range(channels); spaces allowed.
-
-    Ids beyond the layer are left for check_feature_ids, which names the layer's range.
-    """
-    text = text.strip()
-    if text == 'all':
-        return list(range(channels))
-    ids = []
-    try:
-        for part in text.split(','):
-            if '-' in part.strip()[1:]:
-                first, last = (int(v) for v in part.split('-'))
-                if last < first:
-                    raise ValueError
-                ids.extend(range(first, last + 1))
-            else:
-                ids.append(int(part))
-    except ValueError:
-        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all' (a range runs upwards)"
-                         % text) from None
-    return ids
-
-
-# ---------------------------------------------------------------------------
-# The objective every method maximizes, and what an ascent gives back
-
-def conv_parts(graph, layer_name, prefix=''):
-    """The pieces of one conv layer of a VGG16 graph.
-
-    Returns (input_t, kernel_t, bias_t, conv_op): the layer's input
-    [N, h, w, in], its kernel [k, k, in, out] and bias [out], and the Conv2D
-    op (for strides and padding). `prefix` is the import scope of a copy of
-    the network (e.g. 'regularized/').
-    """
-    short = layer_name.split('/')[0]
-    bias_add = graph.get_operation_by_name('%s%s/BiasAdd' % (prefix, short))
-    conv_op = bias_add.inputs[0].op
-    if conv_op.type != 'Conv2D':
-        raise ValueError('%s: expected Conv2D before BiasAdd, found %s' % (short, conv_op.type))
-    return conv_op.inputs[0], conv_op.inputs[1], bias_add.inputs[1], conv_op
-
-
-def channel_objective(graph, layer_name, filter_ids_t, pre_relu=False, prefix='', precision='float32'):
-    """Per-image objective, float32 [N]: mean activation of filter_ids_t[i] in image i.
-
-    Computes only the wanted channels of the target layer: its kernel and bias
-    columns are gathered and convolved with the layer's input, which gives the
-    same values as the full layer at a fraction of the cost (conv3_2: 6 of 256
-    channels). Image i gets N channels and keeps the i-th; N is small.
-    precision: 'float32' (the graph's own layers) or 'bfloat16': every conv
-    after conv1_1, with its bias, ReLU and pool, runs in bfloat16 on the same
-    weights (bfloat16_layer_input); the mean is taken in float32 either way.
-    Resolve 'auto' first (resolve_precision).
-    """
-    input_t, kernel_t, bias_t, conv_op = conv_parts(graph, layer_name, prefix)
-    short = layer_name.split('/')[0]
-    if precision == 'bfloat16' and short != CONV_LAYERS[0]:
-        input_t = bfloat16_layer_input(graph, short, prefix)                # bfloat16 [N, h, w, in]
-    kernel_sel_t = tf.cast(tf.gather(kernel_t, filter_ids_t, axis=3), input_t.dtype)   # [k, k, in, N]
-    bias_sel_t = tf.cast(tf.gather(bias_t, filter_ids_t), input_t.dtype)              # [N]
-    conv_t = tf.nn.conv2d(input_t, kernel_sel_t, strides=conv_op.get_attr('strides'),
-                          padding=conv_op.get_attr('padding').decode())
-    pre_t = tf.nn.bias_add(conv_t, bias_sel_t)                                # [N, h, w, N]
-    count = tf.shape(filter_ids_t)[0]
-    own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)  # [N, h, w, 1]
-    if not pre_relu:
-        own_t = tf.nn.relu(own_t)
-    # float32 before the mean: a bfloat16 sum of a 56x56 map would stop
-    # growing once each new term is below half a unit of its 8-bit mantissa.
-    return tf.reduce_mean(tf.cast(own_t, tf.float32), axis=[1, 2, 3])
-
-
-def bfloat16_layer_input(graph, layer_short_name, prefix=''):
-    """The input of a conv layer, bfloat16 [N, h, w, in], recomputed in bfloat16 from conv1_1's output.
-
-    The graph's own kernels and biases (cast once; grappler folds the casts
-    into constants), ReLUs and max pools, layer by layer from conv1_2 up to
-    the layer's input. conv1_1 itself stays float32: it reads the pixels, and
-    in bfloat16 (8 significant bits) a pixel near 128 would round to a whole
-    grey level, which erases the post's start noise (uniform 0..1); with 3
-    input channels it is 1.5 % of the FLOPs up to conv3_2.
-    Gradients flow back through the casts, so tf.gradients to the float32
-    image works unchanged. ValueError when the graph between two layers holds
-    anything but VGG16's ReLU and optional max pool (then use 'float32').
-    """
-    first = CONV_LAYERS[0]
-    x_t = tf.cast(graph.get_tensor_by_name('%s%s/%s:0' % (prefix, first, first)), tf.bfloat16)
-    index = CONV_LAYERS.index(layer_short_name)
-    for below, name in zip(CONV_LAYERS[:index], CONV_LAYERS[1:index + 1]):
-        input_t, kernel_t, bias_t, conv_op = conv_parts(graph, name, prefix)
-        relu_t = graph.get_tensor_by_name('%s%s/%s:0' % (prefix, below, below))
-        pooled = input_t.op.type == 'MaxPool' and input_t.op.inputs[0] is relu_t
-        if relu_t.op.type != 'Relu' or not (pooled or input_t is relu_t):
-            raise ValueError("precision='bfloat16' rebuilds VGG16 layer by layer, but this graph feeds %s from "
-                             "a %s op, not from %s's ReLU or a max pool of it; use precision='float32'"
-                             % (name, input_t.op.type, below))
-        if pooled:
-            pool = input_t.op
-            x_t = tf.nn.max_pool2d(x_t, pool.get_attr('ksize'), pool.get_attr('strides'),
-                                   pool.get_attr('padding').decode())
-        if name == layer_short_name:
-            break
-        x_t = tf.nn.conv2d(x_t, tf.cast(kernel_t, tf.bfloat16), strides=conv_op.get_attr('strides'),
-                           padding=conv_op.get_attr('padding').decode())
-        x_t = tf.nn.relu(tf.nn.bias_add(x_t, tf.cast(bias_t, tf.bfloat16)))
-    return x_t
-
-
-@dataclass
-class Result:
-    """What one ascent made, by either method (visualize.ascend, regularized.render).
-
-    images:     float32 [N, size, size, 3], RGB, around 0..255 (not clipped)
-    objectives: float32 [iters, N], the objective of each image before each step
-    dead:       bool [N], True where the gradient was exactly zero at every
-                step: the filter never saw the image, which is still the start
-    precision:  'float32' or 'bfloat16', the precision that made the images
-                (what 'auto' resolved to)
-    """
-    images: np.ndarray
-    objectives: np.ndarray
-    dead: np.ndarray
-    precision: str = 'float32'
-
-
-def warn_dead(model, layer_index, feature_ids, dead, hint):
-    """The RuntimeWarning for filters whose gradient stayed exactly zero."""
-    if dead.any():
-        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the image never '
-                      'moved from its start (no unit of the filter is active on it).%s'
-                      % (model.short_names[layer_index], [f for f, d in zip(feature_ids, dead) if d],
-                         hint), RuntimeWarning, stacklevel=4)
 
 
 # Weight files this project knows by md5, so that a caption names what really

@@ -32,16 +32,22 @@ if __name__ == '__main__':
 import numpy as np
 from matplotlib.figure import Figure
 
-import download
 import examples
+import files
 import measures
+import models
+import network
+import pictures
 import quiet
 import regularized
-import vgg16
+import render
 # The shared foundation, here under the names the post's readers and older
 # scripts use (visualize.session, visualize.Result, ...).
-from vgg16 import (Result, channel_objective, check_feature_ids, check_int, check_seed,  # noqa: F401
-                   check_size, conv_parts, parse_filters, session, warn_dead)
+from network import (channel_objective, check_feature_ids, check_int, check_seed, check_size,  # noqa: F401
+                     parse_filters, session)
+from pictures import normalize_image  # noqa: F401  (visualize.normalize_image, as before)
+from precision import resolve_precision
+from render import Result, warn_dead  # noqa: F401
 
 tf = quiet.import_tensorflow()
 
@@ -78,12 +84,34 @@ def cost(model, layer_id, feature_id):
     """
     layer_index = model.layer_index(layer_id)
     feature_id, = check_feature_ids(model, layer_index, [feature_id])
-    key = ('cost', layer_index, feature_id)
-    if key not in model.cache:
-        with model.graph.as_default(), tf.name_scope('cost'):
-            layer_t = model.get_layer_tensors([layer_index])[0]
-            model.cache[key] = tf.reduce_mean(layer_t[:, :, :, feature_id])
-    return model.cache[key]
+
+    def build():
+        with tf.name_scope('cost'):
+            return tf.reduce_mean(model.layer_tensors[layer_index][:, :, :, feature_id])
+    return model.cached_ops(('cost', layer_index, feature_id), build)
+
+
+@dataclass(frozen=True)
+class BlogConfig:
+    """The knobs of the post's method.
+
+    step_size  the pixel with the largest |gradient| moves by this much per step, > 0 (the post: 0.5 and 2)
+    normalize  'max': divide the gradient by its largest |value| (the post); 'std': by its standard deviation
+    pre_relu   maximize the filter before its activation
+    """
+    step_size: float = 0.5
+    normalize: str = 'max'
+    pre_relu: bool = False
+
+    def __post_init__(self):
+        step_size = self.step_size
+        if (isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not math.isfinite(step_size)
+                or step_size <= 0):
+            raise ValueError('step_size=%r: expected a finite number > 0 (the post uses 0.5 and 2)' % (step_size,))
+        if self.normalize not in NORMALIZE_CHOICES:
+            raise ValueError('normalize=%r: expected one of %s' % (self.normalize, ', '.join(NORMALIZE_CHOICES)))
+        if not isinstance(self.pre_relu, bool):
+            raise ValueError('pre_relu=%r: expected True or False' % (self.pre_relu,))
 
 
 @dataclass
@@ -93,7 +121,7 @@ class AscentOps:
     step_size_t: tf.Tensor      # float32 [], placeholder
     objective_t: tf.Tensor      # float32 [N], objective of the fed images
     grad_scale_t: tf.Tensor     # float32 [N], max |grad| or std of grad per image
-    new_image_t: tf.Tensor      # float32 [N, H, W, 3], the fed images after one step
+    new_image_t: tf.Tensor      # float32 [N, H, W, C], the fed images after one step
 
 
 def ascent_ops(model, layer_index, pre_relu=False, normalize='max', precision='float32'):
@@ -103,87 +131,97 @@ def ascent_ops(model, layer_index, pre_relu=False, normalize='max', precision='f
     into descent, or explodes, when the largest gradient is <= 0) or the
     standard deviation of grad ('std'), per image.
     precision: 'float32' or 'bfloat16' (resolved): the network's convolutions
-    (vgg16.channel_objective). The gradient arrives as float32, and the step
+    (network.channel_objective). The gradient arrives as float32, and the step
     is computed and added in float32 in both precisions.
     """
-    key = ('ascent', layer_index, bool(pre_relu), normalize, precision)
-    if key in model.cache:
-        return model.cache[key]
-    scope = 'ascent_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
-    with model.graph.as_default(), tf.name_scope(scope):
-        filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
-        step_size_t = tf.placeholder(tf.float32, [], name='step_size')
-        objective_t = channel_objective(model.graph, model.layer_names[layer_index], filter_ids_t, pre_relu,
-                                        precision=precision)
-        # float32 from here on, also under bfloat16: the image is the sum of
-        # all steps, and near 128 bfloat16 holds only whole grey levels, so
-        # a step below half a grey level (most of them: only the largest
-        # gradient moves by step_size) would round away; a bfloat16 std would
-        # sum 150,000 squares in 8 bits. These ops cost next to nothing.
-        # Images are independent, so the gradient of the sum is each image's own gradient.
-        grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)
-        if normalize == 'max':
-            scale_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3])
-        else:
-            scale_t = tf.math.reduce_std(grad_t, axis=[1, 2, 3])
-        rate_t = step_size_t / (scale_t + GRAD_EPSILON)
-        new_image_t = model.input + rate_t[:, None, None, None] * grad_t
-    ops = AscentOps(filter_ids_t, step_size_t, objective_t, scale_t, new_image_t)
-    model.cache[key] = ops
-    return ops
+    def build():
+        scope = 'ascent_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
+        with tf.name_scope(scope):
+            filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
+            step_size_t = tf.placeholder(tf.float32, [], name='step_size')
+            objective_t = channel_objective(model, layer_index, filter_ids_t, pre_relu, precision_name=precision)
+            # float32 from here on, also under bfloat16: the image is the sum of
+            # all steps, and near 128 bfloat16 holds only whole grey levels, so
+            # a step below half a grey level (most of them: only the largest
+            # gradient moves by step_size) would round away; a bfloat16 std would
+            # sum 150,000 squares in 8 bits. These ops cost next to nothing.
+            # Images are independent, so the gradient of the sum is each image's own gradient.
+            grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)
+            if normalize == 'max':
+                scale_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3])
+            else:
+                scale_t = tf.math.reduce_std(grad_t, axis=[1, 2, 3])
+            rate_t = step_size_t / (scale_t + GRAD_EPSILON)
+            new_image_t = model.input + rate_t[:, None, None, None] * grad_t
+        return AscentOps(filter_ids_t, step_size_t, objective_t, scale_t, new_image_t)
+    return model.cached_ops(('ascent', layer_index, bool(pre_relu), normalize, precision), build)
 
 
 # ---------------------------------------------------------------------------
-# The ascent loop
+# The ascent
 
-def _check_blog_options(step_size, normalize):
-    if (isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not math.isfinite(step_size)
-            or step_size <= 0):
-        raise ValueError('step_size=%r: expected a finite number > 0 (the post uses 0.5 and 2)' % (step_size,))
-    if normalize not in NORMALIZE_CHOICES:
-        raise ValueError('normalize=%r: expected one of %s' % (normalize, ', '.join(NORMALIZE_CHOICES)))
-
-
-def start_images(feature_ids, size, seed=None, init=None):
-    """Start images, float32 [N, size, size, 3]: the post's noise, uniform(0, 1) + 128.
+def start_images(feature_ids, size, seed=None, init=None, channels=3):
+    """Start images, float32 [N, size, size, channels]: the post's noise, uniform(0, 1) + 128.
 
     With a seed, image i depends only on (seed, feature_ids[i]), so a filter
     gets the same start alone or in any batch. Without one, numpy's global
     generator is used, as in the post (np.random.seed works).
-    init: float32 [size, size, 3] (every filter) or [N, size, size, 3], RGB 0..255.
+    init: float32 [size, size, channels] (every filter) or [N, size, size, channels], 0..255.
     """
     count = len(feature_ids)
+    shape = (size, size, channels)
     if init is not None:
         init = np.asarray(init, np.float32)
-        if init.shape == (size, size, 3):
+        if init.shape == shape:
             return np.repeat(init[None], count, axis=0)
-        if init.shape == (count, size, size, 3):
+        if init.shape == (count,) + shape:
             return init.copy()
-        raise ValueError('init of shape %s: expected (%d, %d, 3) or (%d, %d, %d, 3) for size=%d and %d filters'
-                         % (init.shape, size, size, count, size, size, size, count))
+        raise ValueError('init of shape %s: expected %s or %s for size=%d and %d filters'
+                         % (init.shape, shape, (count,) + shape, size, count))
     if seed is None:
-        return (np.random.uniform(size=(count, size, size, 3)) + 128.0).astype(np.float32)
+        return (np.random.uniform(size=(count,) + shape) + 128.0).astype(np.float32)
     # Filled one image at a time: a list of float64 images, their stack and its
     # float32 copy took 4x the result (1.2 GB for 512 filters at 224x224).
-    images = np.empty((count, size, size, 3), np.float32)
+    images = np.empty((count,) + shape, np.float32)
     for i, f in enumerate(feature_ids):
-        images[i] = np.random.default_rng([seed, f]).uniform(size=(size, size, 3)) + 128.0
+        images[i] = np.random.default_rng([seed, f]).uniform(size=shape) + 128.0
     return images
+
+
+class BlogMethod:
+    """The post's method for render.run: the pictures are numpy arrays fed and fetched at every step."""
+
+    def __init__(self, model, layer_index, feature_ids, config, starts, precision_name):
+        self.ops = ascent_ops(model, layer_index, config.pre_relu, config.normalize, precision_name)
+        self.model, self.feature_ids, self.config, self.starts = model, feature_ids, config, starts
+        self.size, self.channels = starts.shape[1], starts.shape[3]
+        self.precision = precision_name
+        self.dead_hint = (' Try another seed or init.' if config.pre_relu
+                          else ' Try pre_relu=True, another seed or init.')
+
+    def start(self, sess, positions):
+        self.batch = self.starts[positions.start:positions.stop]
+        self.feed = {self.ops.filter_ids_t: self.feature_ids[positions.start:positions.stop],
+                     self.ops.step_size_t: self.config.step_size}
+
+    def step(self, sess, step):
+        self.feed[self.model.input] = self.batch
+        self.batch, objective, scale = sess.run([self.ops.new_image_t, self.ops.objective_t,
+                                                 self.ops.grad_scale_t], self.feed)
+        return objective, scale
+
+    def images(self, sess):
+        return self.batch
 
 
 def activation_bytes_per_image(model, layer_index, size):
     """Estimated peak bytes one image costs when ascending on layer `layer_index`.
 
-    MEMORY_FACTOR float32 maps of the size of each conv layer's output up to
-    the target: the ReLU outputs kept for the backward pass, gradients, pool
-    indices. Measured per image of a batch at 224x224 (benchmarks/ascent.py
-    --memory): 1.73 for conv1_2, 1.34 for conv3_2, 1.37 for conv5_3.
+    MEMORY_FACTOR float32 maps of the size of each unit's output up to the
+    target: the activations kept for the backward pass, gradients, pool
+    indices (the factor is measured in benchmarks/ascent.py --memory).
     """
-    total, side = 0, size
-    for i in range(layer_index + 1):
-        total += side * side * model.layer_channels[i]
-        if model.short_names[i] in vgg16.POOL_AFTER:
-            side = side // 2
+    total = sum(model.output_side(i, size) ** 2 * model.layer_channels[i] for i in range(layer_index + 1))
     return MEMORY_FACTOR * 4 * total
 
 
@@ -198,95 +236,86 @@ def _auto_batch_size(model, layer_index, size, budget=MEMORY_BUDGET_BYTES):
     return int(max(1, min(MAX_BATCH_SIZE, fastest, budget // max(per_image, 1))))
 
 
-def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
-           normalize='max', init=None, pre_relu=None, batch_size=None, progress=False,
-           method='blog', config=None, precision='auto'):
-    """Gradient ascent for several filters of one layer; returns a Result.
+def method_config(method, config=None, *, step_size=None, normalize=None, init=None, pre_relu=None):
+    """The config of `method` ('blog' -> BlogConfig, 'regularized' -> regularized.Config), built from the
+    knobs given; the one place that refuses a knob of the other method.
 
+    config: None (the method's defaults) or the method's config; the knobs,
+    when given, override it. init (an array) belongs to 'blog' and is not
+    part of its config (it is no setting but a start).
+    """
+    if method not in METHOD_CHOICES:
+        raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
+    if method == 'regularized':
+        given = [name for name, value in (('step_size', step_size), ('normalize', normalize), ('init', init))
+                 if value is not None]
+        if given:
+            raise ValueError("%s belong(s) to method='blog'; the regularized method takes its knobs from "
+                             "config=regularized.Config(...) (learning_rate, ...)" % ', '.join(given))
+        config = regularized.check_config(config)
+    else:
+        if config is None:
+            config = BlogConfig()
+        elif not isinstance(config, BlogConfig):
+            raise ValueError("config=%r: method='blog' takes a visualize.BlogConfig or None" % (config,))
+        changes = {name: value for name, value in (('step_size', step_size), ('normalize', normalize))
+                   if value is not None}
+        config = replace(config, **changes)
+    if pre_relu is not None:
+        config = replace(config, pre_relu=bool(pre_relu))
+    return config
+
+
+def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
+           normalize=None, init=None, pre_relu=None, batch_size=None, progress=False,
+           method='blog', config=None, precision='auto'):
+    """Gradient ascent for several filters of one layer; returns a render.Result.
+
+    model: a network.Network (vgg16.VGG16 is one).
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
-    iters: steps (>= 1). size: image side, at least model.min_size(layer_id).
+    iters: steps (>= 1). size: image side, at least model.min_size(layer_id)
+    (a network with a fixed input size takes that size only).
     The layer is resolved here, once; everything below takes its index.
     seed: int >= 0 or None (numpy's global generator, as in the post).
     Images go through in batches of batch_size (default: auto_batch_size(),
     the fastest batch that keeps a whole layer under 4 GB) with one
     session.run per step; progress shows a tqdm bar.
-    method: 'blog' (the post's algorithm; step_size default 0.5, normalize,
-    init, pre_relu default False) or 'regularized' (regularized.py: `iters`
-    Adam steps with the knobs of `config`, a regularized.Config; pre_relu, when
-    given, overrides config.pre_relu; step_size, normalize and init belong to
-    'blog' and are refused).
+    method: 'blog' (the post's algorithm; config a BlogConfig, or the knobs
+    step_size (default 0.5), normalize ('max'), init and pre_relu (False)) or
+    'regularized' (regularized.py: `iters` Adam steps with the knobs of
+    `config`, a regularized.Config; pre_relu, when given, overrides
+    config.pre_relu; step_size, normalize and init belong to 'blog' and are
+    refused, see method_config).
     precision: 'auto' (bfloat16 where the CPU does it natively, else
     float32), 'float32' or 'bfloat16': the precision of the network's
-    convolutions after conv1_1; everything else stays float32. Result.precision
-    says which one ran. bfloat16 pictures differ in detail from float32 ones
-    but score the same (README, Precision).
+    convolutions after the first layer; everything else stays float32.
+    Where bfloat16 cannot run on the unit's path, float32 runs and a warning
+    says so. Result.precision says which one ran.
     """
-    if method not in METHOD_CHOICES:
-        raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
-    if method == 'regularized':
-        given = [name for name, value, default in (('step_size', step_size, None), ('normalize', normalize, 'max'),
-                                                   ('init', init, None)) if value is not default]
-        if given:
-            raise ValueError("%s belong(s) to method='blog'; the regularized method takes its knobs from "
-                             "config=regularized.Config(...) (learning_rate, ...)" % ', '.join(given))
-    else:
-        step_size = 0.5 if step_size is None else step_size
-        _check_blog_options(step_size, normalize)
+    config = method_config(method, config, step_size=step_size, normalize=normalize, init=init,
+                           pre_relu=pre_relu)
     check_int('iters', iters, 1)
     seed = check_seed(seed)
-    precision = vgg16.resolve_precision(precision)
+    precision_name = resolve_precision(precision)
     layer_index = model.layer_index(layer_id)
     feature_ids = check_feature_ids(model, layer_index, feature_ids)
     size = check_size(model, layer_index, size)
     if batch_size is None:
         batch_size = _auto_batch_size(model, layer_index, size)
     batch_size = check_int('batch_size', batch_size, 1)
+    precision_name = network.unit_precision(model, layer_index, precision_name)
     if method == 'regularized':
-        config = regularized.check_config(config)
-        if pre_relu is not None:
-            config = replace(config, pre_relu=bool(pre_relu))
         return regularized.run(model, layer_index, feature_ids, iters, config=config, seed=seed,
-                               size=size, batch_size=batch_size, progress=progress, precision=precision)
-    pre_relu = bool(pre_relu)
-    images = start_images(feature_ids, size, seed, init)
-
-    ops = ascent_ops(model, layer_index, pre_relu, normalize, precision)
-    sess = session(model)
-    objectives = np.zeros((iters, len(feature_ids)), np.float32)
-    moved = np.zeros(len(feature_ids), bool)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=iters * len(feature_ids), unit='step', desc=model.short_names[layer_index])
-    try:
-        for start in range(0, len(feature_ids), batch_size):
-            chunk = slice(start, start + batch_size)
-            batch = images[chunk]
-            feed = {ops.filter_ids_t: feature_ids[chunk], ops.step_size_t: step_size}
-            for step in range(iters):
-                feed[model.input] = batch
-                batch, objectives[step, chunk], scale = sess.run(
-                    [ops.new_image_t, ops.objective_t, ops.grad_scale_t], feed)
-                moved[chunk] |= scale > 0
-                if bar is not None:
-                    bar.update(len(batch))
-                    if step % 10 == 0:
-                        bar.set_postfix(objective='%.3g' % objectives[step, chunk].mean())
-            images[chunk] = batch
-    finally:
-        if bar is not None:
-            bar.close()
-
-    dead = ~moved
-    warn_dead(model, layer_index, feature_ids, dead,
-              ' Try another seed or init.' if pre_relu else ' Try pre_relu=True, another seed or init.')
-    return Result(images, objectives, dead, precision)
+                               size=size, batch_size=batch_size, progress=progress, precision=precision_name)
+    starts = start_images(feature_ids, size, seed, init, model.input_channels)
+    blog = BlogMethod(model, layer_index, feature_ids, config, starts, precision_name)
+    return render.run(model, layer_index, feature_ids, iters, blog, batch_size=batch_size, progress=progress)
 
 
 def visual(model, layer_id, feature_id, iters, step_size=None, *, seed=None, size=224,
-           normalize='max', init=None, pre_relu=None, method='blog', config=None, precision='auto'):
-    """The post's visual(): the image that maximizes one filter, float32 [size, size, 3], RGB ~0..255.
+           normalize=None, init=None, pre_relu=None, method='blog', config=None, precision='auto'):
+    """The post's visual(): the image that maximizes one filter, float32 [size, size, C], ~0..255.
 
     Same positional signature as the post (step_size None means the post's
     default, 0.5). Starts from noise uniform(0, 1) + 128 (or `init`), then
@@ -300,9 +329,9 @@ def visual(model, layer_id, feature_id, iters, step_size=None, *, seed=None, siz
 
 
 def visualize_filters(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
-                      batch_size=None, progress=True, normalize='max', init=None, pre_relu=None,
+                      batch_size=None, progress=True, normalize=None, init=None, pre_relu=None,
                       method='blog', config=None, precision='auto'):
-    """visual() for many filters, batched: float32 [N, size, size, 3], image i for feature_ids[i].
+    """visual() for many filters, batched: float32 [N, size, size, C], image i for feature_ids[i].
 
     For the same seed, image i equals visual(model, layer_id, feature_ids[i], ...).
     """
@@ -314,20 +343,11 @@ def visualize_filters(model, layer_id, feature_ids, iters, step_size=None, *, se
 # ---------------------------------------------------------------------------
 # Pictures
 
-def normalize_image(x):
-    """Scale an image to 0..1 by its own min and max; a flat image becomes 0.5."""
-    x = np.asarray(x, np.float32)
-    x_min, x_max = float(x.min()), float(x.max())
-    if x_max - x_min < 1e-12:
-        return np.full_like(x, 0.5)
-    return (x - x_min) / (x_max - x_min)
-
-
 def plot_image(image, title=None, size=4):
-    """A Figure showing one image [H, W, 3] (any range; scaled by normalize_image)."""
+    """A Figure showing one image [H, W, 3] or [H, W, 1] (any range; scaled by normalize_image)."""
     fig = Figure(figsize=(size, size), layout='constrained')
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(normalize_image(image), interpolation='nearest')
+    pictures.show(ax, image)
     ax.axis('off')
     if title:
         ax.set_title(title, fontsize=9)
@@ -335,7 +355,7 @@ def plot_image(image, title=None, size=4):
 
 
 def plot_images(images, captions=None, title=None, ncols=3, size=4):
-    """A Figure with a grid of any number of images [N, H, W, 3], each scaled by itself.
+    """A Figure with a grid of any number of images [N, H, W, 3] or [N, H, W, 1], each scaled by itself.
 
     captions: one string per image, shown under it; title: shown above the grid.
     """
@@ -355,7 +375,7 @@ def plot_images(images, captions=None, title=None, ncols=3, size=4):
         if i >= len(images):
             ax.axis('off')
             continue
-        ax.imshow(normalize_image(images[i]), interpolation='nearest')
+        pictures.show(ax, images[i])
         if captions is not None:
             ax.set_xlabel(captions[i], fontsize=9)
     if title:
@@ -363,16 +383,10 @@ def plot_images(images, captions=None, title=None, ncols=3, size=4):
     return fig
 
 
-def _require_folder(path):
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError('cannot save %s: folder %s does not exist' % (path, folder))
-
-
 def save_figure(fig, path, dpi=100):
     """Save a Figure to PNG without ever leaving half a file at `path`."""
-    _require_folder(path)
-    return download.write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format='png'))
+    files.check_output(path)
+    return files.write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format='png'))
 
 
 def save_grid(images, path, captions=None, title=None, ncols=3, size=4):
@@ -382,8 +396,8 @@ def save_grid(images, path, captions=None, title=None, ncols=3, size=4):
 
 def save_arrays(path, **arrays):
     """np.savez to `path` without ever leaving half a file there."""
-    _require_folder(path)
-    return download.write_atomic(path, lambda f: np.savez(f, **arrays))
+    files.check_output(path)
+    return files.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 # ---------------------------------------------------------------------------
@@ -410,12 +424,14 @@ def build_parser():
     parser.add_argument('--method', choices=METHOD_CHOICES, default='blog',
                         help="blog: the post's plain gradient ascent (default); regularized: Fourier-basis "
                              "image, random transforms and Adam (see regularized.py), sharper pictures")
-    parser.add_argument('--normalize', choices=NORMALIZE_CHOICES, default='max',
-                        help='blog method: scale the step by the largest |gradient| (max) or by its std')
+    parser.add_argument('--normalize', choices=NORMALIZE_CHOICES, default=None,
+                        help='blog method: scale the step by the largest |gradient| (max, the default) or by '
+                             'its std')
     parser.add_argument('--pre-relu', action='store_true', default=None,
                         help='maximize the filter before its ReLU (avoids dead starts; the regularized '
                              'method does so by default)')
-    parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
+    parser.add_argument('--size', type=int, default=None,
+                        help="image side in pixels (default: the network's fixed input size, else 224)")
     parser.add_argument('--examples', default=None, metavar='DIR',
                         help='also draw, beside each picture, the 9 patches of the images in DIR (PNG, JPEG, '
                              'recursively) that excite the filter most (examples.py)')
@@ -428,7 +444,7 @@ def build_parser():
     parser.add_argument('--npz', default=None,
                         help='also save the raw images (float32 [N, size, size, 3]), filter ids and '
                              'objectives to this .npz file')
-    vgg16.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
+    models.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--verbose', action='store_true',
                         help="also show TensorFlow's own start-up and log lines (hidden by default)")
@@ -441,20 +457,20 @@ def main(argv=None):
         for path in (args.out, args.npz):
             # Checked first: finding a missing folder after an hour of ascent loses the hour.
             if path:
-                _require_folder(path)
+                files.check_output(path)
         if args.examples:
             examples.list_images(args.examples)   # a bad folder fails before the ascent, not after
-        if args.method == 'regularized' and (args.step_size is not None or args.normalize != 'max'):
+        if args.method == 'regularized' and (args.step_size is not None or args.normalize is not None):
             raise ValueError('--step-size and --normalize belong to --method blog; the regularized method '
                              'uses Adam with the learning rate of regularized.Config')
-        model = vgg16.VGG16(vgg16.model_path_from_args(args, quiet=args.quiet))
+        model = models.network_from_args(args, quiet=args.quiet)
         layer_index = model.layer_index(args.layer)
         feature_ids = parse_filters(args.filters, model.layer_channels[layer_index])
         step_size = None
         if args.method == 'blog':
             step_size = 2.0 if args.step_size is None else args.step_size
         result = ascend(model, layer_index, feature_ids, args.iters, step_size, seed=args.seed,
-                        size=args.size, normalize=args.normalize, pre_relu=args.pre_relu,
+                        size=args.size or model.input_size or 224, normalize=args.normalize, pre_relu=args.pre_relu,
                         batch_size=args.batch_size, progress=not args.quiet, method=args.method,
                         precision=args.precision)
         if args.npz:

@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import precision  # noqa: E402
 import vgg16  # noqa: E402
 
 MRI_WEIGHTS = os.environ.get('VGG16_MRI_WEIGHTS',
@@ -67,7 +68,7 @@ def cpu_without_bf16(monkeypatch):
     """Every test sees a CPU without native bfloat16, so precision='auto' (the
     default) is float32 and the known answers hold on any machine; tests of
     bfloat16 ask for it by name (tests/test_precision.py)."""
-    monkeypatch.setattr(vgg16, 'CPUINFO_PATH', os.devnull)
+    monkeypatch.setattr(precision, 'CPUINFO_PATH', os.devnull)
 
 
 @pytest.fixture(scope='session')

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import download
+import files
 import vgg16
 from conftest import random_weights
 from httpserver import Behaviour, LocalServer
@@ -38,7 +39,7 @@ def test_default_source_end_to_end(server, tmp_path, monkeypatch, capsys):
     keras = download.SOURCES['keras']
     monkeypatch.setitem(download.SOURCES, 'keras', download.Source(
         name='keras', filename=keras.filename, urls=(server.url('/primary.h5'), server.url('/mirror.h5')),
-        size=len(body), md5=download.md5sum(h5_path), preprocess='caffe', description='test'))
+        size=len(body), md5=files.md5sum(h5_path), preprocess='caffe', description='test'))
     folder = tmp_path / 'models'
 
     assert download.main(['--dir', str(folder), '--quiet']) == 0
@@ -133,7 +134,7 @@ def _fast_fetch(fetch):
 def test_real_weight_file_over_loopback(server, tmp_path, mri_weights, capsys):
     """The real 59 MB MRI weights, Keras 2 layout: dropped once, resumed, verified, converted."""
     body = read(mri_weights)
-    md5 = download.md5sum(mri_weights)
+    md5 = files.md5sum(mri_weights)
     server.serve('/vgg16-mri-notop.h5', Behaviour(body=body, drop_after=20_000_000))
     folder = tmp_path / 'models'
     url = server.url('/vgg16-mri-notop.h5')

@@ -9,6 +9,7 @@ from PIL import Image
 
 import cluster
 import examples
+import network
 import quiet
 import vgg16
 
@@ -79,7 +80,7 @@ def test_a_unit_sees_nothing_outside_its_receptive_field():
     changed = rng.uniform(0, 255, image.shape).astype(np.float32)
     changed[:, top:top + side, left:left + side] = image[:, top:top + side, left:left + side]
     layer_t = model.layer_tensors[index]
-    sess = vgg16.session(model)
+    sess = network.session(model)
     before, after = sess.run(layer_t, {model.input: image}), sess.run(layer_t, {model.input: changed})
     np.testing.assert_allclose(after[0, y, x], before[0, y, x], rtol=1e-5, atol=1e-5)
     assert not np.allclose(after, before)    # the change reached other units
@@ -362,7 +363,7 @@ def test_command_line_checks_where_it_saves_before_the_scan(red_folder, tmp_path
     # What the file system refuses while saving (full disk, no permission) is one line too.
     def refuse(path, write):
         raise PermissionError(13, 'Permission denied', path)
-    monkeypatch.setattr(examples.download, 'write_atomic', refuse)
+    monkeypatch.setattr(examples.files, 'write_atomic', refuse)
     code = examples.main([red_folder, '--model', model_path, '--layers', 'conv1_1', '--filters', '0',
                           '--size', str(SIDE), '--out', str(tmp_path / 'ex.png'), '--json', str(tmp_path / 'ex.json'),
                           '--quiet'])

@@ -9,6 +9,8 @@ CPU's flags (conftest.py makes every other test see a CPU without bfloat16).
 import numpy as np
 import pytest
 
+import network
+import precision
 import regularized
 import vgg16
 import visualize
@@ -33,7 +35,7 @@ BF16_ATOL = ITERS * 2 * (2 * 2 ** -9) * STEP_SIZE    # 0.078 grey levels; measur
 def cpu_with_bf16(tmp_path, monkeypatch):
     path = tmp_path / 'cpuinfo'
     path.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n')
-    monkeypatch.setattr(vgg16, 'CPUINFO_PATH', str(path))
+    monkeypatch.setattr(precision, 'CPUINFO_PATH', str(path))
 
 
 @pytest.mark.parametrize('flags, expected', [
@@ -46,10 +48,10 @@ def test_auto_follows_the_cpu_flags(tmp_path, monkeypatch, flags, expected):
     path = tmp_path / 'cpuinfo'
     if flags is not None:
         path.write_text('processor\t: 0\nmodel name\t: test CPU\nflags\t\t: %s\n' % flags)
-    monkeypatch.setattr(vgg16, 'CPUINFO_PATH', str(path))
-    assert vgg16.resolve_precision('auto') == expected
-    assert vgg16.resolve_precision('float32') == 'float32'
-    assert vgg16.resolve_precision('bfloat16') == 'bfloat16'
+    monkeypatch.setattr(precision, 'CPUINFO_PATH', str(path))
+    assert precision.resolve_precision('auto') == expected
+    assert precision.resolve_precision('float32') == 'float32'
+    assert precision.resolve_precision('bfloat16') == 'bfloat16'
 
 
 def test_auto_is_float32_on_a_cpu_without_bf16_and_the_result_says_so(tiny_model):
@@ -69,7 +71,7 @@ def test_bad_precision_names_the_value_and_the_choices(tiny_model, bad):
 
 
 def test_forced_float32_keeps_the_fast_path_equal_to_the_post_on_a_bf16_cpu(tiny_model, cpu_with_bf16):
-    assert vgg16.resolve_precision('auto') == 'bfloat16'
+    assert precision.resolve_precision('auto') == 'bfloat16'
     reference = Reference(tiny_model)
     try:
         start = visualize.start_images([0, 3], SIZE, seed=1)
@@ -110,21 +112,27 @@ def test_precisions_share_one_session_and_the_graph_stops_growing():
         visualize.ascend(model, 4, [0, 1], 1, seed=0, size=SIZE, pre_relu=True, precision=precision)
         regularized.render(model, 4, [0, 1], 1, seed=0, size=SIZE, precision=precision)
     count = len(model.graph.get_operations())
-    shared = vgg16.session(model)
+    shared = network.session(model)
     for precision in ('float32', 'bfloat16', 'float32', 'bfloat16'):
         visualize.ascend(model, 'conv3_1', [2], 2, seed=1, size=SIZE, pre_relu=True, precision=precision)
         regularized.render(model, 4, [1], 2, seed=1, size=SIZE, precision=precision)
     assert len(model.graph.get_operations()) == count
-    assert vgg16.session(model) is shared and model.session is shared
+    assert network.session(model) is shared and model.session is shared
 
 
-def test_bfloat16_refuses_a_graph_it_cannot_rebuild():
+def test_bfloat16_falls_back_to_float32_in_one_line_where_the_path_has_an_op_it_cannot_run():
     graph_def = vgg16.build_graph_def(random_weights(), 'unit')
-    # An op VGG16 does not have between conv1_1 and conv1_2.
-    extra = graph_def.node.add(name='conv1_1/extra', op='Identity', input=['conv1_1/conv1_1'])
+    # An op without a bfloat16 path in the builder, between conv1_2 and conv2_1.
+    extra = graph_def.node.add(name='conv1_2/extra', op='Softsign', input=['pool1'])
     extra.attr['T'].type = 1   # DT_FLOAT
-    next(n for n in graph_def.node if n.name == 'conv1_2/Conv2D').input[0] = 'conv1_1/extra'
+    next(n for n in graph_def.node if n.name == 'conv2_1/Conv2D').input[0] = 'conv1_2/extra'
     model = vgg16.VGG16(graph_def=graph_def, description='test model with an extra op')
-    with pytest.raises(ValueError, match="conv1_2 from a Identity op.*precision='float32'"):
-        visualize.ascend(model, 'conv2_1', [0], 1, size=SIZE, precision='bfloat16')
-    assert visualize.ascend(model, 'conv2_1', [0], 1, size=SIZE, precision='float32').precision == 'float32'
+    with pytest.warns(RuntimeWarning, match=r'^conv2_1: bfloat16 does not apply \(conv1_2/extra is a Softsign op'
+                                            r'.*\); running float32$'):
+        result = visualize.ascend(model, 'conv2_1', [0], 2, size=SIZE, precision='bfloat16')
+    assert result.precision == 'float32'
+    reference = visualize.ascend(model, 'conv2_1', [0], 2, size=SIZE, precision='float32', seed=0)
+    again = visualize.ascend(model, 'conv2_1', [0], 2, size=SIZE, precision='bfloat16', seed=0)
+    assert np.array_equal(again.images, reference.images)   # float32, bit for bit
+    # The layers below the extra op still run in bfloat16.
+    assert visualize.ascend(model, 'conv1_2', [0], 1, size=SIZE, precision='bfloat16').precision == 'bfloat16'

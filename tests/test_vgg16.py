@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import download
+import files
 import vgg16
 from conftest import ROOT, TINY_CHANNELS, make_model, random_weights
 
@@ -189,7 +190,7 @@ def test_convert_records_what_made_the_graph(tmp_path, weights):
     write_keras2_h5(path, weights)
     out = vgg16.convert_h5(path, 'caffe', str(tmp_path / 'vgg16.tfmodel'))
     stamp = json.loads(open(out + '.json').read())
-    assert stamp['md5'] == download.md5sum(path) and stamp['preprocess'] == 'caffe'
+    assert stamp['md5'] == files.md5sum(path) and stamp['preprocess'] == 'caffe'
     assert sorted(os.listdir(tmp_path)) == ['vgg16.tfmodel', 'vgg16.tfmodel.json', 'w.h5']
 
 
@@ -296,7 +297,7 @@ def test_weights_md5_names_the_weights_and_is_the_same_in_every_process(tmp_path
     h5 = tmp_path / 'w.h5'
     write_keras2_h5(str(h5), random_weights(TINY_CHANNELS))
     graph = vgg16.convert_h5(str(h5), 'unit', str(tmp_path / 'vgg16.tfmodel'))
-    assert vgg16.VGG16(graph).weights_md5 == download.md5sum(str(h5))
+    assert vgg16.VGG16(graph).weights_md5 == files.md5sum(str(h5))
 
 
 def test_building_from_weights_creates_a_new_model_folder(tmp_path, monkeypatch):
@@ -306,4 +307,4 @@ def test_building_from_weights_creates_a_new_model_folder(tmp_path, monkeypatch)
     monkeypatch.setenv('VGG16_DIR', str(new_folder))
     path = vgg16.maybe_download(weights=str(h5), preprocess='unit', quiet=True)
     assert path == str(new_folder / 'vgg16.tfmodel') and os.path.isfile(path)
-    assert vgg16.VGG16().weights_md5 == download.md5sum(str(h5))
+    assert vgg16.VGG16().weights_md5 == files.md5sum(str(h5))

@@ -1,0 +1,205 @@
+"""
+Small Keras networks for tests/test_keras_model.py, built here and saved as
+.keras and .h5, and what Keras itself computes for each of their layers.
+
+Between them the networks hold every layer type keras_model.py has to get
+right: Conv2D with and without bias and with a fused activation, BatchNorm,
+ReLU, ReLU6, PReLU, LeakyReLU and swish, SeparableConv2D and DepthwiseConv2D,
+dilation, stride 2, SAME and VALID padding, Add and Concatenate, a nested
+functional backbone (with a layer name that clashes with an outer one), a
+1-channel input with a Rescaling layer, a Lambda, and a hand-set
+vertical-edge filter. Inputs are 16-32 pixels so that freezing takes a second.
+
+    import keras_nets
+    with keras_nets.eager():
+        model = keras_nets.build('dilated')
+        outputs = keras_nets.layer_outputs(model, images_scaled, ['conv_a', 'dw'])
+
+The test process runs TensorFlow in tf.compat.v1 graph mode (quiet.py), in
+which Keras 3 does not work; every function here runs Keras inside eager().
+"""
+
+import numpy as np
+
+import quiet
+
+tf = quiet.import_tensorflow()
+
+# The networks build() makes, and the preprocessing each loads with (None: its own Rescaling).
+NETS = ('basic', 'dilated', 'residual', 'grey', 'lambda', 'edge')
+PREPROCESS = {'basic': 'unit', 'dilated': 'tf', 'residual': 'torch', 'grey': None, 'lambda': 'unit',
+              'edge': 'unit'}
+VERTICAL_EDGE = np.array([[-1, 0, 1]] * 3, np.float32)   # [3, 3]: responds to dark-left, bright-right edges
+
+
+def eager():
+    """A context in which Keras runs (eager execution, which the tf.compat.v1 import turned off)."""
+    import tensorflow
+    return tensorflow.__internal__.eager_context.eager_mode()
+
+
+def _keras():
+    import keras
+    return keras
+
+
+def build(name, seed=0):
+    """The Keras model `name` (one of NETS), with random weights (BatchNorm statistics too) from seed."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    if name == 'basic':
+        # Conv with fused ReLU and bias; conv without bias -> BN -> ReLU; stride 2 SAME -> LeakyReLU; swish.
+        x = inputs = keras.Input((24, 24, 3))
+        x = layers.Conv2D(6, 3, padding='same', activation='relu', name='fused')(x)
+        x = layers.Conv2D(6, 3, padding='valid', use_bias=False, name='nobias')(x)
+        x = layers.BatchNormalization(name='bn')(x)
+        x = layers.ReLU(name='relu')(x)
+        x = layers.Conv2D(8, 3, strides=2, padding='same', name='strided')(x)
+        x = layers.LeakyReLU(negative_slope=0.1, name='leaky')(x)
+        x = layers.MaxPooling2D(2, name='pool')(x)
+        x = layers.Conv2D(8, 3, padding='same', name='last')(x)
+        x = layers.Activation('swish', name='swish')(x)
+        x = layers.GlobalAveragePooling2D()(x)
+        outputs = layers.Dense(3, name='head')(x)
+    elif name == 'dilated':
+        # Dilation in all three conv types; ReLU6, PReLU; SAME and VALID.
+        x = inputs = keras.Input((32, 32, 3))
+        x = layers.Conv2D(4, 3, dilation_rate=2, padding='same', name='conv_a')(x)
+        x = layers.ReLU(6.0, name='relu6')(x)
+        x = layers.DepthwiseConv2D(3, dilation_rate=2, padding='same', depth_multiplier=2, name='dw')(x)
+        x = layers.PReLU(name='prelu')(x)
+        x = layers.SeparableConv2D(6, 3, dilation_rate=2, padding='valid', name='sep_dil')(x)
+        x = layers.SeparableConv2D(6, 3, strides=2, padding='same', name='sep')(x)
+        x = layers.BatchNormalization(name='sep_bn')(x)
+        outputs = layers.ReLU(name='sep_relu')(x)
+    elif name == 'residual':
+        # Any input size; a nested backbone whose layer 'conv' clashes with an outer one; Add, Concatenate.
+        inner_in = keras.Input((None, None, 4))
+        y = layers.Conv2D(4, 3, padding='same', name='conv')(inner_in)
+        y = layers.BatchNormalization(name='inner_bn')(y)
+        y = layers.ReLU(name='inner_relu')(y)
+        y = layers.DepthwiseConv2D(3, padding='same', name='inner_dw')(y)
+        y = layers.Add(name='inner_add')([y, inner_in])
+        backbone = keras.Model(inner_in, y, name='backbone')
+        x = inputs = keras.Input((None, None, 3))
+        x = layers.Conv2D(4, 3, padding='same', name='conv')(x)
+        x = layers.BatchNormalization(name='stem_bn')(x)
+        x = layers.Activation('relu', name='stem_relu')(x)
+        x = backbone(x)
+        a = layers.Conv2D(4, 1, name='branch_a')(x)
+        b = layers.Conv2D(4, 3, padding='same', strides=2, name='branch_b')(x)
+        a = layers.MaxPooling2D(2, padding='same', name='pool_a')(a)
+        x = layers.Concatenate(name='concat')([a, b])
+        x = layers.Conv2D(6, 3, padding='same', activation='relu', name='top')(x)
+        outputs = layers.GlobalAveragePooling2D()(x)
+    elif name == 'grey':
+        # 1 channel, scaling inside the model: loads with preprocess None ('none').
+        x = inputs = keras.Input((16, 16, 1))
+        x = layers.Rescaling(1 / 255.0, name='scale')(x)
+        x = layers.Conv2D(4, 3, padding='same', name='grey_conv')(x)
+        outputs = layers.ReLU(name='grey_relu')(x)
+    elif name == 'lambda':
+        x = inputs = keras.Input((16, 16, 3))
+        x = layers.Conv2D(4, 3, padding='same', name='before')(x)
+        x = layers.Lambda(lambda t: t * 2.0, name='double')(x)
+        outputs = layers.Conv2D(4, 3, padding='same', name='after')(x)
+    elif name == 'edge':
+        x = inputs = keras.Input((32, 32, 3))
+        outputs = layers.Conv2D(1, 3, padding='same', name='edge')(x)
+    else:
+        raise ValueError('unknown test network %r: expected one of %s' % (name, ', '.join(NETS)))
+    model = keras.Model(inputs, outputs, name=name)
+    _randomize_batch_norms(model, np.random.default_rng(seed))
+    if name == 'edge':
+        kernel = np.repeat(VERTICAL_EDGE[:, :, None, None], 3, axis=2)   # [3, 3, 3, 1]
+        model.get_layer('edge').set_weights([kernel, np.zeros(1, np.float32)])
+    return model
+
+
+def _randomize_batch_norms(model, rng):
+    """Moving statistics and scales away from 0 and 1, so that inference mode differs from training mode."""
+    keras = _keras()
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _randomize_batch_norms(layer, rng)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, channels).astype(np.float32),    # gamma
+                               rng.normal(0, 0.2, channels).astype(np.float32),       # beta
+                               rng.normal(0, 0.3, channels).astype(np.float32),       # moving mean
+                               rng.uniform(0.5, 2.0, channels).astype(np.float32)])   # moving variance
+
+
+def bad_model(kind):
+    """A model keras_model.load() must refuse: 'conv1d', 'rank3', 'two_channels', 'four_channels', 'no_unit'."""
+    keras = _keras()
+    layers = keras.layers
+    if kind == 'conv1d':
+        x = inputs = keras.Input((16, 16, 3))
+        x = layers.Reshape((256, 3))(x)
+        outputs = layers.Conv1D(4, 3, name='conv1d')(x)
+    elif kind == 'rank3':
+        x = inputs = keras.Input((16, 3))
+        outputs = layers.Dense(4)(x)
+    elif kind in ('two_channels', 'four_channels'):
+        x = inputs = keras.Input((16, 16, 2 if kind == 'two_channels' else 4))
+        outputs = layers.Conv2D(4, 3)(x)
+    elif kind == 'no_unit':
+        x = inputs = keras.Input((16, 16, 3))
+        x = layers.Flatten()(x)
+        outputs = layers.Dense(4)(x)
+    else:
+        raise ValueError('unknown bad model %r' % kind)
+    return keras.Model(inputs, outputs, name=kind)
+
+
+def save(model, path):
+    """model.save(path): .keras (zip) or .h5 (legacy HDF5) by the extension."""
+    model.save(path)
+    return path
+
+
+def layer_outputs(model, inputs, names):
+    """{unit name: what Keras computes for that layer}, float32 [N, h, w, C], on `inputs` (already scaled).
+
+    A top-level layer: keras.Model(model.inputs, layer.output). A layer of a
+    nested model (unit name 'inner/layer' or the plain name of a layer only
+    the nested model has): the nested model's own sub-model on what the outer
+    model feeds it. One multi-output model per group keeps this fast.
+    """
+    keras = _keras()
+    groups = {}
+    for name in names:
+        layer, nested = _find(model, name)
+        groups.setdefault(nested, []).append((name, layer))
+    results = {}
+    for nested, members in groups.items():
+        if nested is None:
+            # A nested model's own .output is inside it; its output in the outer model is its call's.
+            outputs = [layer._inbound_nodes[0].outputs[0] if isinstance(layer, keras.Model) else layer.output
+                       for _, layer in members]
+            values = keras.Model(model.inputs, outputs)(inputs, training=False)
+        else:
+            # The tensor the outer model feeds the nested one (its only call).
+            feeding = keras.Model(model.inputs, nested._inbound_nodes[0].input_tensors[0])
+            inner = keras.Model(nested.inputs, [layer.output for _, layer in members])
+            values = inner(feeding(inputs, training=False), training=False)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        results.update((name, np.asarray(value)) for (name, _), value in zip(members, values))
+    return results
+
+
+def _find(model, name):
+    """(layer, nested model or None) for a unit name."""
+    keras = _keras()
+    prefix, _, short = name.rpartition('/')
+    for layer in model.layers:
+        if not prefix and layer.name == name:
+            return layer, None
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and (not prefix or layer.name == prefix):
+            for inner in layer.layers:
+                if inner.name == short:
+                    return inner, layer
+    raise KeyError('no layer %r in %s' % (name, model.name))
