@@ -359,7 +359,7 @@ def _through_identity(tensor):
     return tensor
 
 
-def _conv_bias(tensor):
+def conv_parts(tensor):
     """(input_t, kernel_t, bias_t, conv_op) when tensor is BiasAdd(Conv2D(input, kernel), bias), else None."""
     tensor = _through_identity(tensor)
     if tensor.op.type != 'BiasAdd' or tensor.op.inputs[0].op.type != 'Conv2D':
@@ -395,7 +395,7 @@ def channel_objective(net, layer_index, filter_ids_t, pre_relu=False, prefix='',
     input_t = net.input if input_t is None else input_t
     tensor = unit_tensor(net, layer_index, pre_relu, prefix)
     relu = _through_identity(tensor).op.type == 'Relu'
-    parts = _conv_bias(_through_identity(tensor).op.inputs[0] if relu else tensor)
+    parts = conv_parts(_through_identity(tensor).op.inputs[0] if relu else tensor)
     if parts is not None:
         layer_input_t, kernel_t, bias_t, conv_op = parts
         if precision_name == 'bfloat16' and precision.after_a_conv(input_t, layer_input_t):

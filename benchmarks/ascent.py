@@ -42,7 +42,7 @@ efficiency = floor / measured time.
 precision in each repeat, beside the same post's loop (float32, as
 published). The convolution rate is measured in float32 and in bfloat16,
 and each precision's floor uses its own rate; 'auto' is bfloat16 where the
-CPU has native bfloat16 (vgg16.resolve_precision), and the rows say which.
+CPU has native bfloat16 (precision.resolve_precision), and the rows say which.
 --regularized adds the regularized method's ms per image-step in each
 precision, timed interleaved as well.
 """
@@ -71,6 +71,8 @@ if __name__ == '__main__':
 
 import numpy as np  # noqa: E402
 
+import network  # noqa: E402
+from precision import PRECISION_CHOICES, cpu_has_bf16, resolve_precision  # noqa: E402
 import quiet  # noqa: E402
 import vgg16  # noqa: E402
 import visualize  # noqa: E402
@@ -125,14 +127,11 @@ def load_model_file(weights, folder):
 
 def conv_shapes(model, layer_index, size):
     """(name, side, k, in, out) of every conv layer up to layer_index for size x size images."""
-    shapes, side = [], size
+    shapes = []
     for i in range(layer_index + 1):
-        name = model.short_names[i]
-        _, kernel_t, _, _ = visualize.conv_parts(model.graph, name)
+        _, kernel_t, _, _ = network.conv_parts(model.pre_tensors[i])
         k, _, cin, cout = kernel_t.shape.as_list()
-        shapes.append((name, side, k, cin, cout))
-        if name in vgg16.POOL_AFTER:
-            side //= 2   # 2x2 'VALID' max pool
+        shapes.append((model.short_names[i], model.output_side(i, size), k, cin, cout))
     return shapes
 
 
@@ -280,7 +279,7 @@ def time_post(model_path, layer_index, feature_ids, steps, size):
 
 def precision_label(precision):
     """'float32', or 'auto (bfloat16)': what was asked and, when it differs, what ran."""
-    resolved = vgg16.resolve_precision(precision)
+    resolved = resolve_precision(precision)
     return precision if precision == resolved else '%s (%s)' % (precision, resolved)
 
 
@@ -332,7 +331,7 @@ def compare(model_path, fast_model, layer, args, convs):
             conv.measure(2)
         rates = {key: conv.rates(since[key]) for key, conv in convs.items()}
         for p in args.precision:
-            own = rates[vgg16.resolve_precision(p)]
+            own = rates[resolve_precision(p)]
             runs[p].append({'post': 1e3 * post['total'] / per, 'fast': 1e3 * fast[p] / per,
                             'post_step': 1e3 * post['step'], 'post_setup': 1e3 * post['setup'],
                             'rate_forward': own[0], 'rate_both': own[1], 'rate_both_cpu': own[2],
@@ -672,7 +671,7 @@ def parse_args(argv=None):
                         help='cProfile one visualize.ascend call: host time besides session.run')
     parser.add_argument('--precision', default='float32,auto',
                         help="visualize.ascend's precision(s), a comma list of %s, each timed in every repeat "
-                             "(default float32,auto)" % ', '.join(vgg16.PRECISION_CHOICES))
+                             "(default float32,auto)" % ', '.join(PRECISION_CHOICES))
     parser.add_argument('--whole-layer-steps', type=int, default=None,
                         help='also time every filter of each layer (automatic batch) for this many steps, '
                              "against the post's per-filter rate of the same run")
@@ -685,9 +684,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.layer = [name for item in (args.layer or ['conv3_2']) for name in item.split(',') if name]
     args.precision = [name for name in args.precision.split(',') if name]
-    bad = [name for name in args.precision if name not in vgg16.PRECISION_CHOICES]
+    bad = [name for name in args.precision if name not in PRECISION_CHOICES]
     if bad or not args.precision:
-        parser.error('--precision %s: expected a comma list of %s' % (','.join(bad), ', '.join(vgg16.PRECISION_CHOICES)))
+        parser.error('--precision %s: expected a comma list of %s' % (','.join(bad), ', '.join(PRECISION_CHOICES)))
     if args.quick:
         args.size, args.steps, args.repeats = 112, 3, 3
     for name in ('steps', 'size', 'repeats', 'project_steps', 'batch_size', 'whole_layer_steps'):
@@ -719,12 +718,12 @@ def run(args):
             if not ids or min(ids) < 0 or max(ids) >= channels:
                 raise ValueError('--filters %s: %s has filters 0..%d' % (args.filters, layer, channels - 1))
         print('precision: %s; CPU flags with native bfloat16: %s'
-              % (', '.join('%s -> %s' % (p, vgg16.resolve_precision(p)) for p in args.precision),
-                 'yes' if vgg16.cpu_has_bf16() else 'no'))
+              % (', '.join('%s -> %s' % (p, resolve_precision(p)) for p in args.precision),
+                 'yes' if cpu_has_bf16() else 'no'))
         # float32 always (the post's loop runs in it), bfloat16 when a precision asks for it.
         convs = {p: ConvRate(precision=p)
                  for p in ('float32', 'bfloat16') if p == 'float32' or
-                 p in [vgg16.resolve_precision(q) for q in args.precision]}
+                 p in [resolve_precision(q) for q in args.precision]}
         for conv in convs.values():
             conv.measure(3)
             print('conv rate at the start: %s' % conv.describe())
@@ -738,7 +737,7 @@ def run(args):
             return 0
         if args.batch_sweep:
             for layer in args.layer:
-                batch_sweep(model, layer, args, convs[vgg16.resolve_precision(args.precision[0])], args.batch_sweep)
+                batch_sweep(model, layer, args, convs[resolve_precision(args.precision[0])], args.batch_sweep)
             return 0
         rows = []
         for layer in args.layer:

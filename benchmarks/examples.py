@@ -43,6 +43,8 @@ tf = quiet.import_tensorflow()
 import numpy as np  # noqa: E402
 
 import examples  # noqa: E402
+import network  # noqa: E402
+from precision import cpu_has_bf16  # noqa: E402
 import vgg16  # noqa: E402
 
 MRI_WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
@@ -78,13 +80,11 @@ def load_model_file(weights, folder):
 
 def forward_gflop(model, size):
     """GFLOP of one image through all conv layers: 2 * 9 * in * out * side^2 each."""
-    total, side, fan_in = 0, size, 3
-    for index, name in enumerate(model.short_names):
+    total, fan_in = 0, model.input_channels
+    for index in range(len(model.short_names)):
         out = model.layer_channels[index]
-        total += 2 * 9 * fan_in * out * side * side
+        total += 2 * 9 * fan_in * out * model.output_side(index, size) ** 2
         fan_in = out
-        if name in vgg16.POOL_AFTER:
-            side //= 2
     return total / 1e9
 
 
@@ -101,7 +101,7 @@ class Parts:
     def __init__(self, model, batch, k, precision):
         self.model, self.k, self.precision = model, k, precision
         self.layers = list(range(len(model.layer_names)))
-        self.sess = vgg16.session(model)
+        self.sess = network.session(model)
         self.maps_ts = examples.bfloat16_layers(model) if precision == 'bfloat16' else model.layer_tensors
         self.ops = [examples.layer_ops(model, i, 224, precision) for i in self.layers]
         self.widths = [examples.feature_side(model, i, 224) for i in self.layers]
@@ -263,7 +263,7 @@ def main(argv=None):
         batches = [images[i:i + args.batch_size] for i in range(0, needed, args.batch_size)]
         decode = timed(lambda: [examples.load_image(os.path.join(args.images, n), 224) for n in names[:32]])
         gflop = forward_gflop(model, 224)
-        print('machine: %s; CPU bfloat16 flags: %s' % (machine_description(), vgg16.cpu_has_bf16()))
+        print('machine: %s; CPU bfloat16 flags: %s' % (machine_description(), cpu_has_bf16()))
         print('model: %s; images: %s' % (weights, args.images))
         print('all %d layers at 224x224, %.2f GFLOP per image forward; batch %d, %d batches x %d repeats, '
               'interleaved' % (len(model.layer_names), gflop, args.batch_size, args.batches, args.repeats))
