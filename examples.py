@@ -215,8 +215,7 @@ def layer_ops(model, layer_index, size, precision='float32'):
     precision: 'float32' or 'bfloat16' (resolved; see bfloat16_layers); the
     max is returned as float32 either way.
     Built once per model, layer, size and precision. Reducing inside the graph moves
-    [N, C] numbers out of TensorFlow instead of whole feature maps (conv1_2:
-    12.8 MB per image); see max_and_position, which gives the first largest
+    [N, C] numbers out of TensorFlow instead of whole feature maps; see max_and_position, which gives the first largest
     unit in row-major order (smallest y, then x), the order of the ties rule.
     """
     def build():
@@ -238,14 +237,14 @@ def max_and_position(maps_t, side):
 
     position = y * side + x of the first largest unit in row-major order
     (smallest y, then x), as the ties rule wants. Small maps: one max pool
-    over the whole map (its CPU kernel keeps the first of equal values; 2.5x
-    faster than reduce_max and argmax of the flattened map, which held the
-    bookkeeping above 10 % of the time). Large maps: see _block_search.
+    over the whole map (its CPU kernel keeps the first of equal values, and
+    it is faster than reduce_max and argmax of the flattened map). Large
+    maps: see _block_search.
     """
     if side >= BLOCK_SEARCH_SIDE:
         return _block_search(maps_t, side)
     channels = int(maps_t.shape[-1])
-    # bfloat16 -> float32 is exact, and the pool then runs 2x faster than on bfloat16
+    # bfloat16 -> float32 is exact, and the pool then runs faster than on bfloat16
     # maps, which its CPU kernel compares one by one in software.
     max_t, index_t = tf.nn.max_pool_with_argmax(tf.cast(maps_t, tf.float32), [1, side, side, 1], [1, 1, 1, 1],
                                                 'VALID', include_batch_in_index=False)

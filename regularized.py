@@ -68,10 +68,8 @@ class Config:
     learning_rate     Adam step size on the Fourier coefficients, > 0 (Lucid: 0.05)
     decay_power       coefficients scaled by 1 / frequency**decay_power, 0..4;
                       0 is a plain pixel basis, 1 the 1/f spectrum of photographs
-                      (Lucid's choice). 1.5 measured best on the MRI weights,
-                      conv3_2 filters 0-15, 200 steps: median activation 59.8
-                      (1.0: 54.2, 2.0: 53.2, where the finest pattern, filter 1,
-                      fell from 71 to 18), median blur robustness 0.72 (0.66, 0.77)
+                      (Lucid's choice). 1.5 measured best on the MRI weights
+                      (README, Methods: benchmarks/methods.py)
     decorrelate       mix colours by the square root of the ImageNet colour covariance
     pad               pixels of grey added on each side before the transforms, >= 0
     jitter            first random shift, 0..jitter pixels in y and x, >= 0

@@ -57,15 +57,13 @@ NORMALIZE_CHOICES = ('max', 'std')
 METHOD_CHOICES = ('blog', 'regularized')
 # Keeps the step finite when the gradient is tiny; the post's constant.
 GRAD_EPSILON = 1e-8
-# Bytes the automatic batch size may spend on the images of one batch. A whole
-# layer must stay under 4 GB; TF, the model and the ascent ops take up to
-# 1.5 GB before the first image (benchmarks/ascent.py --memory: 0.8 GB for
-# conv1_2, 1.5 GB for conv5_3, 1.35 GB while the model loads), 0.5 GB is margin.
+# Bytes the automatic batch size may spend on the images of one batch, so that a
+# whole layer stays under 4 GB beside TF, the model and the ascent ops (their
+# measured share is in the README, Performance).
 MEMORY_BUDGET_BYTES = 2 << 30
 # Every image of a batch computes all of the batch's channels of the target
 # layer (channel_objective), so a batch past channels/16 images costs more than
-# it saves: conv1_2 (64 channels) takes 12.4 ms per filter-step at batch 4 and
-# 23.5 ms at 31; conv3_2 and conv5_3 are flat within 4% from batch 4 to 32.
+# it saves (benchmarks/ascent.py --batch-sweep).
 CHANNELS_PER_BATCH_IMAGE = 16
 MAX_BATCH_SIZE = 16
 # float32 maps per conv output up to the target that one image of a batch
@@ -181,7 +179,7 @@ def start_images(feature_ids, size, seed=None, init=None, channels=3):
     if seed is None:
         return (np.random.uniform(size=(count,) + shape) + 128.0).astype(np.float32)
     # Filled one image at a time: a list of float64 images, their stack and its
-    # float32 copy took 4x the result (1.2 GB for 512 filters at 224x224).
+    # float32 copy would take 4x the result.
     images = np.empty((count,) + shape, np.float32)
     for i, f in enumerate(feature_ids):
         images[i] = np.random.default_rng([seed, f]).uniform(size=shape) + 128.0
