@@ -3,12 +3,12 @@ Users' Keras models as Networks: a `.keras` file, a legacy HDF5 model (`.h5`,
 `.hdf5`, also Keras 2 files) or a TensorFlow SavedModel folder is frozen once
 into a GraphDef whose input is `images:0` (pixels 0..255, the scaling the
 model expects inside the graph) and whose units are the model's layers under
-their Keras names. This is the only module that imports Keras, and it does so
-only to build that graph: a model loaded before comes from the cache without
-Keras.
+their Keras names. This is the only module that uses Keras, and only to
+build that graph: a model loaded before comes from the cache without Keras
+running.
 
     python visualize.py --model fer-emotion-minixception.hdf5 --preprocess tf --layer activation_3
-    python visualize.py --model my_model.keras --list-layers --all
+    python visualize.py --model my_model.keras --preprocess tf --list-layers --all
 
     import keras_model
     net = keras_model.load('fer-emotion-minixception.hdf5', preprocess='tf')   # a network.Network
@@ -17,30 +17,35 @@ Keras.
     print('\\n'.join(keras_model.unit_lines(net)))
 
 Units. By default one per convolution layer (Conv2D, SeparableConv2D,
-DepthwiseConv2D, Conv2DTranspose), in network order: the last layer of the
-chain conv -> [BatchNormalization] -> [activation layer] in which each layer
-is the only consumer of the one before, named after that layer, with the
-conv's class as its kind. With all_layers=True every layer with a 4-D output
-is a unit under its own name and class. Layers of a nested model are units
-too; where a name is also used outside it, it is prefixed with the nested
-model's name and '/'. A unit's values are the layer's output as
+DepthwiseConv2D, Conv2DTranspose), in the order of model.layers: the last
+layer of the chain conv -> [BatchNormalization] -> [activation layer] in
+which each layer is the only consumer of the one before, named after that
+layer, with the conv's class as its kind. With all_layers=True every layer
+with a 4-D output is a unit under its own name and class; both lists point
+into the same frozen graph. Layers of a nested model are units too; where a
+name is also used outside it, it is prefixed with the nested model's name
+and '/'. A unit's values are the layer's output as
 `keras.Model(model.inputs, layer.output)` computes it in inference mode.
+Units behind an op geometry.py cannot follow (a transposed convolution, a
+resize) are left out, and unit_lines(all_layers=True) says why.
 
 Safety. Keras safe mode stays on: a Lambda layer or a custom class is refused
 before anything from the file runs, unless the caller opts in with
 unsafe=True (`--unsafe`), which runs code from the file.
 
-Cache. The frozen graph is `keras-cache/NAME.tfmodel` beside the model (or,
-where that folder cannot be written, under ~/.cache/cnn-filters/), with
-`NAME.tfmodel.json`, the stamp: the model's md5, the preprocessing and the
-units. A changed model or preprocessing builds it again.
+Cache. The frozen graph is `keras-cache/FILE.tfmodel` beside the model
+(FILE: the model's file or folder name), or, where that folder cannot be
+written, under ~/.cache/cnn-filters/; beside it `FILE.tfmodel.json`, the
+stamp: the model's md5, the preprocessing, the units. A changed model or
+preprocessing builds it again.
 
 SavedModel folders (Keras 3 refuses them) are frozen through their serving
 signature: the units are the outputs of its convolution ops (through bias,
-batch norm and activation), named by op name, since the graph keeps no Keras
-layers.
+batch norm and activation), named by op name, since that graph keeps no
+Keras layers.
 """
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -49,8 +54,6 @@ import re
 import sys
 import zipfile
 from dataclasses import asdict
-
-import numpy as np
 
 import files
 import geometry
@@ -213,7 +216,7 @@ def unsafe_reason(config, known_layer=None):
             if kind == 'Lambda':
                 found.append("layer %r is a Lambda, whose Python code is stored in the file" % label)
             elif isinstance(kind, str) and isinstance(module, str) and not module.startswith('keras'):
-                found.append('%s %s is a custom class (module %s)' % (kind, repr(label) if label else '', module))
+                found.append('%s is a custom class (module %s)' % ('%s %r' % (kind, label) if label else kind, module))
             elif (in_layers and isinstance(kind, str) and 'module' not in value and known_layer is not None
                   and not known_layer(kind)):
                 found.append('layer %r is of class %s, unknown to Keras (custom code)' % (label, kind))
@@ -259,17 +262,17 @@ def load(path, preprocess=None, *, unsafe=False, cache_dir=None, threads=None, q
         if stamp is not None:
             return _network(os.path.join(folder, name + '.tfmodel'), stamp, all_layers, threads)
 
-    plan = _Plan(path, fmt, preprocess, unsafe, md5)   # Keras runs here; every error a user can cause too
+    # The graph is made in memory before the cache is touched: every error a
+    # user can cause is raised there, and a failed load writes nothing.
+    plan = _Plan(path, fmt, preprocess, unsafe, md5, quiet)
     folder = _writable_folder(candidates)
     graph_path = os.path.join(folder, name + '.tfmodel')
     with files.exclusive_lock(graph_path + '.lock', timeout=600, quiet=quiet):
+        # Another process may have written the same graph while this one froze it.
         stamp = _reusable_stamp(folder, name, md5, plan.preprocess, unsafe, path)
         if stamp is None:
-            if not quiet:
-                print('Freezing %s into %s' % (name, graph_path), file=sys.stderr, flush=True)
-            graph_def, stamp = plan.freeze()
-            data = graph_def.SerializeToString()
-            stamp['graph_md5'] = hashlib.md5(data).hexdigest()
+            data = plan.graph_def.SerializeToString()
+            stamp = dict(plan.stamp, graph_md5=hashlib.md5(data).hexdigest())
             files.write_atomic(graph_path, lambda f: f.write(data))
             text = json.dumps(stamp, indent=1).encode()
             files.write_atomic(graph_path + '.json', lambda f: f.write(text))
@@ -363,14 +366,45 @@ def _keras():
     return keras, tensorflow
 
 
+@contextlib.contextmanager
+def tf2_mode():
+    """A context in which Keras 3 and tf.function work as in a TensorFlow 2 process.
+
+    The project's tf.compat.v1 import (quiet.py) turned off eager execution
+    and TensorFlow 2's shapes, tensor equality and control flow for the whole
+    process; Keras 3 needs them (with v1 shapes, Conv2DTranspose fails on a
+    Dimension where it expects an int). They are switched on for the block
+    and back to what they were after it.
+    """
+    _, tf2 = _keras()
+    v1 = tf2.compat.v1
+    shapes_v2 = isinstance(tf2.TensorShape([1])[0], int)
+    flow_v2 = v1.control_flow_v2_enabled()
+    equality = getattr(tf2.Tensor, '_USE_EQUALITY', True)
+    v1.enable_v2_tensorshape()
+    v1.enable_control_flow_v2()
+    v1.enable_tensor_equality()
+    try:
+        with tf2.__internal__.eager_context.eager_mode():
+            yield
+    finally:
+        if not shapes_v2:
+            v1.disable_v2_tensorshape()
+        if not flow_v2:
+            v1.disable_control_flow_v2()
+        if not equality:
+            v1.disable_tensor_equality()
+
+
 class _Plan:
-    """A model loaded and checked, its units found; freeze() makes the GraphDef and the stamp.
+    """A model loaded, checked and frozen in memory: .graph_def (GraphDef) and .stamp (dict) for the cache.
 
     Everything a user can get wrong (file, safe mode, input, preprocess, no
-    unit) raises here, before the cache is touched.
+    unit) raises here, before the cache is touched, so that a failed load
+    leaves nothing behind.
     """
 
-    def __init__(self, path, fmt, preprocess, unsafe, md5):
+    def __init__(self, path, fmt, preprocess, unsafe, md5, quiet=True):
         keras, tf2 = _keras()
         self.path, self.fmt, self.md5, self.unsafe = path, fmt, md5, unsafe
         self.name = os.path.basename(os.path.normpath(path))
@@ -379,17 +413,20 @@ class _Plan:
             if config is not None else None
         if self.refusal and not unsafe:
             raise ValueError('%s: %s; %s' % (self.name, self.refusal, UNSAFE_HINT))
-        # Keras 3 and tf.function need eager execution, which the project's
-        # tf.compat.v1 import turned off for the process.
-        with tf2.__internal__.eager_context.eager_mode():
+        with tf2_mode():
             if fmt == 'savedmodel':
-                self._trace_savedmodel(tf2)
+                self._load_savedmodel(tf2)
             else:
-                self._trace_keras(keras, tf2)
-        self.preprocess = _resolve_preprocess(preprocess, path, self.own_scaling, self.channels)
-        if self.fmt != 'savedmodel':
-            with tf2.__internal__.eager_context.eager_mode():
-                self._trace_function(tf2)
+                self._load_keras(keras)
+            self.preprocess = _resolve_preprocess(preprocess, path, self.own_scaling, self.channels)
+            if not quiet:
+                print('Freezing %s once (later loads read the cache)' % self.name, file=sys.stderr, flush=True)
+            if fmt == 'savedmodel':
+                self._freeze_savedmodel()
+            else:
+                self._trace_function(keras, tf2)
+                self._freeze_keras()
+        self.graph_def, self.stamp = self._checked()
 
     # -- checks shared by both routes
 
@@ -408,7 +445,7 @@ class _Plan:
 
     # -- Keras files
 
-    def _trace_keras(self, keras, tf2):
+    def _load_keras(self, keras):
         try:
             model = keras.models.load_model(self.path, compile=False, safe_mode=not self.unsafe)
         except Exception as error:  # Keras raises many kinds for a file it cannot read
@@ -432,9 +469,8 @@ class _Plan:
         first = next((layer for layer in layers if type(layer).__name__ != 'InputLayer'), None)
         self.own_scaling = first is not None and type(first).__name__ in SCALING_KINDS
 
-    def _trace_function(self, tf2):
+    def _trace_function(self, keras, tf2):
         """Trace images -> preprocessing -> every layer once, into self.concrete; finds the units."""
-        keras, _ = _keras()
         size, channels = self.size, self.channels
         self.found = None
 
@@ -457,15 +493,11 @@ class _Plan:
                              % self.name)
         self.units, self.defaults = units, defaults
 
-    def freeze(self):
-        """(GraphDef, stamp dict): the frozen graph and what the cache records of it."""
-        _, tf2 = _keras()
-        with tf2.__internal__.eager_context.eager_mode():
-            if self.fmt == 'savedmodel':
-                graph_def, units, defaults = self._freeze_savedmodel(tf2)
-            else:
-                graph_def, units, defaults = self._freeze_keras(tf2)
-        units, defaults, left_out = _followable(graph_def, units, defaults)
+    def _checked(self):
+        """(GraphDef, stamp dict): the frozen graph, and what the cache records of it, with the units
+        geometry.py can follow."""
+        graph_def = self.graph_def
+        units, defaults, left_out = _followable(graph_def, self.units, self.defaults)
         if not defaults:
             raise ValueError('%s: no convolution unit whose receptive field geometry.py can follow (%s)'
                              % (self.name, '; '.join('%s: %s' % item for item in left_out.items()) or 'none'))
@@ -475,22 +507,23 @@ class _Plan:
                  'description': '%s (%s, preprocess %s)' % (self.name, 'SavedModel' if self.fmt == 'savedmodel'
                                                              else 'Keras', self.preprocess),
                  'units': [asdict(u) for u in units], 'defaults': [asdict(u) for u in defaults],
-                 'left_out': left_out}
+                 'left_out': left_out, 'left_out_defaults': [u.name for u in self.defaults if u.name in left_out]}
         return graph_def, stamp
 
-    def _freeze_keras(self, tf2):
+    def _freeze_keras(self):
+        """self.graph_def, self.units and self.defaults (network.Unit lists) from the traced function."""
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
         frozen = convert_variables_to_constants_v2(self.concrete)
-        graph_def = _without_custom_gradients(frozen.graph.as_graph_def())
-        units = [network.Unit(name, _tensor_name(tensor), _tensor_name(pre), kind)
-                 for name, tensor, pre, kind in self.units]
-        by_name = {u.name: u for u in units}
-        defaults = [network.Unit(name, by_name[name].tensor, by_name[name].pre, kind) for name, kind in self.defaults]
-        return graph_def, units, defaults
+        self.graph_def = _without_custom_gradients(frozen.graph.as_graph_def())
+        self.units = [network.Unit(name, _tensor_name(tensor), _tensor_name(pre), kind)
+                      for name, tensor, pre, kind in self.units]
+        by_name = {u.name: u for u in self.units}
+        self.defaults = [network.Unit(name, by_name[name].tensor, by_name[name].pre, kind)
+                         for name, kind in self.defaults]
 
     # -- SavedModel folders
 
-    def _trace_savedmodel(self, tf2):
+    def _load_savedmodel(self, tf2):
         try:
             loaded = tf2.saved_model.load(self.path)
         except Exception as error:  # TensorFlow raises many kinds for a folder it cannot read
@@ -511,7 +544,9 @@ class _Plan:
         self._check_input(specs[0].shape.as_list(), 'the input of signature %s' % key)
         self.own_scaling = False
 
-    def _freeze_savedmodel(self, tf2):
+    def _freeze_savedmodel(self):
+        """self.graph_def, self.units and self.defaults: the signature frozen behind images -> preprocessing,
+        and its conv units."""
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
         frozen = convert_variables_to_constants_v2(self.signature)
         inner = _without_custom_gradients(frozen.graph.as_graph_def())
@@ -536,7 +571,7 @@ class _Plan:
                 pre_tensor = tf.identity(pre, name='units/' + safe + '/pre') if pre is not None else None
                 units.append(network.Unit(name, tensor.name, pre_tensor.name if pre_tensor is not None else None,
                                           _KERAS_KIND.get(conv_op.type, conv_op.type)))
-        return graph.as_graph_def(), units, list(units)
+        self.graph_def, self.units, self.defaults = graph.as_graph_def(), units, units
 
 
 _KERAS_KIND = {'Conv2D': 'Conv2D', 'DepthwiseConv2dNative': 'DepthwiseConv2D', 'Conv2DBackpropInput': 'Conv2DTranspose'}
@@ -651,7 +686,6 @@ def _dilated_conv(layer, x, tf2):
     padding = layer.padding.upper()
 
     def depthwise_as_conv(kernel):
-        # as_list(): the tf.compat.v1 import makes shape[i] a Dimension, which tf.eye refuses.
         k_h, k_w, channels, multiplier = kernel.shape.as_list()
         eye = tf2.eye(channels, dtype=kernel.dtype)                                 # [C, C]
         full = kernel[:, :, :, None, :] * eye[None, None, :, :, None]              # [kh, kw, C, C, m]
@@ -721,7 +755,7 @@ def _units_of_calls(calls, outputs, tf2):
     for layer, _, _, outputs in four_d:
         if type(layer).__name__ not in CONV_KINDS:
             continue
-        end, tensor, seen = layer, outputs[0], ()
+        end, tensor = layer, outputs[0]
         for allowed in (NORM_KINDS, ACTIVATION_KINDS):
             users = consumers.get(id(tensor), [])
             if len(users) != 1 or users[0] is None or type(users[0]).__name__ not in allowed:
@@ -729,7 +763,7 @@ def _units_of_calls(calls, outputs, tf2):
             user_call = by_layer.get(users[0])
             if user_call is None or len(user_call[2]) != 1:
                 continue
-            end, tensor, seen = users[0], user_call[3][0], seen + (users[0],)
+            end, tensor = users[0], user_call[3][0]
         defaults.append((names[end], type(layer).__name__))
     return units, defaults
 
@@ -811,7 +845,7 @@ def unit_lines(net, all_layers=False):
     (load()'s default list, read from the cache stamp beside net.path when
     net holds all layers); True lists every unit of net. The output side is
     at the model's input size, or at 224 for a model that takes any size.
-    Layers left out because geometry.py cannot follow them are listed last.
+    Units left out because geometry.py cannot follow them come last, with why.
     """
     stamp = _stamp_of(net)
     defaults = {u['name'] for u in stamp['defaults']} if stamp else set(net.short_names)
@@ -826,9 +860,10 @@ def unit_lines(net, all_layers=False):
         lines.append('%-32s %-20s %5d channels  %4dx%-4d  receptive field %d, stride %d'
                      % (unit.name, kind, net.layer_channels[index], net.output_side(index, size),
                         net.output_side(index, size), field_size, stride))
-    if stamp and all_layers:
-        for name, reason in stamp.get('left_out', {}).items():
-            lines.append('%-32s (left out: %s)' % (name, reason))
+    if stamp:
+        left_out = stamp['left_out']
+        for name in left_out if all_layers else stamp['left_out_defaults']:
+            lines.append('%-32s (left out: %s)' % (name, left_out[name]))
     return lines
 
 

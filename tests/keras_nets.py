@@ -7,7 +7,8 @@ right: Conv2D with and without bias and with a fused activation, BatchNorm,
 ReLU, ReLU6, PReLU, LeakyReLU and swish, SeparableConv2D and DepthwiseConv2D,
 dilation, stride 2, SAME and VALID padding, Add and Concatenate, a nested
 functional backbone (with a layer name that clashes with an outer one), a
-1-channel input with a Rescaling layer, a Lambda, and a hand-set
+1-channel Sequential model with a Rescaling layer, a nested Sequential, a
+Conv2DTranspose, a Lambda, and a hand-set
 vertical-edge filter. Inputs are 16-32 pixels so that freezing takes a second.
 
     import keras_nets
@@ -16,26 +17,23 @@ vertical-edge filter. Inputs are 16-32 pixels so that freezing takes a second.
         outputs = keras_nets.layer_outputs(model, images_scaled, ['conv_a', 'dw'])
 
 The test process runs TensorFlow in tf.compat.v1 graph mode (quiet.py), in
-which Keras 3 does not work; every function here runs Keras inside eager().
+which Keras 3 does not work; every function here runs inside eager().
 """
 
 import numpy as np
 
-import quiet
-
-tf = quiet.import_tensorflow()
+import keras_model
 
 # The networks build() makes, and the preprocessing each loads with (None: its own Rescaling).
-NETS = ('basic', 'dilated', 'residual', 'grey', 'lambda', 'edge')
-PREPROCESS = {'basic': 'unit', 'dilated': 'tf', 'residual': 'torch', 'grey': None, 'lambda': 'unit',
-              'edge': 'unit'}
+NETS = ('basic', 'dilated', 'residual', 'grey', 'transpose', 'lambda', 'edge')
+PREPROCESS = {'basic': 'unit', 'dilated': 'tf', 'residual': 'torch', 'grey': None, 'transpose': 'unit',
+              'lambda': 'unit', 'edge': 'unit'}
 VERTICAL_EDGE = np.array([[-1, 0, 1]] * 3, np.float32)   # [3, 3]: responds to dark-left, bright-right edges
 
 
 def eager():
-    """A context in which Keras runs (eager execution, which the tf.compat.v1 import turned off)."""
-    import tensorflow
-    return tensorflow.__internal__.eager_context.eager_mode()
+    """A context in which Keras runs (keras_model.tf2_mode: what the tf.compat.v1 import turned off, back on)."""
+    return keras_model.tf2_mode()
 
 
 def _keras():
@@ -94,11 +92,20 @@ def build(name, seed=0):
         x = layers.Conv2D(6, 3, padding='same', activation='relu', name='top')(x)
         outputs = layers.GlobalAveragePooling2D()(x)
     elif name == 'grey':
-        # 1 channel, scaling inside the model: loads with preprocess None ('none').
-        x = inputs = keras.Input((16, 16, 1))
-        x = layers.Rescaling(1 / 255.0, name='scale')(x)
-        x = layers.Conv2D(4, 3, padding='same', name='grey_conv')(x)
-        outputs = layers.ReLU(name='grey_relu')(x)
+        # A Sequential model with 1 channel and its own scaling: loads with preprocess None ('none').
+        model = keras.Sequential([keras.Input((16, 16, 1)), layers.Rescaling(1 / 255.0, name='scale'),
+                                  layers.Conv2D(4, 3, padding='same', name='grey_conv'),
+                                  layers.ReLU(name='grey_relu')], name=name)
+        return model
+    elif name == 'transpose':
+        # A nested Sequential block, then a transposed convolution, which geometry.py does not follow.
+        block = keras.Sequential([keras.Input((14, 14, 4)), layers.Conv2D(4, 3, padding='same', name='block_conv'),
+                                  layers.BatchNormalization(name='block_bn')], name='block')
+        x = inputs = keras.Input((16, 16, 3))
+        x = layers.Conv2D(4, 3, name='down')(x)
+        x = block(x)
+        x = layers.Conv2DTranspose(4, 3, strides=2, name='up')(x)
+        outputs = layers.ReLU(name='up_relu')(x)
     elif name == 'lambda':
         x = inputs = keras.Input((16, 16, 3))
         x = layers.Conv2D(4, 3, padding='same', name='before')(x)
@@ -179,12 +186,13 @@ def layer_outputs(model, inputs, names):
             # A nested model's own .output is inside it; its output in the outer model is its call's.
             outputs = [layer._inbound_nodes[0].outputs[0] if isinstance(layer, keras.Model) else layer.output
                        for _, layer in members]
-            values = keras.Model(model.inputs, outputs)(inputs, training=False)
+            # Inputs as a list, the structure model.inputs has, so that Keras does not warn.
+            values = keras.Model(model.inputs, outputs)([inputs], training=False)
         else:
             # The tensor the outer model feeds the nested one (its only call).
             feeding = keras.Model(model.inputs, nested._inbound_nodes[0].input_tensors[0])
             inner = keras.Model(nested.inputs, [layer.output for _, layer in members])
-            values = inner(feeding(inputs, training=False), training=False)
+            values = inner([feeding([inputs], training=False)], training=False)
         values = values if isinstance(values, (list, tuple)) else [values]
         results.update((name, np.asarray(value)) for (name, _), value in zip(members, values))
     return results

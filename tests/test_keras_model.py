@@ -221,7 +221,7 @@ def test_objective_rises_for_every_layer_type(frozen):
             assert after > before, (name, unit.name, before, after)
             kinds.add(unit.kind)
     assert {'Conv2D', 'SeparableConv2D', 'DepthwiseConv2D', 'BatchNormalization', 'ReLU', 'LeakyReLU', 'PReLU',
-            'Activation', 'Add', 'Concatenate', 'Rescaling', 'Lambda', 'Functional'} <= kinds
+            'Activation', 'Add', 'Concatenate', 'Rescaling', 'Lambda', 'Functional', 'Sequential'} <= kinds
 
 
 def _ascent_ops(net, index):
@@ -422,6 +422,12 @@ def test_unit_lines(frozen, saved):
     assert [line.split()[0] for line in convs] == ['relu6', 'prelu', 'sep_dil', 'sep_relu']
     assert convs[0].split()[1] == 'Conv2D' and 'receptive field 5, stride 1' in convs[0]
     assert every[0].split()[:3] == ['conv_a', 'Conv2D', '4']
+    # A transposed convolution is a unit that geometry.py cannot follow: listed as left out, with why.
+    transpose = frozen['transpose', '.keras']
+    assert transpose.short_names == ['down', 'block_conv', 'block_bn', 'block']
+    lines = keras_model.unit_lines(transpose)
+    assert [line.split()[0] for line in lines] == ['down', 'block_bn', 'up_relu']
+    assert 'left out' in lines[-1] and 'Conv2DBackpropInput' in lines[-1]
 
 
 # ---------------------------------------------------------------------------
