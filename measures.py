@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 import network
+import objectives
 import quiet
 
 tf = quiet.import_tensorflow()
@@ -44,33 +45,53 @@ BATCH_SIZE = 8
 
 
 def _check(model, layer_id, feature_ids, images):
-    """The public functions' one check: (layer index, filter ids as list of int, images as float32)."""
+    """The public functions' one check: (objectives.Bound per picture, images as float32)."""
     layer_index = model.layer_index(layer_id)
     feature_ids = network.check_feature_ids(model, layer_index, feature_ids)
+    images = _check_images(model, images, len(feature_ids), 'filter ids')
+    smallest = model.layer_min_sizes[layer_index]
+    if min(images.shape[1:3]) < smallest:
+        raise ValueError('images of %dx%d pixels: expected at least %dx%d for %s'
+                         % (images.shape[1], images.shape[2], smallest, smallest, model.short_names[layer_index]))
+    return [objectives.bind(model, objectives.channel(layer_index, f), images.shape[1]) for f in feature_ids], images
+
+
+def _check_images(model, images, count, what):
     images = np.asarray(images, np.float32)
     channels = model.input_channels
     if images.ndim != 4 or images.shape[-1] != channels:
         raise ValueError('images of shape %s: expected [N, H, W, %d], pixels 0..255' % (images.shape, channels))
-    if len(images) != len(feature_ids):
-        raise ValueError('%d images for %d filter ids: expected one image per filter'
-                         % (len(images), len(feature_ids)))
-    smallest = max(BLOCK, model.layer_min_sizes[layer_index])
-    if min(images.shape[1:3]) < smallest:
-        raise ValueError('images of %dx%d pixels: expected at least %dx%d for %s'
-                         % (images.shape[1], images.shape[2], smallest, smallest, model.short_names[layer_index]))
+    if len(images) != count:
+        raise ValueError('%d images for %d %s: expected one image per filter' % (len(images), count, what))
+    if min(images.shape[1:3]) < BLOCK:
+        raise ValueError('images of %dx%d pixels: expected at least %dx%d' % (images.shape[1], images.shape[2],
+                                                                              BLOCK, BLOCK))
     if not np.isfinite(images).all():
         raise ValueError('images hold NaN or infinite values')
-    return layer_index, feature_ids, images
+    return images
 
 
-def _ops(model, layer_index, pre_relu):
-    """(filter_ids_t, objective_t, dead_fraction_t) on model.input, built once."""
+def _check_objectives(model, objective_list, images):
+    """(Bound per picture, images) for objectives (diversity terms left out: they are no activation)."""
+    objective_list = list(objective_list)
+    images = _check_images(model, images, len(objective_list), 'objectives')
+    kept = [objectives.Objective((w, t) for w, t in o.terms if t.kind != 'diversity') for o in objective_list]
+    bounds = [objectives.bind(model, o, images.shape[1]) for o in kept]
+    objectives.check_form(bounds)
+    for index in objectives.layers_of(bounds[0].form):
+        network.check_size(model, index, images.shape[1])
+    return bounds, images
+
+
+def _ops(model, form, pre_relu):
+    """(objectives.ObjectiveOps, objective_t, dead_fraction_t) on model.input, built once per form."""
     def build():
-        with tf.name_scope('measures_%s' % model.short_names[layer_index]):
-            filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
-            objective_t = network.channel_objective(model, layer_index, filter_ids_t, pre_relu)   # [N]
-            # Images are independent, so the gradient of the sum is each image's own gradient.
-            grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)                    # [N, H, W, 3]
+        names = '_'.join(model.short_names[i] for i in objectives.layers_of(form))
+        with tf.name_scope('measures_%s' % names):
+            ops = objectives.build(model, form, pre_relu)
+            objective_t = ops.value_t                                                           # [N]
+            # Pictures are independent, so the gradient of the sum is each picture's own gradient.
+            grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)                    # [N, H, W, C]
             pixel_t = tf.reduce_sum(tf.abs(grad_t), axis=3, keepdims=True)                     # [N, H, W, 1]
             # 'SAME' keeps the partial blocks at the right and bottom edges.
             block_t = tf.nn.max_pool2d(pixel_t, BLOCK, BLOCK, 'SAME')                          # [N, h, w, 1]
@@ -79,8 +100,8 @@ def _ops(model, layer_index, pre_relu):
             # A picture with no gradient anywhere is all dead (block < 0 would say none).
             dead_fraction_t = tf.where(peak_t > 0, tf.reduce_mean(dead_t, axis=[1, 2, 3]),
                                        tf.ones_like(peak_t))
-        return filter_ids_t, objective_t, dead_fraction_t
-    return model.cached_ops(('measures', layer_index, bool(pre_relu)), build)
+        return ops, objective_t, dead_fraction_t
+    return model.cached_ops(('measures', form, bool(pre_relu)), build)
 
 
 def gaussian_kernel(sigma=BLUR_SIGMA, radius=BLUR_RADIUS):
@@ -111,12 +132,16 @@ def _blur_ops(model):
     return model.cached_ops(('measures_blur', BLUR_SIGMA, BLUR_RADIUS), build)
 
 
-def _run(model, fetch_t, filter_ids_t, feature_ids, images):
+def _run(model, which, bounds, images, pre_relu):
+    """One of _ops's outputs (which: 1 objective, 2 dead fraction) for every picture, float32 [N]."""
+    ops = _ops(model, objectives.check_form(bounds), pre_relu)
     sess = network.session(model)
     out = []
     for begin in range(0, len(images), BATCH_SIZE):
         chunk = slice(begin, begin + BATCH_SIZE)
-        out.append(sess.run(fetch_t, {model.input: images[chunk], filter_ids_t: feature_ids[chunk]}))
+        feed = objectives.feed(ops[0], bounds[chunk])
+        feed[model.input] = images[chunk]
+        out.append(sess.run(ops[which], feed))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -127,14 +152,9 @@ def activation(model, layer_id, feature_ids, images, *, pre_relu=False):
     mean of filter feature_ids[i] over its feature map: the post's objective.
     pre_relu=True leaves out the ReLU (and may be negative).
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
-    images: [N, H, W, 3], RGB 0..255 (not clipped), image i for feature_ids[i].
+    images: [N, H, W, C], 0..255 (not clipped), image i for feature_ids[i].
     """
-    return _activation(model, *_check(model, layer_id, feature_ids, images), pre_relu)
-
-
-def _activation(model, layer_index, feature_ids, images, pre_relu):
-    filter_ids_t, objective_t, _ = _ops(model, layer_index, pre_relu)
-    return _run(model, objective_t, filter_ids_t, feature_ids, images)
+    return _run(model, 1, *_check(model, layer_id, feature_ids, images), pre_relu)
 
 
 def dead_fraction(model, layer_id, feature_ids, images, *, pre_relu=False):
@@ -149,12 +169,7 @@ def dead_fraction(model, layer_id, feature_ids, images, *, pre_relu=False):
     a test of pixel variance would miss this, because such an area still holds
     its start noise. Arguments as activation().
     """
-    return _dead_fraction(model, *_check(model, layer_id, feature_ids, images), pre_relu)
-
-
-def _dead_fraction(model, layer_index, feature_ids, images, pre_relu):
-    filter_ids_t, _, dead_fraction_t = _ops(model, layer_index, pre_relu)
-    return _run(model, dead_fraction_t, filter_ids_t, feature_ids, images)
+    return _run(model, 2, *_check(model, layer_id, feature_ids, images), pre_relu)
 
 
 def blur(model, images):
@@ -176,9 +191,8 @@ def blur_robustness(model, layer_id, feature_ids, images, *, pre_relu=False):
     NaN where activation_i(images[i]) <= 0: the filter is off on the picture,
     so there is nothing to keep. Arguments as activation().
     """
-    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
-    return _robustness(_activation(model, layer_index, feature_ids, images, pre_relu),
-                       _activation(model, layer_index, feature_ids, blur(model, images), pre_relu))
+    bounds, images = _check(model, layer_id, feature_ids, images)
+    return _robustness(_run(model, 1, bounds, images, pre_relu), _run(model, 1, bounds, blur(model, images), pre_relu))
 
 
 def _robustness(sharp, blurred):
@@ -188,12 +202,45 @@ def _robustness(sharp, blurred):
 
 def measure_all(model, layer_id, feature_ids, images, *, pre_relu=False):
     """{'activation', 'dead_fraction', 'blur_robustness'}: each float32 [N], as the functions above."""
-    layer_index, feature_ids, images = _check(model, layer_id, feature_ids, images)
-    sharp = _activation(model, layer_index, feature_ids, images, pre_relu)
-    blurred = _activation(model, layer_index, feature_ids, blur(model, images), pre_relu)
-    return {'activation': sharp,
-            'dead_fraction': _dead_fraction(model, layer_index, feature_ids, images, pre_relu),
+    return _measure(model, *_check(model, layer_id, feature_ids, images), pre_relu)
+
+
+def measure_objectives(model, objective_list, images, *, pre_relu=False):
+    """measure_all() for pictures of any objectives (objectives.Objective, one per picture, one form):
+    the activation is each picture's own objective (a negative view's is minus the channel's mean), and
+    the dead fraction and blur robustness follow it. Diversity terms are left out: they are no activation.
+    """
+    return _measure(model, *_check_objectives(model, objective_list, images), pre_relu)
+
+
+def _measure(model, bounds, images, pre_relu):
+    sharp = _run(model, 1, bounds, images, pre_relu)
+    blurred = _run(model, 1, bounds, blur(model, images), pre_relu)
+    return {'activation': sharp, 'dead_fraction': _run(model, 2, bounds, images, pre_relu),
             'blur_robustness': _robustness(sharp, blurred)}
+
+
+def diversity(model, layer_id, images):
+    """A group's diversity at a unit: 1 - the mean pairwise cosine similarity of the pictures' Gram matrices.
+
+    images: [N, H, W, C] (N >= 2), 0..255, the group's pictures. Float, 0..1
+    for units after a ReLU (their Gram matrices have no negative entries): 0
+    for N copies of one picture. The Gram matrix of picture i is F_i^T F_i,
+    with F_i the unit's activations [h*w, channels].
+    """
+    layer_index = model.layer_index(layer_id)
+    images = _check_images(model, images, len(images), 'pictures')
+    network.check_size(model, layer_index, images.shape[1])
+    if len(images) < 2:
+        raise ValueError('diversity needs a group of 2 or more pictures, got %d' % len(images))
+
+    def build():
+        with tf.name_scope('measures_diversity_%s' % model.short_names[layer_index]):
+            return objectives.gram_similarity(model.layer_tensors[layer_index])
+    similarity = network.session(model).run(model.cached_ops(('measures_diversity', layer_index), build),
+                                            {model.input: images})
+    count = len(images)
+    return float(1.0 - (similarity.sum() - np.trace(similarity)) / (count * (count - 1)))
 
 
 def caption(values, index):

@@ -376,50 +376,118 @@ def unit_tensor(net, layer_index, pre_relu=False, prefix=''):
     return net.graph.get_tensor_by_name(prefix + tensor.name) if prefix else tensor
 
 
-def channel_objective(net, layer_index, filter_ids_t, pre_relu=False, prefix='', precision_name='float32',
-                      input_t=None):
-    """Per-image objective, float32 [N]: the mean of channel filter_ids_t[i] of the unit over its map, in image i.
+def _layer_input(net, layer_input_t, precision_name, input_t):
+    """The input of a unit's own conv as the chosen precision computes it."""
+    if precision_name == 'bfloat16' and precision.after_a_conv(input_t, layer_input_t):
+        # Not the first layer: its input comes from the bfloat16 chain, or
+        # is the first layer's float32 output, which this conv reads cast.
+        layer_input_t, = precision.bfloat16_tensors(net.graph, input_t, [layer_input_t])
+        layer_input_t = tf.cast(layer_input_t, tf.bfloat16)
+    return layer_input_t
+
+
+def _own_columns(net, layer_index, kernel_cols_t, bias_cols_t, pre_relu, prefix, precision_name, input_t):
+    """The fast path: [N, h, w, 1], image i convolved with its own kernel column kernel_cols_t[..., i] plus
+    bias_cols_t[i], then the unit's ReLU when the unit has one; None where the unit is not conv + bias (+ ReLU).
+
+    Image i gets N channels and keeps the i-th; N is small.
+    """
+    tensor = _through_identity(unit_tensor(net, layer_index, pre_relu, prefix))
+    relu = tensor.op.type == 'Relu'
+    parts = conv_parts(tensor.op.inputs[0] if relu else tensor)
+    if parts is None:
+        return None
+    layer_input_t, _, _, conv_op = parts
+    layer_input_t = _layer_input(net, layer_input_t, precision_name, input_t)
+    conv_t = tf.nn.conv2d(layer_input_t, tf.cast(kernel_cols_t, layer_input_t.dtype),
+                          strides=conv_op.get_attr('strides'), padding=conv_op.get_attr('padding').decode(),
+                          dilations=conv_op.get_attr('dilations'))
+    pre_t = tf.nn.bias_add(conv_t, tf.cast(bias_cols_t, layer_input_t.dtype))           # [N, h, w, N]
+    count = tf.shape(bias_cols_t)[0]
+    own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)   # [N, h, w, 1]
+    return tf.nn.relu(own_t) if relu else own_t
+
+
+def _unit_parts(net, layer_index, pre_relu, prefix):
+    """(kernel_t [k, k, in, C], bias_t [C]) of a conv + bias (+ ReLU) unit, else None."""
+    tensor = _through_identity(unit_tensor(net, layer_index, pre_relu, prefix))
+    parts = conv_parts(tensor.op.inputs[0] if tensor.op.type == 'Relu' else tensor)
+    return None if parts is None else parts[1:3]
+
+
+def unit_values(net, layer_index, pre_relu=False, prefix='', precision_name='float32', input_t=None):
+    """The whole unit, [N, h, w, C]: float32, or bfloat16 when precision_name is 'bfloat16' and the unit lies
+    after the first layer (precision.bfloat16_tensors)."""
+    input_t = net.input if input_t is None else input_t
+    tensor = unit_tensor(net, layer_index, pre_relu, prefix)
+    if precision_name == 'bfloat16':
+        tensor, = precision.bfloat16_tensors(net.graph, input_t, [tensor])
+    return tensor
+
+
+def channel_maps(net, layer_index, filter_ids_t, pre_relu=False, prefix='', precision_name='float32',
+                 input_t=None):
+    """Image i's map of channel filter_ids_t[i] of the unit: [N, h, w, 1], float32 or bfloat16.
 
     The fast path, where the unit is conv + bias (+ ReLU): only the wanted
     channels are computed, by convolving the layer's input with the gathered
-    kernel and bias columns (conv3_2: 6 of 256 channels). Image i gets N
-    channels and keeps the i-th; N is small. Everywhere else the whole unit is
-    computed and channel i gathered.
+    kernel and bias columns (conv3_2: 6 of 256 channels). Everywhere else the
+    whole unit is computed and channel i gathered.
     pre_relu: the unit before its activation (where it has one).
     prefix: the import scope of a copy of the network (regularized.py), whose
       input is input_t; default the network itself on net.input.
     precision_name: 'float32' or 'bfloat16' (resolved): every op after the
-      first layer runs in bfloat16 (precision.bfloat16_tensors); the mean is
-      float32 either way. BFloat16Unsupported where the path cannot.
+      first layer runs in bfloat16 (precision.bfloat16_tensors).
     """
     input_t = net.input if input_t is None else input_t
-    tensor = unit_tensor(net, layer_index, pre_relu, prefix)
-    relu = _through_identity(tensor).op.type == 'Relu'
-    parts = conv_parts(_through_identity(tensor).op.inputs[0] if relu else tensor)
+    parts = _unit_parts(net, layer_index, pre_relu, prefix)
     if parts is not None:
-        layer_input_t, kernel_t, bias_t, conv_op = parts
-        if precision_name == 'bfloat16' and precision.after_a_conv(input_t, layer_input_t):
-            # Not the first layer: its input comes from the bfloat16 chain, or
-            # is the first layer's float32 output, which this conv reads cast.
-            layer_input_t, = precision.bfloat16_tensors(net.graph, input_t, [layer_input_t])
-            layer_input_t = tf.cast(layer_input_t, tf.bfloat16)
-        kernel_sel_t = tf.cast(tf.gather(kernel_t, filter_ids_t, axis=3), layer_input_t.dtype)   # [k, k, in, N]
-        bias_sel_t = tf.cast(tf.gather(bias_t, filter_ids_t), layer_input_t.dtype)              # [N]
-        conv_t = tf.nn.conv2d(layer_input_t, kernel_sel_t, strides=conv_op.get_attr('strides'),
-                              padding=conv_op.get_attr('padding').decode(),
-                              dilations=conv_op.get_attr('dilations'))
-        pre_t = tf.nn.bias_add(conv_t, bias_sel_t)                                 # [N, h, w, N]
-        count = tf.shape(filter_ids_t)[0]
-        own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)   # [N, h, w, 1]
-        if relu:
-            own_t = tf.nn.relu(own_t)
-    else:
-        if precision_name == 'bfloat16':
-            tensor, = precision.bfloat16_tensors(net.graph, input_t, [tensor])
-        own_t = tf.gather(tensor, tf.reshape(filter_ids_t, [-1, 1]), axis=3, batch_dims=1)      # [N, h, w, 1]
-    # float32 before the mean: a bfloat16 sum of a 56x56 map would stop
-    # growing once each new term is below half a unit of its 8-bit mantissa.
-    return tf.reduce_mean(tf.cast(own_t, tf.float32), axis=[1, 2, 3])
+        kernel_t, bias_t = parts
+        return _own_columns(net, layer_index, tf.gather(kernel_t, filter_ids_t, axis=3),    # [k, k, in, N]
+                            tf.gather(bias_t, filter_ids_t), pre_relu, prefix, precision_name, input_t)
+    values_t = unit_values(net, layer_index, pre_relu, prefix, precision_name, input_t)
+    return tf.gather(values_t, tf.reshape(filter_ids_t, [-1, 1]), axis=3, batch_dims=1)    # [N, h, w, 1]
+
+
+def direction_maps(net, layer_index, vectors_t, pre_relu=False, prefix='', precision_name='float32',
+                   input_t=None):
+    """Image i's unit projected on vectors_t[i] (float32 [N, C]): [N, h, w, 1], sum over c of v[c] * unit[..., c].
+
+    Before an activation (a conv + bias unit, or pre_relu) the projection is
+    linear in the kernel, so the fast path convolves with the kernel
+    contracted by v, computing one channel; a one-hot v gives exactly the
+    channel's kernel column, so the same pictures as the channel objective.
+    After an activation the whole unit is computed.
+    """
+    input_t = net.input if input_t is None else input_t
+    tensor = _through_identity(unit_tensor(net, layer_index, pre_relu, prefix))
+    parts = _unit_parts(net, layer_index, pre_relu, prefix)
+    if parts is not None and tensor.op.type != 'Relu':
+        kernel_t, bias_t = parts
+        kernel_cols_t = tf.tensordot(kernel_t, tf.transpose(vectors_t), axes=[[3], [0]])    # [k, k, in, N]
+        bias_cols_t = tf.linalg.matvec(vectors_t, bias_t)                                   # [N]
+        return _own_columns(net, layer_index, kernel_cols_t, bias_cols_t, pre_relu, prefix, precision_name,
+                            input_t)
+    values_t = unit_values(net, layer_index, pre_relu, prefix, precision_name, input_t)
+    return tf.reduce_sum(values_t * tf.cast(vectors_t, values_t.dtype)[:, None, None, :], axis=3, keepdims=True)
+
+
+def map_mean(maps_t):
+    """float32 [N]: the mean of each image's map [N, h, w, 1].
+
+    float32 before the mean: a bfloat16 sum of a 56x56 map would stop growing
+    once each new term is below half a unit of its 8-bit mantissa.
+    """
+    return tf.reduce_mean(tf.cast(maps_t, tf.float32), axis=[1, 2, 3])
+
+
+def channel_objective(net, layer_index, filter_ids_t, pre_relu=False, prefix='', precision_name='float32',
+                      input_t=None):
+    """Per-image objective, float32 [N]: the mean of channel filter_ids_t[i] of the unit over its map, in image i.
+
+    See channel_maps for the fast path and the arguments.
+    """
+    return map_mean(channel_maps(net, layer_index, filter_ids_t, pre_relu, prefix, precision_name, input_t))
 
 
 def unit_precision(net, layer_index, precision_name):

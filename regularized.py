@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import network
+import objectives
 import quiet
 # The one render loop (render.py); this module's own render() is the method's public entry point.
 import render as loop
@@ -174,8 +175,10 @@ def spectrum_to_image(spectrum_t, size, config):
 
 
 def start_spectrum(seed, feature_id, size, config, channels=3):
-    """One picture's start coefficients, float32 spectrum_shape(size, channels), from (seed, feature_id) only."""
-    rng = np.random.default_rng([seed, feature_id])
+    """One picture's start coefficients, float32 spectrum_shape(size, channels), from (seed, feature_id) only.
+
+    feature_id: a filter id or a tuple of ints (render.Job.keys)."""
+    rng = np.random.default_rng([seed, *feature_id] if isinstance(feature_id, tuple) else [seed, feature_id])
     return rng.normal(0.0, config.init_std, spectrum_shape(size, channels)).astype(np.float32)
 
 
@@ -251,15 +254,15 @@ def _bilinear(image_t, y_t, x_t, side):
 # ---------------------------------------------------------------------------
 # The network on a generated picture
 
-def _network_copy(model, layer_index, images_t):
-    """Import the network's ops up to the unit at `layer_index` once more, reading images_t.
+def _network_copy(model, layer_indices, images_t):
+    """Import the network's ops up to the units at `layer_indices` once more, reading images_t.
 
     Returns the import prefix (e.g. 'regularized_conv3_2/network/') for
     network.channel_objective. The copy's constants (weights, preprocessing)
     become placeholders mapped to the original's tensors, so the weights are
     held once however many copies exist.
     """
-    targets = [model.layer_tensors[layer_index].op.name, model.pre_tensors[layer_index].op.name]
+    targets = [t.op.name for i in layer_indices for t in (model.layer_tensors[i], model.pre_tensors[i])]
     graph_def = _sub_graph(model.graph.as_graph_def(), targets)
     input_map = {model.input.name: images_t}
     for node in graph_def.node:
@@ -271,7 +274,7 @@ def _network_copy(model, layer_index, images_t):
             node.attr['dtype'].type = dtype
             node.attr['shape'].shape.CopyFrom(shape)
             input_map[node.name + ':0'] = model.graph.get_tensor_by_name(node.name + ':0')
-    unit_op, _ = tf.import_graph_def(graph_def, input_map=input_map, return_elements=targets, name='network')
+    unit_op = tf.import_graph_def(graph_def, input_map=input_map, return_elements=targets, name='network')[0]
     return unit_op.name[:-len(targets[0])]
 
 
@@ -293,8 +296,8 @@ def _sub_graph(graph_def, targets):
 
 @dataclass
 class RenderOps:
-    """The graph of one (layer, config, size), built once per network."""
-    filter_ids_t: tf.Tensor       # int32 [B], placeholder: image i maximizes filter_ids_t[i]
+    """The graph of one (objective form, config, size), built once per network."""
+    objective: object             # objectives.ObjectiveOps: the objectives' placeholders
     start_t: tf.Tensor            # float32 [B, *spectrum_shape(size, C)], placeholder: start coefficients
     seed_t: tf.Tensor             # int64 [], placeholder
     step_t: tf.Tensor             # int64 [], placeholder: Adam's step, 1, 2, ...; seeds the transform
@@ -305,19 +308,20 @@ class RenderOps:
     image_t: tf.Tensor            # float32 [B, size, size, C], the current pictures, 0..255
 
 
-def render_ops(model, layer_index, config, size, precision='float32'):
-    """The RenderOps of (layer_index, config, size, precision) in model.graph, built on the first call.
+def render_ops(model, form, config, size, precision='float32'):
+    """The RenderOps of (form, config, size, precision) in model.graph, built on the first call.
 
+    form: an objectives form, e.g. (('channel', 5),).
     precision: 'float32' or 'bfloat16' (resolved), the precision of the
-    network's convolutions after the first layer (network.channel_objective).
+    network's convolutions after the first layer (network.channel_maps).
     The Fourier basis, colours, sigmoid, transforms and Adam stay float32 in
     both, each for the reason written beside it.
     """
     def build():
         shape = spectrum_shape(size, model.input_channels)
-        scope = 'regularized_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
-        with tf.name_scope(scope):
-            filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
+        layers = objectives.layers_of(form)
+        names = '_'.join(model.short_names[i] for i in layers)
+        with tf.name_scope('regularized_%s%s' % (names, '' if precision == 'float32' else '_' + precision)):
             start_t = tf.placeholder(tf.float32, (None,) + shape, name='start')
             seed_t = tf.placeholder(tf.int64, [], name='seed')
             step_t = tf.placeholder(tf.int64, [], name='step')
@@ -347,10 +351,11 @@ def render_ops(model, layer_index, config, size, precision='float32'):
                 # A network of one input size sees the middle of the moved
                 # picture: the transform's extra pixels are mostly its padding.
                 seen_t = _centre_crop(seen_t, transformed_size(size, config), model.input_size)
-            prefix = _network_copy(model, layer_index, seen_t)
-            objective_t = network.channel_objective(model, layer_index, filter_ids_t, config.pre_relu, prefix,
-                                                    precision, input_t=seen_t)
-            # Images are independent, so the gradient of the sum is each image's own gradient.
+            prefix = _network_copy(model, layers, seen_t)
+            ops = objectives.build(model, form, config.pre_relu, prefix, precision, input_t=seen_t)
+            objective_t = ops.value_t
+            # Pictures are independent but for diversity, whose penalty is each
+            # picture's own: the gradient of the sum is each picture's own gradient.
             grad_t, = tf.gradients(tf.reduce_sum(objective_t), spectrum_t)
             grad_max_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3, 4])
 
@@ -368,9 +373,8 @@ def render_ops(model, layer_index, config, size, precision='float32'):
             step_op = tf.group(mean_var.assign(mean_t), square_var.assign(square_t),
                                spectrum_var.assign(spectrum_t + update_t), name='step_op')
             picture_t = image01_t * 255.0
-        return RenderOps(filter_ids_t, start_t, seed_t, step_t, start_op, step_op, objective_t, grad_max_t,
-                         picture_t)
-    return model.cached_ops(('regularized', layer_index, config, size, precision), build)
+        return RenderOps(ops, start_t, seed_t, step_t, start_op, step_op, objective_t, grad_max_t, picture_t)
+    return model.cached_ops(('regularized', form, config, size, precision), build)
 
 
 # ---------------------------------------------------------------------------
@@ -388,17 +392,18 @@ def check_config(config):
 class RegularizedMethod:
     """This method for render.run: the pictures live in the graph's variables, Adam moves them."""
 
-    def __init__(self, model, layer_index, feature_ids, config, seed, size, precision_name):
-        self.ops = render_ops(model, layer_index, config, size, precision_name)
-        self.feature_ids, self.config, self.seed = feature_ids, config, seed
+    def __init__(self, model, job, config, seed, size, precision_name):
+        self.ops = render_ops(model, objectives.check_form(job.bounds), config, size, precision_name)
+        self.job, self.config, self.seed = job, config, seed
         self.size, self.channels, self.precision = size, model.input_channels, precision_name
         self.dead_hint = '' if config.pre_relu else ' Try Config(pre_relu=True).'
 
-    def start(self, sess, positions):
-        ids = self.feature_ids[positions.start:positions.stop]
-        starts = np.stack([start_spectrum(self.seed, f, self.size, self.config, self.channels) for f in ids])
+    def start(self, sess, chunk):
+        starts = np.stack([start_spectrum(self.seed, key, self.size, self.config, self.channels)
+                           for key in self.job.keys[chunk]])
         sess.run(self.ops.start_op, {self.ops.start_t: starts})
-        self.feed = {self.ops.filter_ids_t: ids, self.ops.seed_t: self.seed}
+        self.feed = objectives.feed(self.ops.objective, self.job.bounds[chunk], self.job.groups[chunk])
+        self.feed[self.ops.seed_t] = self.seed
 
     def step(self, sess, step):
         self.feed[self.ops.step_t] = step + 1
@@ -422,6 +427,7 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
       np.random.seed works as in the post.
     precision: 'auto' (bfloat16 where the CPU does it natively, else float32),
       'float32' or 'bfloat16': the network's convolutions after the first layer.
+    Other objectives than the channel: visualize.ascend(..., method='regularized').
 
     Result.images: float32 [N, size, size, C], 0..255 (C: the network's input channels)
     Result.objectives: float32 [iters, N], the objective (pre-ReLU when
@@ -429,29 +435,34 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
     Result.dead: bool [N], True where the gradient was exactly zero at every step
     Result.precision: 'float32' or 'bfloat16', what `precision` resolved to
     """
-    precision_name = resolve_precision(precision)
     layer_index = model.layer_index(layer_id)
     size = network.check_size(model, layer_index, size)
-    return run(model, layer_index, network.check_feature_ids(model, layer_index, feature_ids),
-               network.check_int('iters', iters, 1), config=check_config(config), seed=network.check_seed(seed),
-               size=size, batch_size=network.check_int('batch_size', batch_size, 1),
-               progress=progress, precision=network.unit_precision(model, layer_index, precision_name))
+    feature_ids = network.check_feature_ids(model, layer_index, feature_ids)
+    job = loop.Job([objectives.bind(model, objectives.channel(layer_index, f), size) for f in feature_ids],
+                   list(feature_ids), list(range(len(feature_ids))), list(feature_ids),
+                   '%s filter(s)' % model.short_names[layer_index])
+    precision_name = network.unit_precision(model, layer_index, resolve_precision(precision))
+    return run(model, job, network.check_int('iters', iters, 1), config=check_config(config),
+               seed=network.check_seed(seed), size=size, batch_size=network.check_int('batch_size', batch_size, 1),
+               progress=progress, precision=precision_name)
 
 
-def run(model, layer_index, feature_ids, iters, *, config, seed, size, batch_size, progress, precision='float32'):
-    """render() for arguments already checked: layer_index an index, feature_ids a list of int.
+def run(model, job, iters, *, config, seed, size, batch_size, progress, precision='float32'):
+    """render() for arguments already checked: a render.Job.
 
     visualize.ascend(..., method='regularized') calls this after its own checks.
-    precision: 'float32' or 'bfloat16', already resolved (render.unit_precision).
+    precision: 'float32' or 'bfloat16', already resolved (network.unit_precision).
     """
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))
-    min_size = model.layer_min_sizes[layer_index]
-    if transformed_size(size, config) < min_size:
+    layers = objectives.layers_of(objectives.check_form(job.bounds))
+    min_size = max(model.layer_min_sizes[i] for i in layers)
+    seen = model.input_size or transformed_size(size, config)
+    if seen < min_size:
         raise ValueError('size=%d is too small for jitter=%d and final_jitter=%d with pad=%d: the network would '
                          'see %d pixels and %s needs at least %d; lower the jitters or raise the size'
-                         % (size, config.jitter, config.final_jitter, config.pad, transformed_size(size, config),
-                            model.short_names[layer_index], min_size))
-    method = RegularizedMethod(model, layer_index, feature_ids, config, seed, size, precision)
-    return loop.run(model, layer_index, feature_ids, iters, method, batch_size=batch_size, progress=progress,
-                      desc='%s regularized' % model.short_names[layer_index])
+                         % (size, config.jitter, config.final_jitter, config.pad, seen,
+                            ', '.join(model.short_names[i] for i in layers), min_size))
+    method = RegularizedMethod(model, job, config, seed, size, precision)
+    return loop.run(model, job, iters, method, batch_size=batch_size, progress=progress,
+                    desc='%s regularized' % ', '.join(model.short_names[i] for i in layers))

@@ -5,11 +5,12 @@ gradient, and the Result. A method (visualize.py's 'blog', regularized.py)
 supplies only its start and its step.
 
     import render
-    result = render.run(net, layer_index, feature_ids, iters, method, batch_size=4, progress=True)
+    result = render.run(net, job, iters, method, batch_size=4, progress=True)
     result.images        # float32 [N, size, size, C]
 
-A method is an object with
-    start(session, positions)  positions: indices into feature_ids of one batch; sets up its pictures
+A job (render.Job) says what each picture maximizes and where it starts. A
+method is an object with
+    start(session, positions)  positions: a slice of the job's pictures, one batch; sets up its pictures
     step(session, step)        one step for that batch: (objective float32 [B], gradient scale float32 [B])
     images(session)            the batch's pictures, float32 [B, size, size, C]
     size, channels, precision, dead_hint (text added to the dead-filter warning)
@@ -41,35 +42,74 @@ class Result:
     precision: str = 'float32'
 
 
-def warn_dead(net, layer_index, feature_ids, dead, hint):
-    """The RuntimeWarning for filters whose gradient stayed exactly zero."""
+@dataclass
+class Job:
+    """What to render, one entry per picture, in order.
+
+    bounds:  objectives.Bound of each picture, all of one form
+    keys:    tuple of ints per picture: its start depends on (seed, *key) only, so a
+             picture is the same alone or in any batch
+    groups:  int per picture; pictures of one group push apart (diversity) and are
+             never split between batches; consecutive
+    labels:  per picture, what the dead-picture warning calls it (e.g. 5 for filter 5)
+    subject: what the labels are of, e.g. 'conv3_2 filter(s)'
+    """
+    bounds: list
+    keys: list
+    groups: list
+    labels: list
+    subject: str
+
+
+def warn_dead(subject, labels, dead, hint):
+    """The RuntimeWarning for pictures whose gradient stayed exactly zero."""
     if dead.any():
-        warnings.warn('%s filter(s) %s: the gradient was exactly zero at every step, so the image never '
+        warnings.warn('%s %s: the gradient was exactly zero at every step, so the image never '
                       'moved from its start (no unit of the filter is active on it).%s'
-                      % (net.short_names[layer_index], [f for f, d in zip(feature_ids, dead) if d],
-                         hint), RuntimeWarning, stacklevel=4)
+                      % (subject, [label for label, d in zip(labels, dead) if d], hint), RuntimeWarning,
+                      stacklevel=4)
 
 
-def run(net, layer_index, feature_ids, iters, method, *, batch_size, progress=False, desc=None):
-    """Render feature_ids (filters of unit layer_index) in batches of batch_size with `iters` steps each.
+def batches(groups, batch_size):
+    """Slices of consecutive pictures, up to batch_size each, that never split a group (a group larger
+    than batch_size is a batch of its own)."""
+    runs, begin = [], 0
+    for i in range(1, len(groups) + 1):
+        if i == len(groups) or groups[i] != groups[i - 1]:
+            runs.append((begin, i))
+            begin = i
+    slices, start, end = [], None, None
+    for first, last in runs:
+        if start is not None and last - start <= batch_size:
+            end = last
+            continue
+        if start is not None:
+            slices.append(slice(start, end))
+        start, end = first, last
+    if start is not None:
+        slices.append(slice(start, end))
+    return slices
+
+
+def run(net, job, iters, method, *, batch_size, progress=False, desc=None):
+    """Render the pictures of `job` with `iters` steps each, in batches of about batch_size.
 
     Arguments are checked by the caller. One session.run per step moves a
     whole batch; progress shows a tqdm bar that counts picture-steps.
     Returns a Result.
     """
     sess = network.session(net)
-    count = len(feature_ids)
+    count = len(job.bounds)
     images = np.zeros((count, method.size, method.size, method.channels), np.float32)
     objectives = np.zeros((iters, count), np.float32)
     moved = np.zeros(count, bool)
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=iters * count, unit='step', desc=desc or net.short_names[layer_index])
+        bar = tqdm(total=iters * count, unit='step', desc=desc)
     try:
-        for begin in range(0, count, batch_size):
-            chunk = slice(begin, min(begin + batch_size, count))
-            method.start(sess, range(chunk.start, chunk.stop))
+        for chunk in batches(job.groups, batch_size):
+            method.start(sess, chunk)
             for step in range(iters):
                 objectives[step, chunk], scale = method.step(sess, step)
                 moved[chunk] |= scale > 0
@@ -82,5 +122,5 @@ def run(net, layer_index, feature_ids, iters, method, *, batch_size, progress=Fa
         if bar is not None:
             bar.close()
     dead = ~moved
-    warn_dead(net, layer_index, feature_ids, dead, method.dead_hint)
+    warn_dead(job.subject, job.labels, dead, method.dead_hint)
     return Result(images, objectives, dead, method.precision)

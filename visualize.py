@@ -37,6 +37,7 @@ import files
 import measures
 import models
 import network
+import objectives
 import pictures
 import quiet
 import regularized
@@ -114,45 +115,46 @@ class BlogConfig:
 
 @dataclass
 class AscentOps:
-    """Ops of one ascent step for one (layer, target, normalization), built once."""
-    filter_ids_t: tf.Tensor     # int32 [N], placeholder
+    """Ops of one ascent step for one (objective form, normalization, precision), built once."""
+    objective: objectives.ObjectiveOps   # placeholders of the objectives and their value
     step_size_t: tf.Tensor      # float32 [], placeholder
     objective_t: tf.Tensor      # float32 [N], objective of the fed images
     grad_scale_t: tf.Tensor     # float32 [N], max |grad| or std of grad per image
     new_image_t: tf.Tensor      # float32 [N, H, W, C], the fed images after one step
 
 
-def ascent_ops(model, layer_index, pre_relu=False, normalize='max', precision='float32'):
+def ascent_ops(model, form, pre_relu=False, normalize='max', precision='float32'):
     """The post's step for a batch: img += step_size / (scale(grad) + 1e-8) * grad.
 
+    form: an objectives form, e.g. (('channel', 5),) for a channel of unit 5.
     scale is max |grad| ('max'; the post used grad.max(), which turns ascent
     into descent, or explodes, when the largest gradient is <= 0) or the
     standard deviation of grad ('std'), per image.
     precision: 'float32' or 'bfloat16' (resolved): the network's convolutions
-    (network.channel_objective). The gradient arrives as float32, and the step
-    is computed and added in float32 in both precisions.
+    (network.channel_maps). The gradient arrives as float32, and the step is
+    computed and added in float32 in both precisions.
     """
     def build():
-        scope = 'ascent_%s%s' % (model.short_names[layer_index], '' if precision == 'float32' else '_' + precision)
-        with tf.name_scope(scope):
-            filter_ids_t = tf.placeholder(tf.int32, [None], name='filter_ids')
+        names = '_'.join(model.short_names[i] for i in objectives.layers_of(form))
+        with tf.name_scope('ascent_%s%s' % (names, '' if precision == 'float32' else '_' + precision)):
             step_size_t = tf.placeholder(tf.float32, [], name='step_size')
-            objective_t = channel_objective(model, layer_index, filter_ids_t, pre_relu, precision_name=precision)
+            ops = objectives.build(model, form, pre_relu, precision_name=precision)
             # float32 from here on, also under bfloat16: the image is the sum of
             # all steps, and near 128 bfloat16 holds only whole grey levels, so
             # a step below half a grey level (most of them: only the largest
             # gradient moves by step_size) would round away; a bfloat16 std would
             # sum 150,000 squares in 8 bits. These ops cost next to nothing.
-            # Images are independent, so the gradient of the sum is each image's own gradient.
-            grad_t, = tf.gradients(tf.reduce_sum(objective_t), model.input)
+            # Pictures are independent but for diversity, whose penalty is each
+            # picture's own: the gradient of the sum is each picture's own gradient.
+            grad_t, = tf.gradients(tf.reduce_sum(ops.value_t), model.input)
             if normalize == 'max':
                 scale_t = tf.reduce_max(tf.abs(grad_t), axis=[1, 2, 3])
             else:
                 scale_t = tf.math.reduce_std(grad_t, axis=[1, 2, 3])
             rate_t = step_size_t / (scale_t + GRAD_EPSILON)
             new_image_t = model.input + rate_t[:, None, None, None] * grad_t
-        return AscentOps(filter_ids_t, step_size_t, objective_t, scale_t, new_image_t)
-    return model.cached_ops(('ascent', layer_index, bool(pre_relu), normalize, precision), build)
+        return AscentOps(ops, step_size_t, ops.value_t, scale_t, new_image_t)
+    return model.cached_ops(('ascent', form, bool(pre_relu), normalize, precision), build)
 
 
 # ---------------------------------------------------------------------------
@@ -161,9 +163,10 @@ def ascent_ops(model, layer_index, pre_relu=False, normalize='max', precision='f
 def start_images(feature_ids, size, seed=None, init=None, channels=3):
     """Start images, float32 [N, size, size, channels]: the post's noise, uniform(0, 1) + 128.
 
-    With a seed, image i depends only on (seed, feature_ids[i]), so a filter
-    gets the same start alone or in any batch. Without one, numpy's global
-    generator is used, as in the post (np.random.seed works).
+    feature_ids: per picture its start key, a filter id or a tuple of ints
+    (render.Job.keys). With a seed, image i depends only on (seed, key i), so
+    a filter gets the same start alone or in any batch. Without one, numpy's
+    global generator is used, as in the post (np.random.seed works).
     init: float32 [size, size, channels] (every filter) or [N, size, size, channels], 0..255.
     """
     count = len(feature_ids)
@@ -181,26 +184,32 @@ def start_images(feature_ids, size, seed=None, init=None, channels=3):
     # Filled one image at a time: a list of float64 images, their stack and its
     # float32 copy would take 4x the result.
     images = np.empty((count,) + shape, np.float32)
-    for i, f in enumerate(feature_ids):
-        images[i] = np.random.default_rng([seed, f]).uniform(size=shape) + 128.0
+    for i, key in enumerate(feature_ids):
+        images[i] = np.random.default_rng(start_key(seed, key)).uniform(size=shape) + 128.0
     return images
+
+
+def start_key(seed, key):
+    """The seed sequence of a picture's start: [seed, filter] or [seed, *key] for a tuple key."""
+    return [seed, *key] if isinstance(key, tuple) else [seed, int(key)]
 
 
 class BlogMethod:
     """The post's method for render.run: the pictures are numpy arrays fed and fetched at every step."""
 
-    def __init__(self, model, layer_index, feature_ids, config, starts, precision_name):
-        self.ops = ascent_ops(model, layer_index, config.pre_relu, config.normalize, precision_name)
-        self.model, self.feature_ids, self.config, self.starts = model, feature_ids, config, starts
+    def __init__(self, model, job, config, starts, precision_name):
+        self.ops = ascent_ops(model, objectives.check_form(job.bounds), config.pre_relu, config.normalize,
+                              precision_name)
+        self.model, self.job, self.config, self.starts = model, job, config, starts
         self.size, self.channels = starts.shape[1], starts.shape[3]
         self.precision = precision_name
         self.dead_hint = (' Try another seed or init.' if config.pre_relu
                           else ' Try pre_relu=True, another seed or init.')
 
-    def start(self, sess, positions):
-        self.batch = self.starts[positions.start:positions.stop]
-        self.feed = {self.ops.filter_ids_t: self.feature_ids[positions.start:positions.stop],
-                     self.ops.step_size_t: self.config.step_size}
+    def start(self, sess, chunk):
+        self.batch = self.starts[chunk]
+        self.feed = objectives.feed(self.ops.objective, self.job.bounds[chunk], self.job.groups[chunk])
+        self.feed[self.ops.step_size_t] = self.config.step_size
 
     def step(self, sess, step):
         self.feed[self.model.input] = self.batch
@@ -264,9 +273,73 @@ def method_config(method, config=None, *, step_size=None, normalize=None, init=N
     return config
 
 
+# What --objective and ascend(objective=...) name, beside an expression (objectives.parse).
+OBJECTIVE_CHOICES = ('channel', 'neuron', 'negative')
+# The diversity penalty's weight when none is given: the group's pictures keep
+# most of their activation while their Gram matrices move apart (README, Objectives).
+DEFAULT_DIVERSITY_WEIGHT = 1.0
+
+
+def filter_objective(kind, layer, feature_id):
+    """The objective of view `kind` ('channel', 'neuron' or 'negative') for one filter of a unit."""
+    if kind == 'channel':
+        return objectives.channel(layer, feature_id)
+    if kind == 'negative':
+        return -objectives.channel(layer, feature_id)
+    if kind == 'neuron':
+        return objectives.neuron(layer, feature_id)
+    raise ValueError('objective=%r: expected one of %s, or an objectives.Objective' % (kind, ', '.join(OBJECTIVE_CHOICES)))
+
+
+def filter_job(model, layer_index, feature_ids, size, objective='channel', diversity=None, diversity_weight=None):
+    """The render.Job of some filters of one unit: a picture per filter, or `diversity` pictures per filter
+    pushed apart (group index g in each filter's start key: picture 0 of a group starts as the filter's
+    plain picture does)."""
+    layer = model.short_names[layer_index]
+    if diversity is None:
+        if diversity_weight is not None:
+            raise ValueError('diversity_weight=%r needs diversity=N (pictures per filter)' % (diversity_weight,))
+        objs = [filter_objective(objective, layer, f) for f in feature_ids]
+        return render.Job([objectives.bind(model, o, size) for o in objs], list(feature_ids),
+                          list(range(len(feature_ids))), list(feature_ids), '%s filter(s)' % layer)
+    diversity = check_int('diversity', diversity, 1)
+    if diversity < 2:
+        raise ValueError('diversity=%d: expected 2 or more pictures per filter (1 is the plain picture)' % diversity)
+    weight = DEFAULT_DIVERSITY_WEIGHT if diversity_weight is None else diversity_weight
+    bounds, keys, groups, labels = [], [], [], []
+    for position, f in enumerate(feature_ids):
+        # Weight 0 keeps the same form (and starts), with no push.
+        bound = objectives.bind(model, filter_objective(objective, layer, f) + objectives.diversity(layer, weight),
+                                size)
+        for g in range(diversity):
+            bounds.append(bound)
+            keys.append(f if g == 0 else (f, g))
+            groups.append(position)
+            labels.append('%d#%d' % (f, g))
+    return render.Job(bounds, keys, groups, labels, '%s filter(s)' % layer)
+
+
+def objective_job(model, objective_list, size, groups=None):
+    """The render.Job of objectives.Objective values, one picture each; picture i starts from (seed, i, 0)."""
+    if isinstance(objective_list, objectives.Objective):
+        objective_list = [objective_list]
+    objective_list = list(objective_list)
+    if not objective_list:
+        raise ValueError('no objectives given')
+    bounds = [objectives.bind(model, o, size) for o in objective_list]
+    objectives.check_form(bounds)
+    count = len(bounds)
+    groups = list(range(count)) if groups is None else [int(g) for g in groups]
+    if len(groups) != count:
+        raise ValueError('%d groups for %d objectives' % (len(groups), count))
+    return render.Job(bounds, [(i, 0) for i in range(count)], groups, [str(o) for o in objective_list],
+                      'objective(s)')
+
+
 def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
            normalize=None, init=None, pre_relu=None, batch_size=None, progress=False,
-           method='blog', config=None, precision='auto'):
+           method='blog', config=None, precision='auto', objective='channel', diversity=None,
+           diversity_weight=None):
     """Gradient ascent for several filters of one layer; returns a render.Result.
 
     model: a network.Network (vgg16.VGG16 is one).
@@ -290,25 +363,61 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     convolutions after the first layer; everything else stays float32.
     Where bfloat16 cannot run on the unit's path, float32 runs and a warning
     says so. Result.precision says which one ran.
+    objective: what each filter's picture maximizes: 'channel' (the post's
+    mean of the filter), 'neuron' (the centre unit of the filter's map) or
+    'negative' (minus the mean: what turns the filter off).
+    diversity: None, or N >= 2 pictures per filter, pushed apart by
+    diversity_weight (default DEFAULT_DIVERSITY_WEIGHT; 0 gives the same N
+    starts with no push) times their Gram similarity at the unit; the result
+    then holds N pictures per filter, in the order of feature_ids.
     """
     config = method_config(method, config, step_size=step_size, normalize=normalize, init=init,
                            pre_relu=pre_relu)
-    check_int('iters', iters, 1)
-    seed = check_seed(seed)
-    precision_name = resolve_precision(precision)
     layer_index = model.layer_index(layer_id)
     feature_ids = check_feature_ids(model, layer_index, feature_ids)
     size = check_size(model, layer_index, size)
+    job = filter_job(model, layer_index, feature_ids, size, objective, diversity, diversity_weight)
+    return _render(model, job, iters, method, config, seed=seed, size=size, init=init, batch_size=batch_size,
+                   progress=progress, precision=precision)
+
+
+def render_objectives(model, objective_list, iters, *, groups=None, seed=None, size=224, method='blog',
+                      config=None, step_size=None, normalize=None, init=None, pre_relu=None, batch_size=None,
+                      progress=False, precision='auto'):
+    """Pictures that maximize objectives (objectives.Objective, all of one form), one each; a render.Result.
+
+    groups: int per objective; pictures of a group push apart when the
+    objectives hold a diversity term (default: each alone). The other
+    arguments are ascend()'s.
+    """
+    config = method_config(method, config, step_size=step_size, normalize=normalize, init=init,
+                           pre_relu=pre_relu)
+    job = objective_job(model, objective_list, size, groups)
+    for index in objectives.layers_of(job.bounds[0].form):
+        check_size(model, index, size)
+    return _render(model, job, iters, method, config, seed=seed, size=size, init=init, batch_size=batch_size,
+                   progress=progress, precision=precision)
+
+
+def _render(model, job, iters, method, config, *, seed, size, init, batch_size, progress, precision):
+    """A job through render.run with either method, arguments checked here."""
+    check_int('iters', iters, 1)
+    seed = check_seed(seed)
+    precision_name = resolve_precision(precision)
+    layers = objectives.layers_of(job.bounds[0].form)
+    deepest = max(layers)
     if batch_size is None:
-        batch_size = _auto_batch_size(model, layer_index, size)
+        batch_size = _auto_batch_size(model, deepest, size)
     batch_size = check_int('batch_size', batch_size, 1)
-    precision_name = network.unit_precision(model, layer_index, precision_name)
+    for index in layers:
+        precision_name = network.unit_precision(model, index, precision_name)
+    names = ', '.join(model.short_names[i] for i in layers)
     if method == 'regularized':
-        return regularized.run(model, layer_index, feature_ids, iters, config=config, seed=seed,
-                               size=size, batch_size=batch_size, progress=progress, precision=precision_name)
-    starts = start_images(feature_ids, size, seed, init, model.input_channels)
-    blog = BlogMethod(model, layer_index, feature_ids, config, starts, precision_name)
-    return render.run(model, layer_index, feature_ids, iters, blog, batch_size=batch_size, progress=progress)
+        return regularized.run(model, job, iters, config=config, seed=seed, size=size, batch_size=batch_size,
+                               progress=progress, precision=precision_name)
+    starts = start_images(job.keys, size, seed, init, model.input_channels)
+    blog = BlogMethod(model, job, config, starts, precision_name)
+    return render.run(model, job, iters, blog, batch_size=batch_size, progress=progress, desc=names)
 
 
 def visual(model, layer_id, feature_id, iters, step_size=None, *, seed=None, size=224,
