@@ -4,49 +4,69 @@ Which network the user means: the model flags every command line shares
 
     python visualize.py                                    # vgg16.tfmodel in the model folder
     python visualize.py --weights vgg16-mri-notop.h5 --preprocess unit
-    python visualize.py --model my.tfmodel
+    python visualize.py --model fer-emotion-minixception.hdf5 --preprocess tf --list-layers
+    python visualize.py --model my.keras --preprocess tf --layer block_3_expand_relu
 
     import models
-    models.add_model_arguments(parser)       # --model, --weights, --preprocess, --precision
-    net, again = models.network_from_args(args)   # again: flags that load the same network elsewhere
+    models.add_model_arguments(parser)       # --model, --weights, --preprocess, --precision, --unsafe
+    net = models.network_from_args(args, layers=['conv3_2'])
+    again = models.model_args(args)          # flags that load the same network in another command
 """
 
 import os
 
+import keras_model
 import precision
 import vgg16
 
 
 def add_model_arguments(parser):
-    """--model, --weights, --preprocess and --precision on an argparse parser."""
+    """--model, --weights, --preprocess, --precision and --unsafe on an argparse parser."""
     parser.add_argument('--model', default=None,
-                        help='a vgg16.tfmodel file to use (default: the one in the model folder, '
+                        help='the network: a Keras model (.keras, .h5/.hdf5 with its architecture, or a '
+                             'SavedModel folder) or a frozen vgg16.tfmodel (default: the one in the model folder, '
                              '$VGG16_DIR or %s)' % vgg16.data_dir)
     parser.add_argument('--weights', default=None,
-                        help='build the graph from this Keras VGG16 h5 weight file first (see download.py)')
-    parser.add_argument('--preprocess', choices=vgg16.PREPROCESS_CHOICES, default=None,
-                        help='with --weights: input scaling the weights were trained with: caffe '
-                             '(BGR minus ImageNet mean, default), unit (pixels/255) or none')
+                        help='build VGG16 from this Keras VGG16 h5 weight file first (see download.py)')
+    parser.add_argument('--preprocess', choices=keras_model.PREPROCESS_CHOICES, default=None,
+                        help='input scaling the weights were trained with: caffe (BGR minus the ImageNet mean; '
+                             'the default for --weights), unit (pixels/255), none, tf (pixels/127.5 - 1: '
+                             'MobileNet, Xception, EfficientNet) or torch (pixels/255, then the ImageNet mean '
+                             'and std); a Keras model without its own Rescaling/Normalization needs it')
     parser.add_argument('--precision', choices=precision.PRECISION_CHOICES, default='auto',
                         help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
                              'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
+    parser.add_argument('--unsafe', action='store_true',
+                        help='let a Keras model with Lambda layers or custom classes load: this RUNS CODE FROM '
+                             'THE FILE; only for files you trust')
+
+
+def is_keras(args):
+    """True when --model names a Keras model file or SavedModel folder (not a frozen .tfmodel)."""
+    return bool(args.model) and keras_model.is_model_path(args.model)
 
 
 def model_path_from_args(args, quiet=False):
-    """The graph file the flags of add_model_arguments() name, built from --weights first if given.
+    """The VGG16 graph file the flags of add_model_arguments() name, built from --weights first if given.
 
     ValueError for flags that exclude each other; the graph itself is
     checked when it is loaded. With no flag: the model folder's vgg16.tfmodel
     (nothing is downloaded; a missing one is an error that says how to get it).
     """
     if args.model:
-        if args.weights or args.preprocess:
-            raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude '
-                             'each other; give one')
+        if args.weights:
+            raise ValueError('--model (a ready graph or a Keras model) and --weights (build VGG16 from weights) '
+                             'exclude each other; give one')
+        if args.preprocess and not is_keras(args):
+            raise ValueError('--preprocess goes with --weights (VGG16 weights) or a Keras --model; %s is a frozen '
+                             'graph, whose scaling is inside it' % args.model)
         return os.path.abspath(args.model)
     if args.weights or args.preprocess:
         if not args.weights:
-            raise ValueError('--preprocess needs --weights FILE.h5')
+            raise ValueError('--preprocess needs --weights FILE.h5 or a Keras --model FILE')
+        if args.preprocess not in (None,) + vgg16.PREPROCESS_CHOICES:
+            raise ValueError('--preprocess %s: VGG16 weights take %s' % (args.preprocess,
+                                                                      ', '.join(vgg16.PREPROCESS_CHOICES)))
         return vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=quiet)
     return vgg16.model_path()
 
@@ -55,9 +75,29 @@ def model_args(args):
     """Flags that load the network of `args` again in another command (absolute paths)."""
     if args.weights:
         return ['--weights', os.path.abspath(args.weights), '--preprocess', args.preprocess or 'caffe']
+    if is_keras(args):
+        words = ['--model', os.path.abspath(args.model)]
+        words += ['--preprocess', args.preprocess] if args.preprocess else []
+        return words + (['--unsafe'] if args.unsafe else [])
     return ['--model', model_path_from_args(args, quiet=True)]
 
 
-def network_from_args(args, quiet=False, threads=None):
-    """The Network the flags name: a vgg16.VGG16 of the graph file model_path_from_args() gives."""
-    return vgg16.VGG16(model_path_from_args(args, quiet=quiet), threads=threads)
+def network_from_args(args, quiet=False, threads=None, layers=(), all_layers=False):
+    """The Network the flags name: a Keras model's (keras_model.load) or a vgg16.VGG16.
+
+    layers: unit names the caller will ask for; a Keras layer that is not one
+    of the default units (one per convolution) loads every layer with a 4-D
+    output as a unit, as all_layers=True does.
+    """
+    if not is_keras(args):
+        if args.unsafe:
+            raise ValueError('--unsafe is for Keras model files; VGG16 graphs run no code of their own')
+        return vgg16.VGG16(model_path_from_args(args, quiet=quiet), threads=threads)
+    net = keras_model.load(args.model, args.preprocess, unsafe=args.unsafe, threads=threads, quiet=quiet,
+                           all_layers=all_layers)
+    wanted = [name for name in layers if isinstance(name, str)]
+    if not all_layers and any(name not in net.short_names for name in wanted):
+        net.close()
+        net = keras_model.load(args.model, args.preprocess, unsafe=args.unsafe, threads=threads, quiet=quiet,
+                               all_layers=True)
+    return net

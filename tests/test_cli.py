@@ -88,7 +88,7 @@ def test_help_explains_every_flag(model_dir, tmp_path):
     (['--filters', '5-3'], "--filters '5-3'"),
     (['--size', '2'], 'size=2: conv3_2 needs images of at least 4 pixels'),
     (['--method', 'regularized', '--step-size', '2'], '--step-size and --normalize belong to --method blog'),
-    (['--model', 'x.tfmodel', '--weights', 'w.h5'], '--model (a ready graph) and --weights'),
+    (['--model', 'x.tfmodel', '--weights', 'w.h5'], '--model (a ready graph or a Keras model) and --weights'),
     (['--weights', 'missing.h5'], 'missing.h5 does not exist'),
 ])
 def test_bad_flags_exit_2_with_a_message(model_dir, tmp_path, monkeypatch, capsys, args, message):

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bottom first. A module may import only modules before it in this list.
-LAYERS = ('quiet', 'files', 'pictures', 'download', 'geometry', 'precision', 'network', 'render', 'vgg16',
+LAYERS = ('quiet', 'files', 'pictures', 'download', 'geometry', 'precision', 'network', 'objectives', 'render', 'vgg16',
           'keras_model', 'models', 'cluster', 'regularized', 'measures', 'examples', 'visualize', 'atlas')
 
 
