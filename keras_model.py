@@ -229,7 +229,8 @@ def unsafe_reason(config, known_layer=None):
     visit(config, False)
     if not found:
         return None
-    return 'Keras safe mode refuses it: %s%s' % (found[0], ' (and %d more)' % (len(found) - 1) if len(found) > 1 else '')
+    more = ' (and %d more)' % (len(found) - 1) if len(found) > 1 else ''
+    return 'Keras safe mode refuses it: %s%s' % (found[0], more)
 
 
 # ---------------------------------------------------------------------------
