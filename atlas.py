@@ -1,28 +1,39 @@
 """
-An atlas of every filter: each filter of each conv layer rendered (visualize.py),
-measured (measures.py) and laid out on one static page, OUT/index.html, that
-opens straight from the file system. The work runs in this process, on a local
-Dask cluster or on a running one (cluster.py), or in disjoint shards for array
-jobs; killed at any moment, the same command resumes where it stopped.
+An atlas of every filter: each filter of each unit of a network rendered
+(visualize.py), measured (measures.py) and laid out on one static page,
+OUT/index.html, that opens straight from the file system. The network is any
+network.Network (by default VGG16's conv layers, chosen with the model flags
+of models.py). The work runs in this process, on a local Dask cluster or on a
+running one (cluster.py), or in disjoint shards for array jobs; killed at any
+moment, the same command resumes where it stopped.
 
-    python atlas.py OUT                                   # every filter of every layer, regularized, 224 px, 200 steps, seed 0
-    python atlas.py OUT --layers conv1_1,conv3_2 --filters 0-15 --method blog --iters 150 --size 128 --seed 0
+    python atlas.py OUT                                   # every filter of every unit, regularized, 224 px, 200 steps, seed 0
+    python atlas.py OUT --layers 0,5 --filters 0-15 --method blog --iters 150 --size 128 --seed 0
+    python atlas.py OUT --weights my.h5 --preprocess unit # the network of visualize.py's model flags
     python atlas.py OUT --workers 2                       # a local Dask cluster of 2 worker processes
     python atlas.py OUT --scheduler tcp://HOST:8786       # a running Dask cluster; OUT is a folder every worker sees
     python atlas.py OUT --shard 3/16                      # the 4th of 16 disjoint parts, for array jobs
     python atlas.py OUT --index-only                      # rebuild catalog.json and index.html from what is finished
 
-What OUT holds:
-    atlas.json            the settings that make a picture and the weights' md5; a run with others is refused
-    LAYER/NNNN.npz        image float32 [size, size, 3] RGB ~0..255, objectives float32 [iters], dead bool
-    LAYER/NNNN.png        the picture, full size, scaled by its own min and max
-    LAYER/NNNN-thumb.jpg  the same, THUMB_SIDE px, for the page
-    LAYER/NNNN-objective.svg  the objective at each step
-    LAYER/task-NNNN.json  the record of one finished task (its filters and their measures), written last
-    catalog.json          one object per finished filter; index.html  the page
+    import atlas
+    settings = atlas.Settings(iters=50, size=64).checked()
+    tasks = atlas.plan(net, settings, atlas.select(net, settings))      # net: any network.Network with a file
+    atlas.make(out, net, settings, tasks, atlas.make_header(net, settings, command=''))
 
-The unit of work (a task) is one layer and one batch of its filters; batches
-are cut from the layer's filter ids by the settings alone, so every engine and
+What OUT holds (UNIT: the unit's name, or INDEX~NAME for a name that is not a
+plain file name, e.g. 007~mixed_5b_a_b for 'mixed_5b/a:b'):
+    atlas.json            the settings that make a picture and the network's identity (weights md5 and
+                          preprocessing); a run with others is refused
+    UNIT/NNNN.npz         image float32 [size, size, C] (C = the network's input channels) ~0..255,
+                          objectives float32 [iters], dead bool
+    UNIT/NNNN.png         the picture, full size, scaled by its own min and max
+    UNIT/NNNN-thumb.jpg   the same, THUMB_SIDE px, for the page
+    UNIT/NNNN-objective.svg  the objective at each step
+    UNIT/task-NNNN.json   the record of one finished task (its filters and their measures), written last
+    catalog.json          one object per finished filter; index.html  the page (atlas.html filled in)
+
+The piece of work (a task) is one unit and one batch of its filters; batches
+are cut from the unit's filter ids by the settings alone, so every engine and
 every shard runs the same tasks. A filter is done once its task's record exists.
 """
 
@@ -30,13 +41,14 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import tempfile
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 if __name__ == '__main__':
     # Before anything imports TensorFlow, so that its start-up lines are held back (shown with --verbose).
@@ -47,14 +59,18 @@ import numpy as np
 from PIL import Image
 
 import cluster
-import download
 import examples
+import files
 import measures
+import models
+import network
+import pictures
+import precision
 import regularized
-import vgg16
 import visualize
 
-FORMAT = 1
+# 2: the header names the network by its weights' md5 and its preprocessing, and files by name, not path.
+FORMAT = 2
 THUMB_SIDE = 96
 # A picture counts as dead on the page when its filter never had a gradient,
 # or when it cannot see at least this share of it (measures.dead_fraction).
@@ -62,19 +78,25 @@ DEAD_PICTURE = 0.5
 ATLAS_FILE = 'atlas.json'
 CATALOG_FILE = 'catalog.json'
 PAGE_FILE = 'index.html'
+# The page's markup, style and code; page_html() fills in its data block.
+PAGE_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'atlas.html')
+PAGE_DATA = '/*DATA*/'
+# A unit name that can be a folder name as it is (no path separators, dots or
+# markup); others get INDEX~NAME, which no such name can be.
+PLAIN_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_-]{0,63}')
 # Real-image patches per filter with --examples.
 EXAMPLES_K = 6
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What makes a picture besides the weights, the layer and the filter; kept in OUT/atlas.json.
+    """What makes a picture besides the network, the unit and the filter; kept in OUT/atlas.json.
 
     method: 'regularized' or 'blog' (see visualize.ascend); iters: steps >= 1;
     size: image side in pixels; seed: int >= 0 (a filter's start depends only
     on it and the filter id); step_size: the blog method's (default 2), None
     for the regularized one; batch_size: filters per task and per session.run,
-    None for visualize.auto_batch_size of each layer; precision: 'float32' or
+    None for visualize.auto_batch_size of each unit; precision: 'float32' or
     'bfloat16' ('auto' is resolved here, on the machine that starts the run,
     so that workers on other machines cannot pick another one).
     """
@@ -101,35 +123,92 @@ class Settings:
         if self.seed is None:
             raise ValueError('seed=None: an atlas needs a seed (>= 0), so that a filter gets the same picture '
                              'in any task, worker or shard')
-        batch_size = None if self.batch_size is None else vgg16.check_int('batch_size', self.batch_size, 1)
-        return Settings(self.method, vgg16.check_int('iters', self.iters, 1), vgg16.check_int('size', self.size, 1),
-                        vgg16.check_seed(self.seed), step_size, batch_size, vgg16.resolve_precision(self.precision))
+        batch_size = None if self.batch_size is None else network.check_int('batch_size', self.batch_size, 1)
+        return Settings(self.method, network.check_int('iters', self.iters, 1),
+                        network.check_int('size', self.size, 1), network.check_seed(self.seed), step_size,
+                        batch_size, precision.resolve_precision(self.precision))
 
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: a batch of filters (ints, ascending) of the layer at layer_index."""
+    """One piece of work: a batch of filters (ints, ascending) of the unit at layer_index, named layer."""
     layer_index: int
     layer: str
     filters: tuple
 
     @property
+    def folder(self):
+        return unit_folder(self.layer_index, self.layer)
+
+    @property
     def record_name(self):
         return 'task-%04d.json' % self.filters[0]
+
+    def __str__(self):
+        return 'task %s filters %s' % (self.layer, id_ranges(self.filters))
+
+
+class TaskError(RuntimeError):
+    """A task failed on a Dask worker; the message is one line naming the task, the worker and the reason."""
+
+
+def unit_folder(layer_index, name):
+    """The folder (under OUT) of a unit's files: its name when that is a plain file name, else INDEX~NAME.
+
+    Unit names may hold any character ('/', ':', '<'); the index keeps two
+    names that differ only in such characters apart.
+    """
+    if PLAIN_NAME.fullmatch(name):
+        return name
+    return '%03d~%s' % (layer_index, re.sub(r'[^A-Za-z0-9_-]+', '_', name)[:48])
+
+
+def id_ranges(ids):
+    """Filter ids (ascending ints) as text: [0, 1, 2, 3, 7] -> '0-3,7'."""
+    runs = []
+    for f in ids:
+        if runs and f == runs[-1][1] + 1:
+            runs[-1][1] = f
+        else:
+            runs.append([f, f])
+    return ','.join('%d' % a if a == b else '%d-%d' % (a, b) for a, b in runs)
 
 
 # ---------------------------------------------------------------------------
 # Planning: which tasks, in which shard, and which are done
 
-def parse_layers(model, text):
-    """'all', or names / indices separated by commas -> ascending layer indices, no repeats."""
+def parse_layers(net, text):
+    """'all', or unit names / indices separated by commas -> ascending unit indices, no repeats.
+
+    A part that is a unit's name is that unit, even when it reads as a number.
+    """
     if text.strip() == 'all':
-        return list(range(len(model.layer_names)))
+        return list(range(len(net.units)))
     indices = set()
     for part in text.split(','):
         part = part.strip()
-        indices.add(model.layer_index(int(part) if part.lstrip('-').isdigit() else part))
+        if part not in net.short_names and part.lstrip('-').isdigit():
+            part = int(part)
+        indices.add(net.layer_index(part))
     return sorted(indices)
+
+
+def select(net, settings, layers='all', filters='all'):
+    """{unit index: filter ids} for the --layers and --filters texts, checked against the network and settings.
+
+    ValueError naming the unit when it cannot take the settings' size, or a filter id it does not have.
+    """
+    filters_by_layer = {}
+    for index in parse_layers(net, layers):
+        network.check_size(net, index, settings.size)
+        if settings.method == 'regularized':
+            seen = regularized.transformed_size(settings.size, regularized.Config())
+            if seen < net.layer_min_sizes[index]:
+                raise ValueError('--size %d: the regularized method shows %s a %d px picture, it needs %d'
+                                 % (settings.size, net.short_names[index], seen, net.layer_min_sizes[index]))
+        ids = network.parse_filters(filters, net.layer_channels[index])
+        filters_by_layer[index] = network.check_feature_ids(net, index, ids)
+    return filters_by_layer
 
 
 def parse_shard(text):
@@ -145,36 +224,36 @@ def parse_shard(text):
     return index, count
 
 
-def plan(model, settings, filters_by_layer):
+def plan(net, settings, filters_by_layer):
     """Every task of the selection, in a fixed order: list of Task.
 
-    filters_by_layer: {layer index: filter ids}. A layer's batches are cut from
+    filters_by_layer: {unit index: filter ids}. A unit's batches are cut from
     its whole range of filter ids (0..B-1, B..2B-1, ...), then narrowed to the
     selection, so a task never depends on the engine, the shard or what else
     is selected.
     """
     tasks = []
     for index in sorted(filters_by_layer):
-        batch = settings.batch_size or visualize.auto_batch_size(model, index, settings.size)
+        batch = settings.batch_size or visualize.auto_batch_size(net, index, settings.size)
         wanted = set(filters_by_layer[index])
-        for begin in range(0, model.layer_channels[index], batch):
+        for begin in range(0, net.layer_channels[index], batch):
             ids = tuple(f for f in range(begin, begin + batch) if f in wanted)
             if ids:
-                tasks.append(Task(index, model.short_names[index], ids))
+                tasks.append(Task(index, net.short_names[index], ids))
     return tasks
 
 
 def shard_of(tasks, shard):
-    """The tasks of shard (I, N): every N-th task from the I-th, so each shard gets some of every layer."""
+    """The tasks of shard (I, N): every N-th task from the I-th, so each shard gets some of every unit."""
     index, count = shard
     return tasks[index::count]
 
 
 def read_records(out):
-    """Every task record under out: list of dict, in a fixed order (layer folder, then file name)."""
+    """Every task record under out: list of dict, in a fixed order (unit folder, then file name)."""
     records = []
-    for layer in sorted(os.listdir(out)):
-        folder = os.path.join(out, layer)
+    for name in sorted(os.listdir(out)):
+        folder = os.path.join(out, name)
         if not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):
@@ -201,13 +280,18 @@ def done_filters(out):
 # ---------------------------------------------------------------------------
 # One task, on a worker or in this process
 
+def _picture(pixels):
+    """A PIL image of uint8 pixels [H, W, 3] (RGB) or [H, W, 1] (greyscale)."""
+    return Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
+
+
 def _png(image):
-    """PNG bytes of an image [H, W, 3], scaled to 0..255 by its own min and max."""
-    return Image.fromarray(np.round(visualize.normalize_image(image) * 255).astype(np.uint8))
+    """The picture of an image [H, W, C], scaled to 0..255 by its own min and max (pictures.normalize_image)."""
+    return _picture(np.round(pictures.normalize_image(image) * 255).astype(np.uint8))
 
 
 def _save_image(path, picture, format, **options):
-    download.write_atomic(path, lambda f: picture.save(f, format=format, **options))
+    files.write_atomic(path, lambda f: picture.save(f, format=format, **options))
 
 
 def objective_svg(objectives, width=360, height=140):
@@ -240,17 +324,20 @@ def _number(value):
 
 
 def write_filter(out, layer_index, layer, feature_id, image, objectives, no_gradient, values):
-    """Write one filter's files, each atomically; returns its catalog entry (dict)."""
-    base = '%s/%04d' % (layer, feature_id)
+    """Write one filter's files, each atomically; returns its catalog entry (dict).
+
+    files.WriteError (naming the file and the cause) when one cannot be written.
+    """
+    base = '%s/%04d' % (unit_folder(layer_index, layer), feature_id)
     path = os.path.join(out, base)
-    download.write_atomic(path + '.npz', lambda f: np.savez(f, image=image, objectives=objectives,
-                                                            dead=np.bool_(no_gradient)))
+    files.write_atomic(path + '.npz', lambda f: np.savez(f, image=image, objectives=objectives,
+                                                         dead=np.bool_(no_gradient)))
     picture = _png(image)
     _save_image(path + '.png', picture, 'PNG')
     side = min(THUMB_SIDE, picture.width)
     _save_image(path + '-thumb.jpg', picture.resize((side, side), Image.LANCZOS), 'JPEG', quality=85)
     svg = objective_svg(objectives).encode('utf8')
-    download.write_atomic(path + '-objective.svg', lambda f: f.write(svg))
+    files.write_atomic(path + '-objective.svg', lambda f: f.write(svg))
     dead_fraction = _number(values['dead_fraction'])
     return {'layer': layer, 'layer_index': layer_index, 'filter': feature_id,
             'png': base + '.png', 'thumb': base + '-thumb.jpg', 'curve': base + '-objective.svg',
@@ -264,16 +351,16 @@ def write_filter(out, layer_index, layer, feature_id, image, objectives, no_grad
 def run_task(task, spec, out, settings, header):
     """Render, measure and write one task's filters, then its record; returns the record (dict).
 
-    Runs on a Dask worker or in this process; the worker's model is loaded once
-    (cluster.worker_model). out: the absolute path of the atlas folder, the
-    same for every worker; header: its atlas.json as the run claimed it
-    (claim()). A worker that finds another atlas.json there (another folder
+    Runs on a Dask worker (through run_task_on_worker) or in this process;
+    the worker's network is loaded once (cluster.worker_model). out: the
+    absolute path of the atlas folder, the same for every worker; header: its
+    atlas.json as the run claimed it (claim()). A worker that finds another atlas.json there (another folder
     at that path, or a relative path read from another working folder)
     refuses before it writes anything.
     """
     started = time.perf_counter()
-    model = cluster.worker_model(spec)
-    folder = os.path.join(out, task.layer)
+    net = cluster.worker_model(spec)
+    folder = os.path.join(out, task.folder)
     path = os.path.join(out, ATLAS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError('this worker (pid %d) cannot see %s: every worker must see the output folder at '
@@ -292,10 +379,10 @@ def run_task(task, spec, out, settings, header):
     with warnings.catch_warnings():
         # Filters that never had a gradient are marked in the catalog; a warning per task would break the bar.
         warnings.simplefilter('ignore', RuntimeWarning)
-        result = visualize.ascend(model, task.layer_index, ids, settings.iters, settings.step_size,
+        result = visualize.ascend(net, task.layer_index, ids, settings.iters, settings.step_size,
                                   seed=settings.seed, size=settings.size, batch_size=len(ids),
                                   method=settings.method, precision=settings.precision)
-    values = measures.measure_all(model, task.layer_index, ids, result.images)
+    values = measures.measure_all(net, task.layer_index, ids, result.images)
     entries = [write_filter(out, task.layer_index, task.layer, f, result.images[i], result.objectives[:, i],
                             result.dead[i], {k: v[i] for k, v in values.items()})
                for i, f in enumerate(ids)]
@@ -303,42 +390,63 @@ def run_task(task, spec, out, settings, header):
               'seconds': round(time.perf_counter() - started, 3)}
     data = json.dumps(record, indent=1).encode('utf8')
     # Last: the filters count as done only from here on.
-    download.write_atomic(os.path.join(folder, task.record_name), lambda f: f.write(data))
+    files.write_atomic(os.path.join(folder, task.record_name), lambda f: f.write(data))
     return record
 
 
-def write_examples(out, model, folder, tasks, *, precision, client=None, progress=True, k=EXAMPLES_K):
+def run_task_on_worker(task, spec, out, settings, header):
+    """run_task on a Dask worker; any error comes back as one TaskError naming the task, the worker and the reason.
+
+    The worker's traceback would reach the user as pages of Dask and
+    TensorFlow frames; the reason is in the message already.
+    """
+    try:
+        return run_task(task, spec, out, settings, header)
+    except Exception as error:
+        raise TaskError('%s failed on worker %s: %s' % (task, cluster.worker_address(), _reason(error))) from None
+
+
+def _reason(error):
+    """An exception as one line; its type first unless the message says what went wrong (ValueError, OSError)."""
+    text = ' '.join(str(error).split())
+    if isinstance(error, (ValueError, OSError)) and text:
+        return text
+    return '%s: %s' % (type(error).__name__, text) if text else type(error).__name__
+
+
+def write_examples(out, net, folder, tasks, *, precision, client=None, progress=True, k=EXAMPLES_K):
     """For each filter of `tasks`: the k patches of the images in `folder` that excite it most (examples.py).
 
-    Writes LAYER/NNNN-example-R.png (the unit's receptive field, RGB) and then
-    LAYER/NNNN-examples.json, each atomically; write_index() puts them into
-    the catalog. A shard finds the examples of its own filters only.
+    Writes UNIT/NNNN-example-R.png (the unit's receptive field, as the
+    network sees it: RGB or greyscale) and then UNIT/NNNN-examples.json, each
+    atomically; write_index() puts them into the catalog. A shard finds the
+    examples of its own filters only.
     """
     filters = {}
     for task in tasks:
         filters.setdefault(task.layer_index, []).extend(task.filters)
     if not filters:
         return 0
-    found = examples.find(model, folder, sorted(filters), k=k, filters=filters, progress=progress, client=client,
+    found = examples.find(net, folder, sorted(filters), k=k, filters=filters, progress=progress, client=client,
                           precision=precision)
     by_filter = {}
     for record in found.records:
         by_filter.setdefault((record['layer'], record['filter']), []).append(record)
     for index, ids in filters.items():
-        layer = model.short_names[index]
+        layer = net.short_names[index]
+        unit = unit_folder(index, layer)
         for feature_id in ids:
             records = by_filter.get((layer, feature_id), [])
-            tiles = examples.patches(model, folder, records, found.size) if records else []
+            tiles = examples.patches(net, folder, records, found.size) if records else []
             shown = []
             for record, tile in zip(records, tiles):
-                name = '%s/%04d-example-%d.png' % (layer, feature_id, record['rank'])
-                picture = Image.fromarray(np.clip(np.round(tile), 0, 255).astype(np.uint8))
+                name = '%s/%04d-example-%d.png' % (unit, feature_id, record['rank'])
+                picture = _picture(np.clip(np.round(tile), 0, 255).astype(np.uint8))
                 _save_image(os.path.join(out, name), picture, 'PNG')
                 shown.append({'png': name, 'file': record['file'], 'activation': _number(record['activation'])})
             data = json.dumps({'folder': os.path.abspath(folder), 'images': found.count, 'examples': shown},
                               indent=1).encode('utf8')
-            download.write_atomic(os.path.join(out, '%s/%04d-examples.json' % (layer, feature_id)),
-                                  lambda f: f.write(data))
+            files.write_atomic(os.path.join(out, examples_file(unit, feature_id)), lambda f: f.write(data))
     return len(found.records)
 
 
@@ -365,15 +473,34 @@ def check_writable(out):
                               % (out, probe, error.strerror)) from None
 
 
+def make_header(net, settings, command, weights=None):
+    """What OUT/atlas.json records about a run (dict), before claim() gives it an atlas_id.
+
+    net: the network.Network; its identity is the weights' md5 (net.md5) and
+      the preprocessing inside its graph (net.preprocess, None when unknown):
+      the same h5 weights under another preprocessing make other pictures.
+    settings: checked Settings; command: the visualize.py command that
+      renders one filter the same way (visualize_command), shown on the page;
+      weights: the path of the h5 file the graph was built from, if any.
+    Files are kept by name only: the page travels to other machines.
+    """
+    return {'format': FORMAT, 'settings': asdict(settings), 'weights_md5': net.md5, 'preprocess': net.preprocess,
+            'description': net.description, 'weights': os.path.basename(weights) if weights else None,
+            'model': os.path.basename(net.path) if net.path else None, 'command': command}
+
+
 def header_differences(there, header):
     """What makes two atlas.json headers (dicts) render other pictures: list of text, empty when they agree."""
+    if there.get('format') != FORMAT:
+        return ['format: %r there, %d now (the atlas was made by another version of atlas.py)'
+                % (there.get('format'), FORMAT)]
     differences = ['%s: %r there, %r now' % (key, there.get('settings', {}).get(key), value)
                    for key, value in header['settings'].items() if there.get('settings', {}).get(key) != value]
     if there.get('weights_md5') != header['weights_md5']:
         differences.append('weights md5: %s there (%s), %s now (%s)' % (
             there.get('weights_md5'), there.get('description'), header['weights_md5'], header['description']))
-    if there.get('format') != FORMAT:
-        differences.append('format: %r there, %d now' % (there.get('format'), FORMAT))
+    if there.get('preprocess') != header['preprocess']:
+        differences.append('preprocess: %r there, %r now' % (there.get('preprocess'), header['preprocess']))
     return differences
 
 
@@ -382,31 +509,22 @@ def claim(out, header):
 
     Returns the header found or made there: what the run sends its workers.
     A new atlas gets a random atlas_id, so that a worker that sees another
-    folder with the same settings at that path tells them apart.
-    Two shards starting at once race here: the file is linked into place, so
-    exactly one wins and the other compares against it.
+    folder with the same settings at that path tells them apart. An atlas.json
+    that is there already is only read: a refused run changes nothing in OUT.
+    Two shards starting at once race here: the file is linked into place
+    (files.link_new), so exactly one wins and the other compares against it.
     """
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, ATLAS_FILE)
-    header = dict(header, atlas_id=uuid.uuid4().hex)
-    data = json.dumps(header, indent=1, sort_keys=True).encode('utf8')
-    temporary = '%s.tmp%d' % (path, os.getpid())
-    try:
-        with open(temporary, 'wb') as f:
-            f.write(data)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    if not os.path.exists(path):
+        data = json.dumps(dict(header, atlas_id=uuid.uuid4().hex), indent=1, sort_keys=True).encode('utf8')
+        files.link_new(path, data)
     with open(path) as f:
         there = json.load(f)
     differences = header_differences(there, header)
     if differences:
-        raise ValueError('%s was made with other settings or weights (%s); render into another folder, or run '
-                         'with the settings it records' % (path, '; '.join(differences)))
+        raise ValueError('%s was made with other settings or another network (%s); render into another folder, '
+                         'or run with the settings it records' % (path, '; '.join(differences)))
     return there
 
 
@@ -438,37 +556,81 @@ def render(out, spec, settings, header, tasks, client=None, progress=True):
                 bar.update(len(task.filters))
         else:
             from dask.distributed import as_completed
-            futures = [client.submit(run_task, task, spec, out, settings, header, pure=False) for task in left]
+            futures = {client.submit(run_task_on_worker, task, spec, out, settings, header, pure=False): task
+                       for task in left}
             try:
                 for future in as_completed(futures):
-                    count = len(future.result()['filters'])
+                    count = len(_result(future, futures[future])['filters'])
                     rendered += count
                     bar.update(count)
             finally:
-                client.cancel(futures)
+                client.cancel(list(futures))
     finally:
         bar.close()
     return rendered
 
 
+def _result(future, task):
+    """The record of a finished task's future; TaskError (one line) when it failed."""
+    from dask.distributed import KilledWorker
+    try:
+        return future.result()
+    except TaskError:
+        raise
+    except KilledWorker as error:
+        raise TaskError('%s failed on worker %s: the worker died while running it (tried on %d worker(s); out of '
+                        'memory? see the workers\' logs)'
+                        % (task, getattr(error.last_worker, 'address', error.last_worker),
+                           error.allowed_failures + 1)) from None
+    except Exception as error:
+        # Raised before run_task_on_worker could run, e.g. by a scheduler or worker that cannot load this module.
+        raise TaskError('%s failed on the cluster: %s' % (task, _reason(error))) from None
+
+
+def make(out, net, settings, tasks, header, *, client=None, examples_folder=None, progress=True):
+    """Claim OUT for header, run the tasks not finished, find examples, and write the page; returns the catalog.
+
+    net: a network.Network loaded from a file (workers load it from there, at
+    the same path); tasks: from plan() (and shard_of()); header: make_header();
+    client: a dask.distributed Client, or None for this process;
+    examples_folder: a folder of images for write_examples, or None.
+    ValueError when OUT holds another atlas; TaskError when a task failed on
+    a worker; files.WriteError when a file could not be written. The page is
+    written from what is finished even then.
+    """
+    spec = cluster.ModelSpec.of(net, threads=net.threads)
+    header = claim(out, header)
+    try:
+        render(out, spec, settings, header, tasks, client, progress=progress)
+        if examples_folder:
+            write_examples(out, net, examples_folder, tasks, precision=settings.precision, client=client,
+                           progress=progress)
+    finally:
+        catalog = write_index(out)
+    return catalog
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
-        description='Render, measure and lay out on one page every filter of the chosen VGG16 conv layers. '
-                    'Resumable: run the same command again after an interruption.')
+        description='Render, measure and lay out on one page every filter of the chosen units of a network '
+                    '(VGG16 by default; the model flags are those of visualize.py). Resumable: run the same '
+                    "command again after an interruption. --precision auto is decided once, by the machine "
+                    'that starts the run.')
     parser.add_argument('out', metavar='OUT', help='output folder (shared by every worker and shard)')
-    parser.add_argument('--layers', default='all', help="conv layers: 'all' (default) or e.g. conv1_1,conv3_2 or 0,5")
-    parser.add_argument('--filters', default='all', help="filter ids of each layer: 'all' (default), '0-15', '1,4,9'")
+    parser.add_argument('--layers', default='all',
+                        help="units: 'all' (default), or unit names and/or indices separated by commas, e.g. 0,5 "
+                             '(names as the network lists them, e.g. `python vgg16.py`)')
+    parser.add_argument('--filters', default='all', help="filter ids of each unit: 'all' (default), '0-15', '1,4,9'")
     parser.add_argument('--method', choices=visualize.METHOD_CHOICES, default='regularized',
                         help='regularized (default) or blog, as in visualize.py')
     parser.add_argument('--iters', type=int, default=200, help='steps per filter (default 200)')
-    parser.add_argument('--size', type=int, default=224, help='image side in pixels (default 224)')
+    parser.add_argument('--size', type=int, default=None,
+                        help="image side in pixels (default: the network's fixed input size, else 224)")
     parser.add_argument('--seed', type=int, default=0, help='seed of the start images (default 0)')
     parser.add_argument('--step-size', type=float, default=None, help='blog method: step size (default 2)')
     parser.add_argument('--batch-size', type=int, default=None,
-                        help='filters per task and per session.run (default: automatic per layer, as visualize.py)')
-    parser.add_argument('--precision', choices=vgg16.PRECISION_CHOICES, default='auto',
-                        help='float32, or bfloat16 convolutions; auto (default) is bfloat16 where the CPU has it '
-                             'natively, decided once by the machine that starts the run')
+                        help='filters per task and per session.run (default: automatic per unit, as visualize.py)')
+    models.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
     cluster.add_arguments(parser)
     parser.add_argument('--shard', default=None, metavar='I/N',
                         help='render only the I-th of N disjoint parts of the tasks (0 <= I < N), for array jobs')
@@ -477,35 +639,30 @@ def build_parser():
     parser.add_argument('--examples', default=None, metavar='DIR',
                         help='also show, for each filter, the %d patches of the images in DIR (PNG, JPEG) that '
                              'excite it most (examples.py)' % EXAMPLES_K)
-    parser.add_argument('--model', default=None, help='a vgg16.tfmodel file (default: the one in the model folder)')
-    parser.add_argument('--weights', default=None, help='build the graph from this Keras VGG16 h5 weight file first')
-    parser.add_argument('--preprocess', choices=vgg16.PREPROCESS_CHOICES, default=None,
-                        help='with --weights: caffe (default), unit or none')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--verbose', action='store_true', help="show TensorFlow's start-up lines")
     return parser
 
 
-def _model_source(args):
-    """(model file path, visualize.py arguments that load the same model)."""
-    if args.model:
-        if args.weights or args.preprocess:
-            raise ValueError('--model (a ready graph) and --weights/--preprocess (build one) exclude each other')
-        return os.path.abspath(args.model), ['--model', os.path.abspath(args.model)]
-    if args.weights or args.preprocess:
-        if not args.weights:
-            raise ValueError('--preprocess needs --weights FILE.h5')
-        path = vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=args.quiet)
-        return path, ['--weights', os.path.abspath(args.weights), '--preprocess', args.preprocess or 'caffe']
-    path = vgg16.maybe_download(quiet=args.quiet)
-    return path, ['--model', os.path.abspath(path)]
+def model_words(args):
+    """The model flags of visualize.py that load the network of `args` (models.model_args), files by name.
+
+    The page travels to other machines, so a path becomes its file name
+    (run the command where that file is). With no model flag, none: the
+    command then takes visualize.py's default, the model folder's graph.
+    """
+    if not (args.model or args.weights or args.preprocess):
+        return []
+    words = models.model_args(args)
+    return [os.path.basename(word) if flag in ('--model', '--weights') else word
+            for flag, word in zip([None] + words, words)]
 
 
-def visualize_command(settings, model_args):
+def visualize_command(settings, model_words):
     """The visualize.py command, without --layer and --filters, that renders a filter as the atlas does."""
-    words = ['python', 'visualize.py'] + model_args + ['--method', settings.method, '--iters', str(settings.iters),
-                                                       '--size', str(settings.size), '--seed', str(settings.seed),
-                                                       '--precision', settings.precision]
+    words = ['python', 'visualize.py'] + model_words + ['--method', settings.method, '--iters', str(settings.iters),
+                                                        '--size', str(settings.size), '--seed', str(settings.seed),
+                                                        '--precision', settings.precision]
     if settings.step_size is not None:
         words += ['--step-size', '%g' % settings.step_size]
     return ' '.join(shlex.quote(w) for w in words)
@@ -522,43 +679,24 @@ def main(argv=None):
                 print('%s: %d filters in the catalog' % (os.path.join(args.out, PAGE_FILE), len(catalog)))
             return 0
         shard = parse_shard(args.shard)
-        settings = Settings(args.method, args.iters, args.size, args.seed, args.step_size, args.batch_size,
+        settings = Settings(args.method, args.iters, 224 if args.size is None else args.size, args.seed, args.step_size, args.batch_size,
                             args.precision).checked()
         check_writable(args.out)
         if args.examples:
             examples.list_images(args.examples)     # a missing or empty folder: said now, not after the ascent
-        model_path, model_args = _model_source(args)
-        spec = cluster.ModelSpec.of(model_path, threads=cluster.threads_from_args(args))
-        model = cluster.worker_model(spec)
-        filters_by_layer = {}
-        for index in parse_layers(model, args.layers):
-            vgg16.check_size(model, index, settings.size)
-            if settings.method == 'regularized':
-                seen = regularized.transformed_size(settings.size, regularized.Config())
-                if seen < model.layer_min_sizes[index]:
-                    raise ValueError('--size %d: the regularized method shows %s a %d px picture, it needs %d'
-                                     % (settings.size, model.short_names[index], seen, model.layer_min_sizes[index]))
-            ids = vgg16.parse_filters(args.filters, model.layer_channels[index])
-            filters_by_layer[index] = vgg16.check_feature_ids(model, index, ids)
-        tasks = shard_of(plan(model, settings, filters_by_layer), shard)
-        stamp = vgg16.read_stamp(model_path) or {}
-        # The h5 weights' md5 for a graph built from them, else the graph file's own (spec.md5).
-        header = {'format': FORMAT, 'settings': asdict(settings), 'weights_md5': stamp.get('md5') or spec.md5,
-                  'description': model.description, 'weights': stamp.get('weights_path'), 'model': model_path,
-                  'command': visualize_command(settings, model_args)}
+        net = models.network_from_args(args, quiet=args.quiet, threads=cluster.threads_from_args(args))
+        if args.size is None and net.input_size:
+            settings = replace(settings, size=net.input_size)
+        tasks = shard_of(plan(net, settings, select(net, settings, args.layers, args.filters)), shard)
+        header = make_header(net, settings, visualize_command(settings, model_words(args)), weights=args.weights)
         with cluster.client_from_args(args) as client:
-            header = claim(args.out, header)
-            try:
-                render(args.out, spec, settings, header, tasks, client, progress=not args.quiet)
-                if args.examples:
-                    write_examples(args.out, model, args.examples, tasks, precision=settings.precision,
-                                   client=client, progress=not args.quiet)
-            finally:
-                catalog = write_index(args.out)
+            catalog = make(args.out, net, settings, tasks, header, client=client, examples_folder=args.examples,
+                           progress=not args.quiet)
     except KeyboardInterrupt:
         print('interrupted: the finished filters are kept; run the same command again to go on', file=sys.stderr)
         return 130
-    except (ValueError, OSError, download.DownloadError) as error:
+    except (ValueError, OSError, TaskError) as error:
+        # One line: a failed write names its file and cause (files.WriteError), a failed task its worker.
         print('error: %s' % error, file=sys.stderr)
         return 2
     if not args.quiet:
@@ -569,8 +707,14 @@ def main(argv=None):
 # ---------------------------------------------------------------------------
 # The catalog and the page
 
+def examples_file(folder, feature_id):
+    """The examples record of a filter, relative to OUT: UNIT/NNNN-examples.json."""
+    return '%s/%04d-examples.json' % (folder, feature_id)
+
+
 def build_catalog(out):
-    """One entry per finished filter, by layer then filter; a filter in two records (runs that raced) once.
+    """One entry per finished filter, by unit (network order) then filter; a filter in two records (runs that
+    raced) once.
 
     With --examples, an entry also holds `examples`: [{png, file, activation}], strongest first.
     """
@@ -579,7 +723,7 @@ def build_catalog(out):
         for entry in record['entries']:
             entries.setdefault((entry['layer_index'], entry['filter']), entry)
     for entry in entries.values():
-        path = os.path.join(out, '%s/%04d-examples.json' % (entry['layer'], entry['filter']))
+        path = os.path.join(out, examples_file(unit_folder(entry['layer_index'], entry['layer']), entry['filter']))
         if os.path.isfile(path):
             with open(path) as f:
                 entry['examples'] = json.load(f)['examples']
@@ -591,14 +735,14 @@ def write_index(out):
     header = read_header(out)
     catalog = build_catalog(out)
     data = json.dumps(catalog, indent=0).encode('utf8')
-    download.write_atomic(os.path.join(out, CATALOG_FILE), lambda f: f.write(data))
+    files.write_atomic(os.path.join(out, CATALOG_FILE), lambda f: f.write(data))
     page = page_html(header, catalog).encode('utf8')
-    download.write_atomic(os.path.join(out, PAGE_FILE), lambda f: f.write(page))
+    files.write_atomic(os.path.join(out, PAGE_FILE), lambda f: f.write(page))
     return catalog
 
 
 def page_html(header, catalog):
-    """index.html: the page's code and, in a JSON script block, the header and the catalog.
+    """index.html: atlas.html with the header and the catalog in its JSON script block.
 
     Pages opened from file:// may not fetch() local files, so the data travels
     inside the page. Every text from files reaches the page through
@@ -607,252 +751,9 @@ def page_html(header, catalog):
     """
     data = json.dumps({'atlas': header, 'catalog': catalog}, separators=(',', ':'))
     data = data.replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
-    return PAGE.replace('/*DATA*/', data)
-
-
-PAGE = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Filter atlas</title>
-<link rel="icon" href="data:,">
-<style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 0 1.5em 2em; color: #222; background: #fafafa; }
-header { position: sticky; top: 0; background: #fafafa; padding: .6em 0; border-bottom: 1px solid #ddd; z-index: 1; }
-h1 { font-size: 1.3em; margin: .2em 0; }
-#description { font-weight: 600; }
-#settings, #count { color: #555; font-size: .9em; }
-.controls { margin-top: .4em; }
-section { content-visibility: auto; contain-intrinsic-size: auto 400px; scroll-margin-top: 10em; }
-#layer-links { font-size: .9em; margin-top: .3em; }
-#layer-links a { margin-right: 1em; white-space: nowrap; }
-h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
-.tiles { display: flex; flex-wrap: wrap; gap: 6px; }
-.tile { width: 96px; margin: 0; cursor: pointer; font-size: 10px; line-height: 1.25; border: 2px solid transparent;
-        background: #fff; }
-.tile:hover { border-color: #1565c0; }
-.tile img { width: 96px; height: 96px; display: block; background: #ccc; }
-.tile.dead { border-color: #c62828; }
-.tile.dead .id::after { content: " dead"; color: #c62828; font-weight: 600; }
-.tile figcaption { padding: 1px 3px; }
-.hidden { display: none !important; }
-#detail { position: fixed; inset: 0; background: rgba(0, 0, 0, .55); display: flex; align-items: flex-start;
-          justify-content: center; overflow: auto; z-index: 2; }
-#detail[hidden] { display: none; }
-#detail .card { background: #fff; margin: 2em 1em; padding: 1em 1.5em; max-width: 960px; position: relative; }
-#detail .close { position: absolute; right: .6em; top: .4em; font-size: 1.4em; border: 0; background: none;
-                 cursor: pointer; }
-#detail .row { display: flex; flex-wrap: wrap; gap: 1.5em; }
-#detail img.full { width: min(448px, 90vw); image-rendering: pixelated; background: #ccc; }
-#detail table td { padding: 1px 8px 1px 0; }
-pre { white-space: pre-wrap; word-break: break-all; background: #f0f0f0; padding: .5em; }
-#detail-examples { display: flex; flex-wrap: wrap; gap: 8px; }
-.example { margin: 0; width: 112px; font-size: 11px; word-break: break-all; }
-.example img { width: 112px; height: 112px; image-rendering: pixelated; display: block; background: #ccc; }
-</style>
-</head>
-<body>
-<header>
-  <h1>Filter atlas</h1>
-  <div id="description"></div>
-  <div id="settings"></div>
-  <div class="controls">
-    <label>Sort by <select id="sort">
-      <option value="filter">filter id</option>
-      <option value="activation">activation (highest first)</option>
-      <option value="dead_fraction">dead fraction (highest first)</option>
-      <option value="blur_robustness">blur robustness (highest first)</option>
-    </select></label>
-    <label><input type="checkbox" id="dead-only"> only dead pictures</label>
-    <span id="count"></span>
-  </div>
-  <nav id="layer-links"></nav>
-</header>
-<main id="layers"></main>
-<div id="detail" hidden>
-  <div class="card" role="dialog" aria-labelledby="detail-title">
-    <button class="close" id="detail-close" title="close (Esc)">&times;</button>
-    <h2 id="detail-title"></h2>
-    <div class="row">
-      <a id="detail-link"><img class="full" id="detail-image" alt=""></a>
-      <div>
-        <table id="detail-measures"></table>
-        <p>Objective at each step:</p>
-        <img id="detail-curve" alt="objective at each step" width="360" height="140">
-        <p><a id="detail-npz">float32 image and objectives (.npz)</a></p>
-      </div>
-    </div>
-    <div id="detail-examples-box" hidden>
-      <p id="detail-examples-title">Real image patches that excite it most:</p>
-      <div id="detail-examples"></div>
-    </div>
-    <p>Render this filter alone:</p>
-    <pre id="detail-command"></pre>
-  </div>
-</div>
-<script id="atlas-data" type="application/json">/*DATA*/</script>
-<script>
-'use strict';
-const data = JSON.parse(document.getElementById('atlas-data').textContent);
-const atlas = data.atlas;
-const catalog = data.catalog;
-const $ = (id) => document.getElementById(id);
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-const precise = (value) => value === null ? 'n/a' : Number(value).toPrecision(3);
-const fixed = (value) => value === null ? 'n/a' : Number(value).toFixed(2);
-
-const settings = atlas.settings;
-$('description').textContent = atlas.description;
-$('settings').textContent = [
-  'weights: ' + (atlas.weights || atlas.model),
-  'md5 ' + atlas.weights_md5,
-  settings.method + ' method',
-  settings.iters + ' steps' + (settings.step_size === null ? '' : ' of size ' + settings.step_size),
-  settings.size + ' px',
-  'seed ' + settings.seed,
-  settings.precision,
-].join(' · ');
-
-// One section per layer, its tiles in catalog order (by filter id).
-const layers = new Map();
-catalog.forEach((entry, position) => {
-  if (!layers.has(entry.layer)) {
-    const section = element('section');
-    section.id = 'layer-' + entry.layer;
-    section.append(element('h2', '', entry.layer));
-    const tiles = element('div', 'tiles');
-    section.append(tiles);
-    $('layers').append(section);
-    layers.set(entry.layer, {section: section, container: tiles, tiles: []});
-  }
-  const tile = element('figure', entry.dead ? 'tile dead' : 'tile');
-  tile.dataset.position = position;
-  const image = element('img');
-  image.loading = 'lazy';
-  image.decoding = 'async';
-  image.width = 96;
-  image.height = 96;
-  image.alt = entry.layer + ' filter ' + entry.filter;
-  image.src = entry.thumb;
-  const caption = element('figcaption');
-  caption.append(element('span', 'id', '#' + entry.filter), element('br'),
-                 'act ' + precise(entry.activation), element('br'),
-                 'dead ' + fixed(entry.dead_fraction) + ' · blur ' + fixed(entry.blur_robustness));
-  tile.append(image, caption);
-  layers.get(entry.layer).tiles.push({entry: entry, node: tile});
-});
-for (const [name, layer] of layers) {
-  const fragment = document.createDocumentFragment();
-  layer.tiles.forEach((tile) => fragment.append(tile.node));
-  layer.container.append(fragment);
-  const link = element('a', '', name + ' (' + layer.tiles.length + ', ' +
-                       layer.tiles.filter((tile) => tile.entry.dead).length + ' dead)');
-  link.href = '#layer-' + name;
-  $('layer-links').append(link);
-}
-
-function sortTiles() {
-  const key = $('sort').value;
-  // Highest first for the measures, missing values (n/a) last; ties by filter id.
-  const value = (entry) => entry[key] === null ? -Infinity : entry[key];
-  const order = key === 'filter' ? (a, b) => a.entry.filter - b.entry.filter
-    : (a, b) => (value(b.entry) - value(a.entry)) || (a.entry.filter - b.entry.filter);
-  for (const layer of layers.values()) {
-    layer.tiles.sort(order);
-    const fragment = document.createDocumentFragment();
-    layer.tiles.forEach((tile) => fragment.append(tile.node));
-    layer.container.append(fragment);
-  }
-}
-
-function filterTiles() {
-  const deadOnly = $('dead-only').checked;
-  let shown = 0;
-  for (const layer of layers.values()) {
-    let inLayer = 0;
-    for (const tile of layer.tiles) {
-      const show = !deadOnly || tile.entry.dead;
-      tile.node.classList.toggle('hidden', !show);
-      inLayer += show;
-    }
-    layer.section.classList.toggle('hidden', inLayer === 0);
-    shown += inLayer;
-  }
-  $('count').textContent = shown + ' of ' + catalog.length + ' filters shown';
-}
-
-function openDetail(entry) {
-  $('detail-title').textContent = entry.layer + ' · filter ' + entry.filter + (entry.dead ? ' (dead)' : '');
-  $('detail-image').src = entry.png;
-  $('detail-image').alt = entry.layer + ' filter ' + entry.filter;
-  $('detail-link').href = entry.png;
-  $('detail-curve').src = entry.curve;
-  $('detail-npz').href = entry.npz;
-  const rows = [['activation', precise(entry.activation)], ['dead fraction', fixed(entry.dead_fraction)],
-                ['blur robustness', fixed(entry.blur_robustness)], ['objective, last step', precise(entry.objective)],
-                ['gradient ever non-zero', entry.no_gradient ? 'no' : 'yes']];
-  $('detail-measures').replaceChildren(...rows.map(([name, value]) => {
-    const row = element('tr');
-    row.append(element('td', '', name), element('td', '', value));
-    return row;
-  }));
-  // Only with --examples: the receptive fields of the strongest units in real images.
-  $('detail-examples-box').hidden = !entry.examples;
-  $('detail-examples-title').textContent = entry.examples && entry.examples.length === 0
-    ? 'No image of the examples folder turns this filter on.'
-    : 'Real image patches that excite it most (receptive field of the strongest unit; file · activation):';
-  $('detail-examples').replaceChildren(...(entry.examples || []).map((example) => {
-    const figure = element('figure', 'example');
-    const image = element('img');
-    image.src = example.png;
-    image.alt = example.file;
-    figure.append(image, element('figcaption', '', example.file + ' · ' + precise(example.activation)));
-    return figure;
-  }));
-  const name = entry.layer + '-' + entry.filter;
-  $('detail-command').textContent = atlas.command + ' --layer ' + entry.layer + ' --filters ' + entry.filter +
-    ' --out ' + name + '.png --npz ' + name + '.npz';
-  $('detail').hidden = false;
-  $('detail').dataset.layer = entry.layer;
-  $('detail').dataset.filter = entry.filter;
-}
-
-function closeDetail() {
-  $('detail').hidden = true;
-  if (location.hash) history.replaceState(null, '', location.pathname + location.search);
-}
-
-function showHash() {
-  const match = /^#(conv\d_\d)-(\d+)$/.exec(location.hash);
-  const entry = match && catalog.find((e) => e.layer === match[1] && e.filter === Number(match[2]));
-  if (entry) openDetail(entry); else $('detail').hidden = true;
-}
-
-$('layers').addEventListener('click', (event) => {
-  const tile = event.target.closest('.tile');
-  if (!tile) return;
-  const entry = catalog[Number(tile.dataset.position)];
-  location.hash = entry.layer + '-' + entry.filter;
-});
-$('detail-close').addEventListener('click', closeDetail);
-$('detail').addEventListener('click', (event) => { if (event.target === $('detail')) closeDetail(); });
-document.addEventListener('keydown', (event) => { if (event.key === 'Escape') closeDetail(); });
-window.addEventListener('hashchange', showHash);
-$('sort').addEventListener('change', sortTiles);
-$('dead-only').addEventListener('change', filterTiles);
-filterTiles();
-showHash();
-</script>
-</body>
-</html>
-"""
+    with open(PAGE_TEMPLATE, encoding='utf8') as f:
+        template = f.read()
+    return template.replace(PAGE_DATA, data, 1)
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ import glob
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 
 import files
@@ -37,6 +38,10 @@ import network
 
 # The project's modules, uploaded to the workers of a cluster (ship_project).
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+# Tells the process that imported this copy of the module (and its forks) from
+# every other: a scheduler or worker running inside the client's own process
+# (a LocalCluster started there) already has the project, and must keep it.
+PROCESS_MARK = uuid.uuid4().hex
 # Seconds to wait for a scheduler before saying it cannot be reached.
 CONNECT_TIMEOUT = 5
 START_A_SCHEDULER = ('start one with `dask scheduler` (it prints its tcp:// address) and `dask worker ADDRESS` '
@@ -187,14 +192,67 @@ def connect(workers=None, scheduler=None, timeout=CONNECT_TIMEOUT):
 
 
 def ship_project(client):
-    """Upload the project's modules (every top-level .py) to the client's workers, and to those that join later.
+    """Put the project's modules (every top-level .py) on the client's scheduler and workers, now and later.
 
-    Workers then need only requirements.txt installed. Not imported on
-    upload (load=False): a module is imported when a task needs it, after
-    the modules below it have arrived.
+    Workers, and the scheduler, then need only requirements.txt installed.
+    The scheduler needs them too: it unpickles each task graph, whose
+    functions and arguments (atlas.run_task_on_worker, atlas.Task, ...) name
+    the project's modules, and so imports them (TensorFlow included).
+    Each file goes into each server's folder on its sys.path. Workers that
+    join later get the files from one plugin per file, named after it, so
+    that connecting again replaces the scheduler's copy instead of piling up
+    one more per run; the files are not imported on arrival (a joining
+    worker runs its plugins in no fixed order), but when a task needs them.
+    A server that imported older copies in an earlier run forgets them, and
+    imports the new files when it next needs them.
     """
+    from distributed.diagnostics.plugin import UploadFile
+    contents = {}
     for path in sorted(glob.glob(os.path.join(PROJECT_DIR, '*.py'))):
-        client.upload_file(path, load=False)
+        name = os.path.basename(path)
+        client.register_plugin(UploadFile(path, load=False), name='project-file:' + name)
+        with open(path, 'rb') as f:
+            contents[name] = f.read()
+    install = _installer(contents, PROCESS_MARK)
+    client.run(install)
+    client.run_on_scheduler(install)
+
+
+def _installer(contents, mark):
+    """A function for client.run and client.run_on_scheduler that writes `contents` ({file name: bytes}) into
+    the server's folder on its sys.path and drops the modules of those names it imported before.
+
+    Built here, not at module level, so that it travels by value: a server
+    may hold an older copy of this module, or none. A server inside the
+    process whose PROCESS_MARK is `mark` (the client's) is left as it is.
+    """
+    def install(dask_worker=None, dask_scheduler=None):
+        import importlib
+        import importlib.util
+        import os
+        import sys
+        import tempfile
+        if getattr(sys.modules.get('cluster'), 'PROCESS_MARK', None) == mark:
+            return
+        folder = (dask_worker or dask_scheduler).local_directory
+        for name, data in contents.items():
+            path = os.path.join(folder, name)
+            descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=name + '.tmp')
+            try:
+                with os.fdopen(descriptor, 'wb') as f:
+                    f.write(data)
+                os.replace(temporary, path)
+            finally:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
+            # A file replaced within the same second by one of the same size would pass the .pyc's check.
+            try:
+                os.remove(importlib.util.cache_from_source(path))
+            except OSError:
+                pass
+            sys.modules.pop(name[:-len('.py')], None)
+        importlib.invalidate_caches()
+    return install
 
 
 def worker_address():

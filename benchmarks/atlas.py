@@ -38,6 +38,7 @@ quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
 import atlas  # noqa: E402
 import cluster  # noqa: E402
+import precision  # noqa: E402
 import vgg16  # noqa: E402
 import visualize  # noqa: E402
 from ascent import load_model_file, machine_description  # noqa: E402
@@ -60,11 +61,9 @@ def timed_cpu(function, *args, **kwargs):
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def prepared_out(folder, settings, spec):
-    """An atlas folder whose atlas.json matches `settings`, for run_task to write into."""
-    os.makedirs(folder, exist_ok=True)
-    atlas.claim(folder, {'format': atlas.FORMAT, 'settings': atlas.asdict(settings), 'weights_md5': spec.md5,
-                         'description': 'benchmark', 'weights': None, 'model': spec.path, 'command': ''})
+def prepared_out(folder, settings, net):
+    """An atlas folder whose atlas.json matches `settings` and `net`, for run_task to write into."""
+    atlas.claim(folder, atlas.make_header(net, settings, command=''))
     return folder
 
 
@@ -77,7 +76,7 @@ def overhead(spec, work, layer, count, settings, repeats):
     index = model.layer_index(layer)
     ids = list(range(count))
     task = atlas.Task(index, model.short_names[index], tuple(ids))
-    out = prepared_out(os.path.join(work, 'overhead'), settings, spec)
+    out = prepared_out(os.path.join(work, 'overhead'), settings, model)
 
     def plain():
         with warnings.catch_warnings():
@@ -140,7 +139,7 @@ def estimate(spec, work, settings, steps=(1, 4), repeats=2):
         runs = {}
         for number, count in enumerate((1,) + tuple(steps) * repeats):
             step_settings = atlas.Settings(**dict(atlas.asdict(settings), iters=count))
-            out = prepared_out(os.path.join(work, 'estimate-%d-%d' % (settings.size, count)), step_settings, spec)
+            out = prepared_out(os.path.join(work, 'estimate-%d-%d' % (settings.size, count)), step_settings, model)
             seconds = timed(atlas.run_task, task, spec, out, step_settings, atlas.read_header(out))[0]
             if number > 0:      # the first run builds the layer's ops: not timed
                 runs.setdefault(count, []).append(seconds)
@@ -197,8 +196,8 @@ def main(argv=None):
     print(machine_description())
     with tempfile.TemporaryDirectory(prefix='atlas-bench-') as work:
         model_path, description = load_model_file(MRI_WEIGHTS, work)
-        spec = cluster.ModelSpec.of(model_path)
-        print('model: %s; precision %s' % (description, vgg16.resolve_precision(args.precision)), flush=True)
+        spec = cluster.ModelSpec.of(vgg16.VGG16(model_path))
+        print('model: %s; precision %s' % (description, precision.resolve_precision(args.precision)), flush=True)
 
         if args.only in (None, 'overhead'):
             size, iters, layer, count = (64, 20, 'conv3_2', 4) if args.quick else (128, 100, 'conv3_2', 8)

@@ -3,11 +3,16 @@
 Known answers: one process, `--workers 2` and two shards give the same float
 arrays byte for byte; a run killed by SIGINT or SIGKILL and run again equals an
 uninterrupted one and does not render finished filters again; a worker killed
-mid-task still leaves every filter exactly once; other settings or weights, and
-every bad input, are refused with a message and leave nothing behind.
+mid-task still leaves every filter exactly once; other settings, weights or
+preprocessing, and every bad input, are refused with a message and leave
+nothing behind; a write that fails is one line naming the file and the cause;
+a network whose unit names are any text gets an atlas too.
+(tests/test_cluster.py: the same on a real scheduler and workers without the project.)
 """
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -18,10 +23,13 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT, random_weights
+from test_vgg16 import write_keras1_h5
 import atlas
 import cluster
+import network
 import vgg16
 import visualize
 
@@ -39,6 +47,11 @@ def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp('model') / 'tiny.tfmodel'
     path.write_bytes(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
     return str(path)
+
+
+@pytest.fixture(scope='module')
+def net(model_file):
+    return vgg16.VGG16(model_file)
 
 
 @pytest.fixture(scope='module')
@@ -108,22 +121,23 @@ def test_workers_and_shards_equal_one_process(model_file, reference, tmp_path):
     assert_same_atlas(shards, reference)
 
 
-def test_shards_are_disjoint_and_cover_every_task(model_file):
-    model = cluster.worker_model(cluster.ModelSpec.of(model_file))
+def test_shards_are_disjoint_and_cover_every_task(net):
     settings = atlas.Settings(batch_size=3, size=32).checked()
-    tasks = atlas.plan(model, settings, {i: range(model.layer_channels[i]) for i in range(13)})
+    tasks = atlas.plan(net, settings, {i: range(net.layer_channels[i]) for i in range(13)})
     parts = [atlas.shard_of(tasks, (i, 5)) for i in range(5)]
     assert sorted(sum(parts, []), key=tasks.index) == tasks
     # Narrowing the selection narrows the tasks; it never moves a filter to another batch.
-    narrow = atlas.plan(model, settings, {4: [1, 2, 3, 4]})
+    narrow = atlas.plan(net, settings, {4: [1, 2, 3, 4]})
     assert [t.filters for t in narrow] == [(1, 2), (3, 4)]
 
 
-def test_visualize_command_of_the_page_renders_the_same_picture(reference, tmp_path):
+def test_visualize_command_of_the_page_renders_the_same_picture(model_file, reference, tmp_path, monkeypatch):
     with open(os.path.join(reference, atlas.ATLAS_FILE)) as f:
         command = json.load(f)['command']
     words = command.split()
-    assert words[:2] == ['python', 'visualize.py']
+    # The model by its file name: the page travels to other machines; run the command where the file is.
+    assert words[:4] == ['python', 'visualize.py', '--model', 'tiny.tfmodel']
+    monkeypatch.chdir(os.path.dirname(model_file))
     npz = str(tmp_path / 'one.npz')
     assert visualize.main(words[2:] + ['--layer', 'conv3_1', '--filters', '5', '--out', str(tmp_path / 'one.png'),
                                        '--npz', npz, '--quiet']) == 0
@@ -232,10 +246,16 @@ def test_worker_killed_mid_task_every_filter_exactly_once(model_file, tmp_path):
     assert_same_atlas(out, alone)
 
 
+def listing(out):
+    """{(folder, name, mtime, bytes)} of every file under out."""
+    return {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns, os.path.getsize(os.path.join(d, n)))
+            for d, _, names in os.walk(out) for n in names}
+
+
 def test_other_settings_or_weights_are_refused(model_file, reference, tmp_path, capsys):
     out = str(tmp_path / 'copy')
     shutil.copytree(reference, out)
-    listing = {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names}
+    before = listing(out)
     assert atlas.main([out, '--model', model_file] + RUN + ['--iters', '21']) == 2
     assert "iters: 20 there, 21 now" in capsys.readouterr().err
     other = str(tmp_path / 'other.tfmodel')
@@ -243,16 +263,16 @@ def test_other_settings_or_weights_are_refused(model_file, reference, tmp_path, 
         f.write(vgg16.build_graph_def(random_weights(seed=1), 'unit').SerializeToString())
     assert atlas.main([out, '--model', other] + RUN) == 2
     assert 'weights md5' in capsys.readouterr().err
-    assert {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names} == listing
+    assert listing(out) == before
 
 
-def test_a_worker_that_finds_another_atlas_refuses_and_writes_nothing(model_file, reference, tmp_path):
+def test_a_worker_that_finds_another_atlas_refuses_and_writes_nothing(net, reference, tmp_path):
     out = str(tmp_path / 'copy')
     shutil.copytree(reference, out)
-    listing = {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names}
+    before = listing(out)
     header = atlas.read_header(out)
     settings = atlas.Settings(**header['settings'])
-    spec = cluster.ModelSpec.of(model_file)
+    spec = cluster.ModelSpec.of(net)
     task = atlas.Task(1, 'conv1_2', (0, 1))
     # Another folder with the same settings (its own atlas id), and one with other settings.
     for sent, message in ((dict(header, atlas_id='0' * 32), "atlas_id: '%s' there" % header['atlas_id']),
@@ -260,7 +280,7 @@ def test_a_worker_that_finds_another_atlas_refuses_and_writes_nothing(model_file
         with pytest.raises(ValueError, match='finds another atlas at .*%s' % message):
             atlas.run_task(task, spec, out, settings, sent)
     assert not os.path.exists(os.path.join(out, 'conv1_2'))
-    assert {(d, n, os.stat(os.path.join(d, n)).st_mtime_ns) for d, _, names in os.walk(out) for n in names} == listing
+    assert listing(out) == before
 
 
 def test_a_relative_out_reaches_the_workers_absolute(model_file, tmp_path, monkeypatch):
@@ -325,19 +345,6 @@ def test_index_only_needs_an_atlas(tmp_path, capsys):
     assert 'not an atlas folder' in capsys.readouterr().err
 
 
-def test_worker_model_is_loaded_once_and_checked(model_file, tmp_path):
-    spec = cluster.ModelSpec.of(model_file, threads=1)
-    assert cluster.worker_model(spec) is cluster.worker_model(spec)
-    assert cluster.worker_model(spec).threads == 1
-    moved = cluster.ModelSpec(str(tmp_path / 'gone.tfmodel'), spec.md5, 1)
-    with pytest.raises(FileNotFoundError, match='every worker must see it'):
-        cluster.worker_model(moved)
-    with pytest.raises(FileNotFoundError, match='no model file'):
-        cluster.ModelSpec.of(str(tmp_path / 'gone.tfmodel'))
-    assert cluster.threads_per_worker(None) is None
-    assert cluster.threads_per_worker(2 * cluster.machine_cores()) == 1
-
-
 def test_one_progress_bar_over_filters_and_quiet_turns_it_off(model_file, tmp_path, capsys):
     flags = ['--model', model_file, '--layers', 'conv1_1,conv2_1', '--size', '32', '--iters', '3', '--batch-size', '4']
     assert atlas.main([str(tmp_path / 'loud')] + flags) == 0
@@ -346,3 +353,147 @@ def test_one_progress_bar_over_filters_and_quiet_turns_it_off(model_file, tmp_pa
     assert err.count(' 0/10 [') == 1          # one bar for the whole run, not one per task or layer
     assert atlas.main([str(tmp_path / 'quiet')] + flags + ['--quiet']) == 0
     assert capsys.readouterr().err == ''
+
+
+def test_same_weights_under_another_preprocess_are_refused_and_out_is_left_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('VGG16_DIR', str(tmp_path / 'models'))
+    weights = tmp_path / 'weights' / 'tiny.h5'
+    weights.parent.mkdir()
+    write_keras1_h5(str(weights), random_weights())
+    out = str(tmp_path / 'out')
+    flags = ['--weights', str(weights), '--layers', 'conv1_1', '--size', '16', '--iters', '3', '--method', 'blog',
+             '--precision', 'float32', '--quiet']
+    assert atlas.main([out] + flags + ['--preprocess', 'unit']) == 0
+    header = atlas.read_header(out)
+    assert header['preprocess'] == 'unit' and header['weights'] == 'tiny.h5' and header['model'] == 'vgg16.tfmodel'
+    # Names, not paths: nothing of this machine's folders in the header, the command or the page.
+    assert str(tmp_path) not in json.dumps(header)
+    assert '--weights tiny.h5 --preprocess unit' in header['command']
+    with open(os.path.join(out, atlas.PAGE_FILE)) as f:
+        assert str(tmp_path) not in f.read()
+    capsys.readouterr()
+    before = listing(out)
+    assert atlas.main([out] + flags + ['--preprocess', 'caffe']) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1
+    assert "preprocess: 'unit' there, 'caffe' now" in error and 'weights md5' not in error
+    assert listing(out) == before
+
+
+def test_no_model_flag_takes_the_model_folder_and_downloads_nothing(model_file, tmp_path, monkeypatch, capsys):
+    models_dir = tmp_path / 'models'
+    models_dir.mkdir()
+    monkeypatch.setenv('VGG16_DIR', str(models_dir))
+    out = str(tmp_path / 'out')
+    assert atlas.main([out, '--layers', 'conv1_1', '--size', '16', '--iters', '2', '--quiet']) == 2
+    error = capsys.readouterr().err
+    assert 'no model at %s' % (models_dir / 'vgg16.tfmodel') in error and 'python download.py' in error
+    assert os.listdir(models_dir) == [] and not os.path.exists(out)
+    shutil.copy(model_file, str(models_dir / 'vgg16.tfmodel'))
+    assert atlas.main([out, '--layers', 'conv1_1', '--size', '16', '--iters', '2', '--precision', 'float32',
+                       '--quiet']) == 0
+    header = atlas.read_header(out)
+    # visualize.py with no model flag takes the same graph.
+    assert header['model'] == 'vgg16.tfmodel' and '--model' not in header['command']
+
+
+def test_a_write_that_fails_is_one_line_naming_the_file_and_leaves_no_temporary(model_file, tmp_path):
+    out = str(tmp_path / 'out')
+    # 64 kB at most per file: the record and the page fit, the .npz of a 96 px picture (108 kB) does not.
+    command = ' '.join(shlex.quote(w) for w in [sys.executable, os.path.join(ROOT, 'atlas.py'), out, '--model',
+                                                model_file, '--layers', 'conv1_1', '--filters', '0-1', '--size', '96',
+                                                '--iters', '2', '--method', 'blog', '--precision', 'float32',
+                                                '--quiet'])
+    done = subprocess.run(['bash', '-c', 'ulimit -f 64; exec ' + command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith('error: cannot write %s' % os.path.join(out, 'conv1_1', '0000.npz'))
+    assert 'File too large' in lines[0] and 'ulimit -f' in lines[0]
+    assert not [n for _, _, names in os.walk(out) for n in names if '.tmp' in n]
+    assert not os.path.exists(os.path.join(out, 'conv1_1', '0000.npz'))
+
+
+def test_claim_races_to_one_header_and_leaves_no_temporary(tmp_path):
+    out = str(tmp_path / 'out')
+    header = {'format': atlas.FORMAT, 'settings': atlas.asdict(atlas.Settings(size=32).checked()),
+              'weights_md5': '0' * 32, 'preprocess': 'unit', 'description': 'test', 'weights': None,
+              'model': 'tiny.tfmodel', 'command': ''}
+    claimed = []
+    threads = [threading.Thread(target=lambda: claimed.append(atlas.claim(out, header))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 8 and all(c == claimed[0] for c in claimed)
+    assert os.listdir(out) == [atlas.ATLAS_FILE]
+    with pytest.raises(ValueError, match="preprocess: 'unit' there, 'caffe' now"):
+        atlas.claim(out, dict(header, preprocess='caffe'))
+
+
+def test_unit_folders_are_plain_file_names_and_apart():
+    assert atlas.unit_folder(5, 'conv3_2') == 'conv3_2'
+    assert atlas.unit_folder(0, 'block1_conv1') == 'block1_conv1'
+    names = ['<img src=x onerror=alert(1)>', 'mixed_5b/a:b', 'mixed_5b/a.b', '..', 'atlas.json', '', '-x', 'a' * 80]
+    folders = [atlas.unit_folder(i, name) for i, name in enumerate(names)]
+    assert folders[1] == '001~mixed_5b_a_b' and folders[2] == '002~mixed_5b_a_b'
+    assert len(set(folders)) == len(folders)
+    for folder in folders:
+        assert re.fullmatch(r'[A-Za-z0-9_~-]+', folder) and len(folder) < 64
+    assert atlas.id_ranges([0, 1, 2, 3, 7, 9, 10]) == '0-3,7,9-10'
+
+
+# Names that TensorFlow takes in op names (the methods build their ops under a name scope per unit); the
+# page test (tests/test_atlas_page.py) shows names with any character.
+ODD_NAMES = ('mixed_5b/branch.1', 'Conv.2-b', '7')
+
+
+def odd_network(model_file):
+    """The tiny VGG16's graph with three of its layers as units named like no VGG16 layer."""
+    units = [network.Unit(name, '%s/%s:0' % (layer, layer), '%s/BiasAdd:0' % layer, 'Conv2D')
+             for name, layer in zip(ODD_NAMES, ('conv1_1', 'conv2_1', 'conv3_1'))]
+    return network.Network(network.load_graph_def(model_file), units, path=model_file,
+                           description='tiny VGG16 with units named <b>like</b> anything')
+
+
+def test_a_network_whose_unit_names_are_any_text_gets_an_atlas(model_file, tmp_path):
+    net = odd_network(model_file)
+    settings = atlas.Settings('blog', 3, 32, 0, None, 3, 'float32').checked()
+    # A name that reads as a number is that unit; a number that is no unit's name is an index.
+    assert atlas.parse_layers(net, '7,1') == [1, 2]
+    tasks = atlas.plan(net, settings, atlas.select(net, settings))
+    out = str(tmp_path / 'out')
+    header = atlas.make_header(net, settings, command='python elsewhere.py')
+    catalog = atlas.make(out, net, settings, tasks, header, progress=False)
+    assert [(e['layer'], e['layer_index']) for e in catalog] == (
+        [(ODD_NAMES[0], 0)] * 4 + [(ODD_NAMES[1], 1)] * 6 + [(ODD_NAMES[2], 2)] * 8)
+    assert sorted(os.listdir(out)) == ['000~mixed_5b_branch_1', '001~Conv_2-b', '7',
+                                       atlas.ATLAS_FILE, atlas.CATALOG_FILE, atlas.PAGE_FILE]
+    for entry in catalog:
+        assert os.path.isfile(os.path.join(out, entry['npz']))
+    # Resumed: nothing is rendered again.
+    before = listing(out)
+    assert atlas.render(out, cluster.ModelSpec.of(net), settings, atlas.read_header(out), tasks,
+                        progress=False) == 0
+    assert {entry for entry in listing(out) if entry[1].startswith('task-')} == {
+        entry for entry in before if entry[1].startswith('task-')}
+
+
+def test_atlas_code_and_page_name_no_vgg16_layer():
+    for name in ('atlas.py', 'atlas.html'):
+        with open(os.path.join(ROOT, name)) as f:
+            text = f.read()
+        assert not re.search(r'conv\d_\d|POOL_AFTER|CONV_LAYERS', text), name
+
+
+def test_a_greyscale_picture_is_written_grey(tmp_path):
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32, 1)).astype(np.float32)
+    values = {'activation': 1.0, 'dead_fraction': 0.0, 'blur_robustness': float('nan')}
+    (tmp_path / 'grey').mkdir()
+    entry = atlas.write_filter(str(tmp_path), 0, 'grey', 3, image, np.arange(4, dtype=np.float32), False, values)
+    for key in ('png', 'thumb'):
+        with Image.open(str(tmp_path / entry[key])) as picture:
+            assert picture.mode == 'L' and picture.size == (32, 32)
+    with np.load(str(tmp_path / entry['npz'])) as npz:
+        assert npz['image'].shape == (32, 32, 1)
+    assert entry['blur_robustness'] is None and entry['png'] == 'grey/0003.png'

@@ -1,7 +1,10 @@
 """The atlas page in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by selenium.
 
-The atlas is made from small weights saved as an h5 file whose path holds
-`<script>alert(1)</script>.h5`: the page must show that text and run nothing.
+The atlas is made from small weights saved as an h5 file named like markup,
+in a folder named like markup: the page must show the file's name as text,
+never the folder, and run nothing. The same catalog with its units renamed
+to any text (markup, '/', spaces) and listed out of network order shows
+those names as text, in network order, and opens each filter from its address.
 Skips, naming the reason, when the browser, its driver or selenium is missing.
 """
 import functools
@@ -10,6 +13,7 @@ import json
 import os
 import shutil
 import threading
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -21,9 +25,12 @@ import atlas
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 CHROMEDRIVER = shutil.which('chromedriver') or '/usr/bin/chromedriver'
-NASTY = '<script>alert(1)</script>.h5'
-# A file name is text too: this one would run as markup.
+# File names are text too: these would run as markup. The folder's name must not reach the page at all.
+NASTY = '<img src=x onerror=alert(1)>.h5'
+NASTY_FOLDER = '<script>alert(1)<'
 NASTY_IMAGE = '<img src=x onerror=alert(2)>.png'
+# Units renamed for the page: any text, in network order the second first.
+ODD_NAMES = {'conv1_1': ('<img src=x onerror=alert(3)>', 4), 'conv3_1': ('block 3/conv:1 - a', 0)}
 
 
 def browser_missing():
@@ -42,13 +49,12 @@ pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_mi
 
 @pytest.fixture(scope='module')
 def page(tmp_path_factory):
-    """(atlas folder, catalog) of conv1_1 and conv3_1, made from weights at a path holding NASTY, with
+    """(atlas folder, catalog) of conv1_1 and conv3_1, made from weights NASTY in the folder NASTY_FOLDER, with
     examples from three noise images, one named NASTY_IMAGE."""
     root = tmp_path_factory.mktemp('page')
-    weights = root / NASTY.split('/')[0] / NASTY.split('/')[1]      # a folder '<script>alert(1)<', a file 'script>.h5'
+    weights = root / NASTY_FOLDER / NASTY
     weights.parent.mkdir()
     write_keras1_h5(str(weights), random_weights())
-    assert NASTY in str(weights)
     images = root / 'images'
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -69,6 +75,18 @@ def page(tmp_path_factory):
             os.environ['VGG16_DIR'] = saved
     with open(os.path.join(out, atlas.CATALOG_FILE)) as f:
         return out, json.load(f)
+
+
+@pytest.fixture(scope='module')
+def odd_page(page):
+    """(page path, catalog) of the same atlas with its units renamed by ODD_NAMES, as OUT/odd.html."""
+    out, catalog = page
+    renamed = [dict(entry, layer=ODD_NAMES[entry['layer']][0], layer_index=ODD_NAMES[entry['layer']][1])
+               for entry in catalog]
+    path = os.path.join(out, 'odd.html')
+    with open(path, 'w', encoding='utf8') as f:
+        f.write(atlas.page_html(atlas.read_header(out), renamed))
+    return path, renamed
 
 
 @pytest.fixture(scope='module')
@@ -158,7 +176,12 @@ def test_names_from_files_are_shown_not_run(page, driver):
     from selenium.webdriver.common.by import By
     out, _ = page
     driver.get('file://' + os.path.join(out, atlas.PAGE_FILE))
-    assert NASTY in driver.find_element(By.ID, 'settings').text
+    settings = driver.find_element(By.ID, 'settings').text
+    assert 'weights: ' + NASTY in settings and 'preprocess unit' in settings
+    assert atlas.read_header(out)['weights_md5'] in settings
+    # The weights' file name and md5, never the folder they sat in on the machine that made the atlas.
+    assert NASTY_FOLDER not in driver.find_element(By.TAG_NAME, 'body').text
+    assert NASTY in driver.find_element(By.ID, 'description').text
     _, catalog = page
     with_nasty = next(e for e in catalog if any(x['file'] == NASTY_IMAGE for x in e.get('examples', [])))
     driver.get('file://%s#%s-%d' % (os.path.join(out, atlas.PAGE_FILE), with_nasty['layer'], with_nasty['filter']))
@@ -186,6 +209,37 @@ def test_page_works_from_a_static_web_server(page, driver):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_units_named_any_text_are_shown_as_text_in_network_order(odd_page, driver):
+    from selenium.webdriver.common.by import By
+    path, catalog = odd_page
+    markup, slashed = ODD_NAMES['conv1_1'][0], ODD_NAMES['conv3_1'][0]
+    driver.get('file://' + path)
+    assert [h.text for h in driver.find_elements(By.CSS_SELECTOR, 'section h2')] == [slashed, markup]
+    assert [a.text.split(' (')[0] for a in driver.find_elements(By.CSS_SELECTOR, '#layer-links a')] == [
+        slashed, markup]
+    assert tile_ids(driver, slashed) == list(range(8)) and tile_ids(driver, markup) == list(range(4))
+    # No name became markup: no extra element, no alert.
+    assert driver.execute_script("return document.querySelectorAll('img[src=\"x\"]').length") == 0
+    assert len(driver.find_elements(By.TAG_NAME, 'script')) == 2
+    assert driver.execute_script('return 1') == 1
+
+    # A click puts the filter's address in the URL; the address opens the same filter.
+    driver.find_elements(By.CSS_SELECTOR, 'section')[0].find_elements(By.CSS_SELECTOR, '.tile')[3].click()
+    assert driver.find_element(By.ID, 'detail-title').text.startswith(slashed + ' · filter 3')
+    address = driver.execute_script('return location.hash')
+    assert address == '#' + urllib.parse.quote(slashed, safe='') + '-3'
+    driver.get('file://%s#%s-%d' % (path, urllib.parse.quote(markup, safe=''), 2))
+    assert driver.find_element(By.ID, 'detail-title').text.startswith(markup + ' · filter 2')
+    command = driver.find_element(By.ID, 'detail-command').text
+    assert " --layer '%s' --filters 2 " % markup in command
+    assert driver.find_element(By.ID, 'detail-image').get_attribute('src').endswith('conv1_1/0002.png')
+    assert loaded_width(driver, 'detail-image') == 32
+    # A malformed address opens nothing and breaks nothing.
+    driver.get('file://%s#%%E0%%A4%%A-1' % path)
+    assert not driver.find_element(By.ID, 'detail').is_displayed()
+    assert console_errors(driver) == []
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
