@@ -86,7 +86,7 @@ def _check_objectives(model, objective_list, images):
 def _ops(model, form, pre_relu):
     """(objectives.ObjectiveOps, objective_t, dead_fraction_t) on model.input, built once per form."""
     def build():
-        names = '_'.join(model.short_names[i] for i in objectives.layers_of(form))
+        names = '_'.join(model.scope(i) for i in objectives.layers_of(form))
         with tf.name_scope('measures_%s' % names):
             ops = objectives.build(model, form, pre_relu)
             objective_t = ops.value_t                                                           # [N]
@@ -235,7 +235,7 @@ def diversity(model, layer_id, images):
         raise ValueError('diversity needs a group of 2 or more pictures, got %d' % len(images))
 
     def build():
-        with tf.name_scope('measures_diversity_%s' % model.short_names[layer_index]):
+        with tf.name_scope('measures_diversity_%s' % model.scope(layer_index)):
             return objectives.gram_similarity(model.layer_tensors[layer_index])
     similarity = network.session(model).run(model.cached_ops(('measures_diversity', layer_index), build),
                                             {model.input: images})

@@ -24,6 +24,7 @@ import difflib
 import hashlib
 import numbers
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -209,6 +210,11 @@ class Network:
             listed = ', '.join(self.short_names) if count <= 16 else 'closest: %s' % ', '.join(close)
             raise ValueError('unknown layer %r: use an index 0..%d or a unit name (%s)' % (layer_id, count - 1, listed))
         raise ValueError('layer %r: expected an index or a unit name such as %r' % (layer_id, self.short_names[0]))
+
+    def scope(self, layer_index):
+        """A graph name scope for ops built on a unit: its name where TensorFlow allows it, else unitN."""
+        name = self.short_names[layer_index]
+        return name if re.fullmatch(r'[A-Za-z0-9.][A-Za-z0-9_.\-]*', name) else 'unit%d' % layer_index
 
     def min_size(self, layer_id):
         """Smallest input side the unit accepts (every op on its path gives at least one pixel)."""

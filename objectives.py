@@ -8,7 +8,7 @@ them. An objective is a small value object; arithmetic combines them.
 - direction(layer, vector): the unit's activations projected on a vector in its channel space;
 - diversity(layer, weight): a penalty, -weight x the mean pairwise cosine similarity of
   the Gram matrices of the layer across a group of pictures (Olah et al., Distill 2017),
-  added to another objective: channel(...) + diversity(layer, 1.0);
+  added to another objective as a share of it: channel(...) + diversity(layer, 0.25);
 - a + b, a - b, 2.5 * a: sums of them.
 
 Objectives of one *form* (the same kinds of terms on the same units) are built
@@ -149,10 +149,14 @@ def direction(layer, vector):
     return Objective([(1.0, Term('direction', layer, vector=tuple(float(v) for v in vector)))])
 
 
-def diversity(layer, weight=1.0):
+def diversity(layer, weight=0.25):
     """-weight x the mean pairwise cosine similarity of the Gram matrices of `layer` in a group of pictures.
 
-    Added to another objective, it pushes the pictures of a group apart.
+    Added to another objective, it pushes the pictures of a group apart; the
+    penalty is then scaled by the size of the rest of the objective, |rest|
+    (held fixed for the gradient), so weight is a share: at weight 0.25 a
+    picture gives up at most about a quarter of its activation to differ.
+    Alone it is -weight x the similarity.
     """
     weight = _number(weight, 'diversity weight')
     if weight < 0:
@@ -249,7 +253,18 @@ def build(net, form, pre_relu=False, prefix='', precision_name='float32', input_
             value_t = _similarity(network.unit_values(net, index, False, prefix, precision_name, input_t), groups_t)
         slots.append(slot)
         term_ts.append(value_t)
-    total_t = tf.add_n([slot['weight'] * value_t for slot, value_t in zip(slots, term_ts)])
+    kinds = [kind for kind, _ in form]
+    rest = [slot['weight'] * value_t for slot, value_t, kind in zip(slots, term_ts, kinds) if kind != 'diversity']
+    total_t = tf.add_n(rest) if rest else tf.zeros_like(tf.cast(groups_t, tf.float32))
+    # A diversity penalty is a share of the rest of the objective (held fixed
+    # for the gradient), so one weight suits filters whose activations differ
+    # by orders of magnitude: weight w trades at most w of the activation for
+    # pictures that differ.
+    scale_t = tf.stop_gradient(tf.abs(total_t)) if rest else 1.0
+    penalties = [slot['weight'] * scale_t * value_t for slot, value_t, kind in zip(slots, term_ts, kinds)
+                 if kind == 'diversity']
+    if penalties:
+        total_t = total_t + tf.add_n(penalties)
     return ObjectiveOps(slots, groups_t, total_t, term_ts)
 
 

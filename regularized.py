@@ -320,7 +320,7 @@ def render_ops(model, form, config, size, precision='float32'):
     def build():
         shape = spectrum_shape(size, model.input_channels)
         layers = objectives.layers_of(form)
-        names = '_'.join(model.short_names[i] for i in layers)
+        names = '_'.join(model.scope(i) for i in layers)
         with tf.name_scope('regularized_%s%s' % (names, '' if precision == 'float32' else '_' + precision)):
             start_t = tf.placeholder(tf.float32, (None,) + shape, name='start')
             seed_t = tf.placeholder(tf.int64, [], name='seed')

@@ -136,7 +136,7 @@ def ascent_ops(model, form, pre_relu=False, normalize='max', precision='float32'
     computed and added in float32 in both precisions.
     """
     def build():
-        names = '_'.join(model.short_names[i] for i in objectives.layers_of(form))
+        names = '_'.join(model.scope(i) for i in objectives.layers_of(form))
         with tf.name_scope('ascent_%s%s' % (names, '' if precision == 'float32' else '_' + precision)):
             step_size_t = tf.placeholder(tf.float32, [], name='step_size')
             ops = objectives.build(model, form, pre_relu, precision_name=precision)
@@ -276,9 +276,11 @@ def method_config(method, config=None, *, step_size=None, normalize=None, init=N
 
 # What --objective and ascend(objective=...) name, beside an expression (objectives.parse).
 OBJECTIVE_CHOICES = ('channel', 'neuron', 'negative')
-# The diversity penalty's weight when none is given: the group's pictures keep
-# most of their activation while their Gram matrices move apart (README, Objectives).
-DEFAULT_DIVERSITY_WEIGHT = 1.0
+# The diversity penalty's weight when none is given, per method: a share of each
+# picture's activation (objectives.diversity), chosen on the MRI weights so that
+# pictures keep 70 % of their activation (README, Objectives). The post's steps
+# are normalized by the largest gradient, which dilutes the push: it needs more.
+DEFAULT_DIVERSITY_WEIGHT = {'blog': 1.0, 'regularized': 0.5}
 
 
 def filter_objective(kind, layer, feature_id):
@@ -292,7 +294,8 @@ def filter_objective(kind, layer, feature_id):
     raise ValueError('objective=%r: expected one of %s, or an objectives.Objective' % (kind, ', '.join(OBJECTIVE_CHOICES)))
 
 
-def filter_job(model, layer_index, feature_ids, size, objective='channel', diversity=None, diversity_weight=None):
+def filter_job(model, layer_index, feature_ids, size, objective='channel', diversity=None, diversity_weight=None,
+               method='blog'):
     """The render.Job of some filters of one unit: a picture per filter, or `diversity` pictures per filter
     pushed apart (group index g in each filter's start key: picture 0 of a group starts as the filter's
     plain picture does)."""
@@ -306,7 +309,7 @@ def filter_job(model, layer_index, feature_ids, size, objective='channel', diver
     diversity = check_int('diversity', diversity, 1)
     if diversity < 2:
         raise ValueError('diversity=%d: expected 2 or more pictures per filter (1 is the plain picture)' % diversity)
-    weight = DEFAULT_DIVERSITY_WEIGHT if diversity_weight is None else diversity_weight
+    weight = DEFAULT_DIVERSITY_WEIGHT[method] if diversity_weight is None else diversity_weight
     bounds, keys, groups, labels = [], [], [], []
     for position, f in enumerate(feature_ids):
         # Weight 0 keeps the same form (and starts), with no push.
@@ -368,7 +371,7 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     mean of the filter), 'neuron' (the centre unit of the filter's map) or
     'negative' (minus the mean: what turns the filter off).
     diversity: None, or N >= 2 pictures per filter, pushed apart by
-    diversity_weight (default DEFAULT_DIVERSITY_WEIGHT; 0 gives the same N
+    diversity_weight (default DEFAULT_DIVERSITY_WEIGHT[method]; 0 gives the same N
     starts with no push) times their Gram similarity at the unit; the result
     then holds N pictures per filter, in the order of feature_ids.
     """
@@ -377,7 +380,7 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     layer_index = model.layer_index(layer_id)
     feature_ids = check_feature_ids(model, layer_index, feature_ids)
     size = check_size(model, layer_index, size)
-    job = filter_job(model, layer_index, feature_ids, size, objective, diversity, diversity_weight)
+    job = filter_job(model, layer_index, feature_ids, size, objective, diversity, diversity_weight, method)
     return _render(model, job, iters, method, config, seed=seed, size=size, init=init, batch_size=batch_size,
                    progress=progress, precision=precision)
 
@@ -536,8 +539,9 @@ def build_parser():
                         help='render N >= 2 pictures of each filter, pushed apart by their Gram similarity '
                              '(Distill, Feature Visualization, 2017)')
     parser.add_argument('--diversity-weight', type=float, default=None, metavar='W',
-                        help='with --diversity: how hard the pictures push apart (default %g; 0: the same N '
-                             'starts, no push)' % DEFAULT_DIVERSITY_WEIGHT)
+                        help='with --diversity: how hard the pictures push apart, a share of their activation '
+                             '(default %g for --method blog, %g for regularized; 0: the same N starts, no push)'
+                             % (DEFAULT_DIVERSITY_WEIGHT['blog'], DEFAULT_DIVERSITY_WEIGHT['regularized']))
     parser.add_argument('--iters', type=int, default=150,
                         help='ascent steps (default 150); Adam steps for --method regularized')
     parser.add_argument('--step-size', type=float, default=None,
@@ -680,7 +684,8 @@ def main(argv=None):
             how = '%s, regularized, %d steps' % (subject, args.iters)
         if args.diversity:
             how += ', %d pictures per filter pushed apart (weight %g)' % (
-                args.diversity, DEFAULT_DIVERSITY_WEIGHT if args.diversity_weight is None else args.diversity_weight)
+                args.diversity, DEFAULT_DIVERSITY_WEIGHT[args.method] if args.diversity_weight is None
+                else args.diversity_weight)
         title = '%s\n%s, %s' % (model.description, how, result.precision)
         ncols = args.cols or (math.ceil(math.sqrt(len(feature_ids))) if many else (per if 1 < per <= 6 else 3)
                               if expression is None else 1)

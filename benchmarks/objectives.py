@@ -1,0 +1,124 @@
+"""
+What the objectives beyond the channel cost and give, on the real MRI weights:
+the time per picture-step of each view against the channel's (interleaved
+repeats, one run), and for diversity the push it gives against the
+activation it keeps, over a sweep of weights.
+
+    python benchmarks/objectives.py --time                       # ms per picture-step, channel/negative/neuron/diversity4
+    python benchmarks/objectives.py --sweep 0,0.5,1,2,4           # group diversity and kept activation per weight
+    python benchmarks/objectives.py --sweep 0,1 --layers conv3_2,conv4_3 --filters 0-3 --iters 150 --size 224
+
+The model is ../shared/models/vgg16-mri-notop.h5 (VGG16 conv weights fine-tuned
+on brain MRI, inputs scaled to 0..1); full-size random weights when absent.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':
+    import quiet
+    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+
+import numpy as np  # noqa: E402
+
+import measures  # noqa: E402
+import objectives  # noqa: E402
+import vgg16  # noqa: E402
+import visualize  # noqa: E402
+from ascent import MRI_WEIGHTS, load_model_file, machine_description  # noqa: E402
+
+VIEWS = ('channel', 'negative', 'neuron', 'diversity4')
+
+
+def render(model, view, layer, filters, iters, args, weight=None):
+    options = dict(seed=0, size=args.size, method=args.method, precision=args.precision, progress=False)
+    if args.method == 'blog':
+        options['step_size'] = 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        if view.startswith('diversity'):
+            return visualize.ascend(model, layer, filters, iters, diversity=int(view[len('diversity'):]),
+                                    diversity_weight=weight, batch_size=4 * int(view[len('diversity'):]), **options)
+        return visualize.ascend(model, layer, filters, iters, objective=view, batch_size=4, **options)
+
+
+def time_views(model, args):
+    """Median ms per picture-step of each view, repeats interleaved so that load hits all alike."""
+    filters = list(range(4))
+    times = {view: [] for view in VIEWS}
+    for view in VIEWS:
+        render(model, view, args.layers[0], filters, 1, args)          # build the ops outside the timing
+    for _ in range(args.repeats):
+        for view in VIEWS:
+            pictures = len(filters) * (int(view[len('diversity'):]) if view.startswith('diversity') else 1)
+            start = time.perf_counter()
+            render(model, view, args.layers[0], filters, args.steps, args)
+            times[view].append((time.perf_counter() - start) * 1000 / (pictures * args.steps))
+    base = statistics.median(times['channel'])
+    print('\n%s, %s, %dx%d, %s, %s: ms per picture-step, median of %d interleaved repeats of %d steps'
+          % (model.description, args.layers[0], args.size, args.size, args.method, args.precision, args.repeats,
+             args.steps))
+    for view in VIEWS:
+        median = statistics.median(times[view])
+        print('  %-11s %7.2f ms   %.2fx the channel   (runs: %s)'
+              % (view, median, median / base, ', '.join('%.1f' % t for t in times[view])))
+
+
+def sweep(model, args):
+    """Per layer and weight: each group's diversity and each picture's activation against weight 0's."""
+    filters = visualize.parse_filters(args.filters, 1 << 20)
+    per = 4
+    for layer in args.layers:
+        index = model.layer_index(layer)
+        print('\n%s, %s filters %s, %d pictures each, %dx%d, %s %d steps, seed 0'
+              % (model.description, layer, args.filters, per, args.size, args.size, args.method, args.iters))
+        reference = None
+        for weight in args.sweep:
+            result = render(model, 'diversity%d' % per, layer, filters, args.iters, args, weight)
+            plain = [objectives.channel(index, f) for f in filters for _ in range(per)]
+            activation = measures.measure_objectives(model, plain, result.images)['activation']
+            groups = [measures.diversity(model, index, result.images[i:i + per])
+                      for i in range(0, len(result.images), per)]
+            if reference is None:
+                reference = activation
+            kept = activation / np.maximum(reference, 1e-12)
+            print('  weight %-5g group diversity %s   kept activation: min %.2f, median %.2f   (activations %s)'
+                  % (weight, ' '.join('%.3f' % g for g in groups), kept.min(), np.median(kept),
+                     ' '.join('%.1f' % a for a in activation)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
+    parser.add_argument('--time', action='store_true', help='time each view per picture-step')
+    parser.add_argument('--sweep', default=None, help="diversity weights to compare, e.g. '0,0.5,1,2'")
+    parser.add_argument('--layers', default='conv3_2,conv4_3')
+    parser.add_argument('--filters', default='0-3')
+    parser.add_argument('--iters', type=int, default=100, help='steps per picture in the sweep (default 100)')
+    parser.add_argument('--steps', type=int, default=5, help='steps per timing (default 5)')
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--method', default='blog', choices=visualize.METHOD_CHOICES)
+    parser.add_argument('--precision', default='float32')
+    parser.add_argument('--weights', default=MRI_WEIGHTS)
+    parser.add_argument('--verbose', action='store_true')
+    args = parser.parse_args(argv)
+    args.layers = args.layers.split(',')
+    args.sweep = [float(w) for w in args.sweep.split(',')] if args.sweep else None
+    print('machine: %s' % machine_description())
+    with tempfile.TemporaryDirectory() as folder:
+        path, _ = load_model_file(args.weights, folder)
+        model = vgg16.VGG16(path)
+        if args.time:
+            time_views(model, args)
+        if args.sweep:
+            sweep(model, args)
+
+
+if __name__ == '__main__':
+    main()
