@@ -670,24 +670,13 @@ def _write_json(path, records):
     return files.write_atomic(path, lambda f: f.write(data))
 
 
-def check_output(path):
-    """Raise OSError unless a file can be saved at `path`: its folder exists and it is not a folder itself."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError('cannot save %s: it is a folder; give a file name' % path)
-    if not os.path.exists(folder):
-        raise FileNotFoundError('cannot save %s: folder %s does not exist' % (path, folder))
-    if not os.path.isdir(folder):
-        raise NotADirectoryError('cannot save %s: %s is a file, not a folder' % (path, folder))
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         # Checked first: a bad output path found after the whole folder of images was read loses the run.
         for path in (args.out, args.json):
             if path:
-                check_output(path)
+                files.check_output(path)
         if args.json and os.path.abspath(args.json) == os.path.abspath(args.out):
             raise ValueError('--json and --out both name %s; give two files' % args.out)
         list_images(args.folder)
