@@ -388,12 +388,13 @@ def _records(model, tops, filters, files, layer_indices):
 
 
 def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=DEFAULT_BATCH_SIZE,
-         progress=True, client=None, precision='auto', size=224, chunk_size=None, threads=None):
+         progress=True, client=None, precision='auto', size=None, chunk_size=None, threads=None):
     """The k images of `folder` that excite each filter most, with the unit that does it; returns a Found.
 
     layer_indices: layers as indices or names ('conv3_2'), or one of them; filters: None (every
     filter), a sequence of ids for every layer, or {layer: ids}. Images (PNG,
-    JPEG, recursively) are scaled and centre-cropped to size x size, RGB
+    JPEG, recursively) are scaled and centre-cropped to size x size (default:
+    the network's fixed input size, else 224), RGB (greyscale for a 1-channel network)
     0..255, and stream through in batches of batch_size, so memory does not
     grow with the folder. Unreadable files are skipped and listed in
     Found.skipped. client: a dask.distributed Client (see cluster.py) to spread
@@ -414,6 +415,7 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
         raise ValueError('no layers given; name at least one, e.g. conv3_2')
     k = network.check_int('k', k, 1)
     batch_size = network.check_int('batch_size', batch_size, 1)
+    size = model.input_size or 224 if size is None else size
     for index in layer_indices:
         size = network.check_size(model, index, size)
     if precision_name == 'bfloat16':
@@ -642,9 +644,10 @@ def build_parser():
         description='Find the patches of a folder of images (PNG, JPEG, recursively) that excite each '
                     'filter of VGG16 most, and draw them, one row per filter.')
     parser.add_argument('folder', help='folder of images, searched recursively')
-    parser.add_argument('--layers', type=_layers_arg, default=['conv3_2'],
-                        help='conv layers, comma-separated: names conv1_1 .. conv5_3 or indices 0..12 '
-                             '(default conv3_2); one forward pass gives them all')
+    parser.add_argument('--layers', type=_layers_arg, default=None,
+                        help='units, comma-separated: names (VGG16: conv1_1 .. conv5_3; a Keras model: layer names) '
+                             'or indices (default: VGG16 conv3_2, else the middle unit); one forward pass gives '
+                             'them all')
     parser.add_argument('--filters', default='0-5',
                         help="filter ids of every layer: a range '0-5', a list '1,4,9' or 'all' (default 0-5)")
     parser.add_argument('--k', type=int, default=DEFAULT_K, help='patches per filter (default %d)' % DEFAULT_K)
@@ -652,8 +655,9 @@ def build_parser():
     parser.add_argument('--json', default=None,
                         help='also write the records (layer, filter, rank, file, y, x, activation) to this '
                              'JSON file')
-    parser.add_argument('--size', type=int, default=224,
-                        help='images are scaled and centre-cropped to this side (default 224)')
+    parser.add_argument('--size', type=int, default=None,
+                        help="images are scaled and centre-cropped to this side (default: the network's fixed "
+                             "input size, else 224)")
     parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
                         help='images per forward pass (default %d)' % DEFAULT_BATCH_SIZE)
     models.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
@@ -680,8 +684,8 @@ def main(argv=None):
         if args.json and os.path.abspath(args.json) == os.path.abspath(args.out):
             raise ValueError('--json and --out both name %s; give two files' % args.out)
         list_images(args.folder)
-        model = models.network_from_args(args, quiet=args.quiet)
-        layer_indices = [model.layer_index(layer) for layer in args.layers]
+        model = models.network_from_args(args, quiet=args.quiet, layers=args.layers or [])
+        layer_indices = [model.layer_index(layer) for layer in args.layers or [model.default_layer()]]
         filters = {index: network.parse_filters(args.filters, model.layer_channels[index])
                    for index in layer_indices}
         with cluster.client_from_args(args) as client:

@@ -211,6 +211,10 @@ class Network:
             raise ValueError('unknown layer %r: use an index 0..%d or a unit name (%s)' % (layer_id, count - 1, listed))
         raise ValueError('layer %r: expected an index or a unit name such as %r' % (layer_id, self.short_names[0]))
 
+    def default_layer(self):
+        """The unit a command line shows when none is named: the middle one (VGG16: the post's conv3_2)."""
+        return len(self.units) // 2
+
     def scope(self, layer_index):
         """A graph name scope for ops built on a unit: its name where TensorFlow allows it, else unitN."""
         name = self.short_names[layer_index]

@@ -380,6 +380,10 @@ class VGG16(network.Network):
         super().__init__(graph_def, units, input_name=self.tensor_name_input_image, description=description,
                          md5=md5, preprocess=(stamp or {}).get('preprocess'), path=path, threads=threads)
 
+    def default_layer(self):
+        """The post's demo layer, conv3_2 (index 5), where the graph has it."""
+        return self.short_names.index('conv3_2') if 'conv3_2' in self.short_names else super().default_layer()
+
     @property
     def weights_md5(self):
         return self.md5

@@ -594,11 +594,6 @@ def unit_lines(model):
     return lines
 
 
-def default_layer(model):
-    """The post's conv3_2 on VGG16, else the middle unit."""
-    return 'conv3_2' if 'conv3_2' in model.short_names else len(model.units) // 2
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -647,7 +642,7 @@ def main(argv=None):
             values = measures.measure_objectives(model, picture_objectives, result.images)
             captions = ['%s\n%s' % (expression, c) for c in measures.captions(values)]
         else:
-            layer_index = model.layer_index(default_layer(model) if args.layer is None else args.layer)
+            layer_index = model.layer_index(model.default_layer() if args.layer is None else args.layer)
             layer = model.short_names[layer_index]
             requested = parse_filters(args.filters, model.layer_channels[layer_index])
             result = ascend(model, layer_index, requested, args.iters, objective=args.objective,
