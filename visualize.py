@@ -664,8 +664,10 @@ def main(argv=None):
             if many:
                 captions = ['%d' % f for f in feature_ids]
             else:
-                # The three measures of measures.py, the same for both methods and every objective.
-                values = measures.measure_objectives(model, picture_objectives, result.images)
+                # The three measures of measures.py, the same for both methods and every objective:
+                # after the ReLU, but for a negative view, whose filter ends up off there.
+                values = measures.measure_objectives(model, picture_objectives, result.images,
+                                                     pre_relu=args.objective == 'negative')
                 captions = ['filter %d%s\n%s' % (f, '' if per == 1 else ' #%d' % g, c)
                             for f, g, c in zip(feature_ids, group_index, measures.captions(values))]
                 if per > 1:
@@ -678,9 +680,9 @@ def main(argv=None):
         else:
             how = '%s, regularized, %d steps' % (subject, args.iters)
         if args.diversity:
-            how += ', %d pictures per filter pushed apart (weight %g)' % (
-                args.diversity, DEFAULT_DIVERSITY_WEIGHT[args.method] if args.diversity_weight is None
-                else args.diversity_weight)
+            weight = DEFAULT_DIVERSITY_WEIGHT[args.method] if args.diversity_weight is None else args.diversity_weight
+            how += ', %d pictures per filter %s' % (args.diversity, 'pushed apart (weight %g)' % weight if weight
+                                                    else 'from their own starts, no push (weight 0)')
         title = '%s\n%s, %s' % (model.description, how, result.precision)
         ncols = args.cols or (math.ceil(math.sqrt(len(feature_ids))) if many else (per if 1 < per <= 6 else 3)
                               if expression is None else 1)
