@@ -3,12 +3,16 @@ An atlas of every filter: each filter of each unit of a network rendered
 (visualize.py), measured (measures.py) and laid out on one static page,
 OUT/index.html, that opens straight from the file system. The network is any
 network.Network (by default VGG16's conv layers, chosen with the model flags
-of models.py). The work runs in this process, on a local Dask cluster or on a
-running one (cluster.py), or in disjoint shards for array jobs; killed at any
-moment, the same command resumes where it stopped.
+of models.py). Each filter can be shown in several views (--views): what
+turns it on (channel), what turns it off (negative), its centre unit
+(neuron), and N pictures pushed apart (diversityN). The work runs in this
+process, on a local Dask cluster or on a running one (cluster.py), or in
+disjoint shards for array jobs; killed at any moment, the same command
+resumes where it stopped.
 
     python atlas.py OUT                                   # every filter of every unit, regularized, 224 px, 200 steps, seed 0
     python atlas.py OUT --layers 0,5 --filters 0-15 --method blog --iters 150 --size 128 --seed 0
+    python atlas.py OUT --views channel,negative,neuron,diversity4   # 7 pictures per filter: 7x the time and disk
     python atlas.py OUT --weights my.h5 --preprocess unit # the network of visualize.py's model flags
     python atlas.py OUT --workers 2                       # a local Dask cluster of 2 worker processes
     python atlas.py OUT --scheduler tcp://HOST:8786       # a running Dask cluster; OUT is a folder every worker sees
@@ -16,25 +20,30 @@ moment, the same command resumes where it stopped.
     python atlas.py OUT --index-only                      # rebuild catalog.json and index.html from what is finished
 
     import atlas
-    settings = atlas.Settings(iters=50, size=64).checked()
+    settings = atlas.Settings(iters=50, size=64, views=('channel', 'negative')).checked()
     tasks = atlas.plan(net, settings, atlas.select(net, settings))      # net: any network.Network with a file
     atlas.make(out, net, settings, tasks, atlas.make_header(net, settings, command=''))
 
 What OUT holds (UNIT: the unit's name, or INDEX~NAME for a name that is not a
-plain file name, e.g. 007~mixed_5b_a_b for 'mixed_5b/a:b'):
-    atlas.json            the settings that make a picture and the network's identity (weights md5 and
-                          preprocessing); a run with others is refused
-    UNIT/NNNN.npz         image float32 [size, size, C] (C = the network's input channels) ~0..255,
-                          objectives float32 [iters], dead bool
-    UNIT/NNNN.png         the picture, full size, scaled by its own min and max
-    UNIT/NNNN-thumb.jpg   the same, THUMB_SIDE px, for the page
-    UNIT/NNNN-objective.svg  the objective at each step
-    UNIT/task-NNNN.json   the record of one finished task (its filters and their measures), written last
-    catalog.json          one object per finished filter; index.html  the page (atlas.html filled in)
+plain file name, e.g. 007~mixed_5b_a_b for 'mixed_5b/a:b'; PICTURE: NNNN for
+the channel view, NNNN-VIEW for negative and neuron, NNNN-diversityN-G for
+picture G (0..N-1) of a diversityN view):
+    atlas.json               the settings that make a picture, the views asked for so far, and the network's
+                             identity (weights md5 and preprocessing); a run with other settings is refused,
+                             a run with other views adds them
+    UNIT/PICTURE.npz         image float32 [size, size, C] (C = the network's input channels) ~0..255,
+                             objectives float32 [iters], dead bool
+    UNIT/PICTURE.png         the picture, full size, scaled by its own min and max
+    UNIT/PICTURE-thumb.jpg   the same, THUMB_SIDE px, for the page
+    UNIT/PICTURE-objective.svg  the objective at each step
+    UNIT/task-NNNN.json      the record of one finished task of the channel view (its filters and their
+                             measures), written last; task-NNNN-VIEW.json for the other views
+    catalog.json             one object per filter with a finished view; index.html  the page (atlas.html filled in)
 
-The piece of work (a task) is one unit and one batch of its filters; batches
-are cut from the unit's filter ids by the settings alone, so every engine and
-every shard runs the same tasks. A filter is done once its task's record exists.
+The piece of work (a task) is one unit, one batch of its filters and one
+view; batches are cut from the unit's filter ids by the settings alone, the
+same for every view, so every engine and every shard runs the same tasks. A
+filter's view is done once its task's record exists.
 """
 
 import argparse
@@ -70,12 +79,19 @@ import regularized
 import visualize
 
 # 2: the header names the network by its weights' md5 and its preprocessing, and files by name, not path.
-FORMAT = 2
+# 3: the settings hold the views and the diversity weight; records and catalog entries hold views.
+FORMAT = 3
+# A format-2 atlas is read as one of channel views only (and upgraded when a run claims it).
+OLD_FORMAT = 2
 THUMB_SIDE = 96
 # A picture counts as dead on the page when its filter never had a gradient,
-# or when it cannot see at least this share of it (measures.dead_fraction).
+# or when it cannot see at least this share of it (measures.dead_fraction);
+# the latter not in the neuron view, whose unit sees only its receptive field.
 DEAD_PICTURE = 0.5
 ATLAS_FILE = 'atlas.json'
+# Held by a run that adds views to atlas.json, for the moment it rewrites it.
+LOCK_FILE = '.atlas.lock'
+LOCK_SECONDS = 60
 CATALOG_FILE = 'catalog.json'
 PAGE_FILE = 'index.html'
 # The page's markup, style and code; page_html() fills in its data block.
@@ -86,19 +102,74 @@ PAGE_DATA = '/*DATA*/'
 PLAIN_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_-]{0,63}')
 # Real-image patches per filter with --examples.
 EXAMPLES_K = 6
+# The views of a filter (--views), in the order the page shows them; diversityN follows, by N.
+SINGLE_VIEWS = ('channel', 'negative', 'neuron')
+DIVERSITY_VIEW = re.compile(r'diversity(0|[1-9][0-9]*)')
+VIEW_TITLES = {'channel': 'the mean of the filter: what turns it on',
+               'negative': 'minus the mean: what turns it off (measured before the ReLU)',
+               'neuron': "the centre unit of the filter's map"}
+
+
+@dataclass(frozen=True)
+class View:
+    """One view of a filter: its name (as --views spells it), the objective of its pictures
+    (visualize.filter_objective's kind) and its pictures per filter (diversity: None for one)."""
+    name: str
+    objective: str
+    diversity: int = None
+
+    @property
+    def pictures(self):
+        return self.diversity or 1
+
+    @property
+    def order(self):
+        """Where the view stands on the page and in atlas.json: the single views, then diversityN by N."""
+        return (len(SINGLE_VIEWS), self.diversity) if self.diversity else (SINGLE_VIEWS.index(self.name), 0)
+
+
+def parse_view(name):
+    """The View called `name` ('channel', 'negative', 'neuron', 'diversityN' with N >= 2); ValueError otherwise."""
+    if name in SINGLE_VIEWS:
+        return View(name, name)
+    match = DIVERSITY_VIEW.fullmatch(name)
+    if match is None:
+        raise ValueError('view %r: expected %s or diversityN (N >= 2 pictures per filter), separated by commas'
+                         % (name, ', '.join(SINGLE_VIEWS)))
+    count = int(match.group(1))
+    if count < 2:
+        raise ValueError('view %r: a diversity view needs N >= 2 pictures per filter (diversity2, diversity4, ...); '
+                         'one picture is the channel view' % name)
+    return View(name, 'channel', count)
+
+
+def check_views(names):
+    """Names of views (an iterable of text) -> a tuple in page order; ValueError for a bad, repeated or no view."""
+    names = [str(name).strip() for name in names]
+    views = [parse_view(name) for name in names]
+    if not views:
+        raise ValueError('no view given: expected one or more of %s, diversityN' % ', '.join(SINGLE_VIEWS))
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError('view %s given twice: name each view once' % ', '.join(repeated))
+    return tuple(view.name for view in sorted(views, key=lambda view: view.order))
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What makes a picture besides the network, the unit and the filter; kept in OUT/atlas.json.
+    """What makes a picture besides the network, the unit, the filter and the view; kept in OUT/atlas.json.
 
     method: 'regularized' or 'blog' (see visualize.ascend); iters: steps >= 1;
     size: image side in pixels; seed: int >= 0 (a filter's start depends only
     on it and the filter id); step_size: the blog method's (default 2), None
-    for the regularized one; batch_size: filters per task and per session.run,
-    None for visualize.auto_batch_size of each unit; precision: 'float32' or
-    'bfloat16' ('auto' is resolved here, on the machine that starts the run,
-    so that workers on other machines cannot pick another one).
+    for the regularized one; batch_size: filters per task and pictures per
+    session.run, None for visualize.auto_batch_size of each unit; precision:
+    'float32' or 'bfloat16' ('auto' is resolved here, on the machine that
+    starts the run, so that workers on other machines cannot pick another
+    one); views: names of views (see parse_view), kept in page order;
+    diversity_weight: how hard the pictures of a diversity view push apart
+    (None: visualize.DEFAULT_DIVERSITY_WEIGHT of the method), recorded even
+    without a diversity view, so that one added later matches.
     """
     method: str = 'regularized'
     iters: int = 200
@@ -107,6 +178,8 @@ class Settings:
     step_size: float = None
     batch_size: int = None
     precision: str = 'auto'
+    views: tuple = ('channel',)
+    diversity_weight: float = None
 
     def checked(self):
         """The same settings with defaults filled in; ValueError naming the bad value."""
@@ -124,17 +197,23 @@ class Settings:
             raise ValueError('seed=None: an atlas needs a seed (>= 0), so that a filter gets the same picture '
                              'in any task, worker or shard')
         batch_size = None if self.batch_size is None else network.check_int('batch_size', self.batch_size, 1)
+        weight = self.diversity_weight
+        weight = visualize.DEFAULT_DIVERSITY_WEIGHT[self.method] if weight is None else weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError('diversity_weight=%r: expected a finite number >= 0 (0: no push)' % (weight,))
         return Settings(self.method, network.check_int('iters', self.iters, 1),
                         network.check_int('size', self.size, 1), network.check_seed(self.seed), step_size,
-                        batch_size, precision.resolve_precision(self.precision))
+                        batch_size, precision.resolve_precision(self.precision), check_views(self.views),
+                        float(weight))
 
 
 @dataclass(frozen=True)
 class Task:
-    """One piece of work: a batch of filters (ints, ascending) of the unit at layer_index, named layer."""
+    """One piece of work: a batch of filters (ints, ascending) of the unit at layer_index, named layer, in one view."""
     layer_index: int
     layer: str
     filters: tuple
+    view: str = 'channel'
 
     @property
     def folder(self):
@@ -142,10 +221,15 @@ class Task:
 
     @property
     def record_name(self):
-        return 'task-%04d.json' % self.filters[0]
+        return 'task-%04d%s.json' % (self.filters[0], view_suffix(self.view))
+
+    @property
+    def pictures(self):
+        return len(self.filters) * parse_view(self.view).pictures
 
     def __str__(self):
-        return 'task %s filters %s' % (self.layer, id_ranges(self.filters))
+        return 'task %s filters %s%s' % (self.layer, id_ranges(self.filters),
+                                         '' if self.view == 'channel' else ' view ' + self.view)
 
 
 class TaskError(RuntimeError):
@@ -161,6 +245,13 @@ def unit_folder(layer_index, name):
     if PLAIN_NAME.fullmatch(name):
         return name
     return '%03d~%s' % (layer_index, re.sub(r'[^A-Za-z0-9_-]+', '_', name)[:48])
+
+
+def view_suffix(view, group=None):
+    """What a view adds to a filter's file names: '' (channel), '-negative', '-diversity4-2' (picture 2)."""
+    if view == 'channel':
+        return ''
+    return '-%s' % view if group is None else '-%s-%d' % (view, group)
 
 
 def id_ranges(ids):
@@ -230,17 +321,20 @@ def plan(net, settings, filters_by_layer):
     filters_by_layer: {unit index: filter ids}. A unit's batches are cut from
     its whole range of filter ids (0..B-1, B..2B-1, ...), then narrowed to the
     selection, so a task never depends on the engine, the shard or what else
-    is selected.
+    is selected; every view has the same batches. Tasks go view by view
+    (settings.views' order), each unit by unit: a run finishes the first view
+    of every filter before the next, and a shard (every N-th task) holds some
+    of every view and unit.
     """
-    tasks = []
+    batches = []
     for index in sorted(filters_by_layer):
         batch = settings.batch_size or visualize.auto_batch_size(net, index, settings.size)
         wanted = set(filters_by_layer[index])
         for begin in range(0, net.layer_channels[index], batch):
             ids = tuple(f for f in range(begin, begin + batch) if f in wanted)
             if ids:
-                tasks.append(Task(index, net.short_names[index], ids))
-    return tasks
+                batches.append((index, ids))
+    return [Task(index, net.short_names[index], ids, view) for view in settings.views for index, ids in batches]
 
 
 def shard_of(tasks, shard):
@@ -250,7 +344,11 @@ def shard_of(tasks, shard):
 
 
 def read_records(out):
-    """Every task record under out: list of dict, in a fixed order (unit folder, then file name)."""
+    """Every task record under out: list of dict, in a fixed order (unit folder, then file name).
+
+    A record of a format-2 atlas (one picture per filter, no view) is read as
+    one of the channel view, in today's form.
+    """
     records = []
     for name in sorted(os.listdir(out)):
         folder = os.path.join(out, name)
@@ -259,22 +357,31 @@ def read_records(out):
         for name in sorted(os.listdir(folder)):
             if name.startswith('task-') and name.endswith('.json'):
                 with open(os.path.join(folder, name)) as f:
-                    records.append(json.load(f))
+                    record = json.load(f)
+                if 'view' not in record:
+                    record = dict(record, view='channel', entries=[
+                        {'layer': e['layer'], 'layer_index': e['layer_index'], 'filter': e['filter'],
+                         'view': 'channel', 'pictures': [{k: v for k, v in e.items()
+                                                          if k not in ('layer', 'layer_index', 'filter')}]}
+                        for e in record['entries']])
+                records.append(record)
     return records
 
 
 def pending(tasks, done):
-    """The tasks narrowed to their filters not in `done` (a set of (layer, filter)); empty ones dropped."""
+    """The tasks narrowed to their filters not in `done` (a set of (layer, filter, view)); empty ones dropped."""
     left = []
     for task in tasks:
-        ids = tuple(f for f in task.filters if (task.layer, f) not in done)
+        ids = tuple(f for f in task.filters if (task.layer, f, task.view) not in done)
         if ids:
-            left.append(Task(task.layer_index, task.layer, ids))
+            left.append(Task(task.layer_index, task.layer, ids, task.view))
     return left
 
 
-def done_filters(out):
-    return {(entry['layer'], entry['filter']) for record in read_records(out) for entry in record['entries']}
+def done_views(out):
+    """{(layer, filter, view)} of every finished view of a filter under out."""
+    return {(entry['layer'], entry['filter'], record['view'])
+            for record in read_records(out) for entry in record['entries']}
 
 
 # ---------------------------------------------------------------------------
@@ -294,12 +401,15 @@ def _save_image(path, picture, format, **options):
     files.write_atomic(path, lambda f: picture.save(f, format=format, **options))
 
 
-def objective_svg(objectives, width=360, height=140):
-    """A line chart of objectives (float [iters]) as SVG text, with its lowest and highest value."""
+def objective_svg(objectives, width=240, height=100):
+    """A line chart of objectives (float [iters]) as SVG text, with its lowest and highest value.
+
+    The page shows it at 200 px wide, under its picture: near its own size, so that its 11 px text stays legible.
+    """
     values = np.nan_to_num(np.asarray(objectives, np.float64))
     low, high = float(values.min()), float(values.max())
     span = high - low if high - low > 1e-12 else 1.0
-    left, right, top, bottom = 56, width - 8, 8, height - 22
+    left, right, top, bottom = 48, width - 8, 8, height - 22
     every = max(1, len(values) // (right - left))
     steps = list(range(0, len(values), every)) + ([len(values) - 1] if (len(values) - 1) % every else [])
     xs = [left + (right - left) * (i / max(1, len(values) - 1)) for i in steps]
@@ -318,17 +428,26 @@ def objective_svg(objectives, width=360, height=140):
 
 
 def _number(value):
-    """A measure for JSON: 5 significant digits, None for NaN."""
+    """A measure for JSON: 5 significant digits, None for NaN, 0.0 for -0.0 (a negative view's dead filter)."""
     value = float(value)
-    return None if math.isnan(value) else float('%.5g' % value)
+    return None if math.isnan(value) else float('%.5g' % value) + 0.0
 
 
-def write_filter(out, layer_index, layer, feature_id, image, objectives, no_gradient, values):
-    """Write one filter's files, each atomically; returns its catalog entry (dict).
+def picture_base(layer_index, layer, feature_id, view, group=0):
+    """A picture's files under OUT, without their ending: UNIT/NNNN, UNIT/NNNN-negative, UNIT/NNNN-diversity4-2."""
+    return '%s/%04d%s' % (unit_folder(layer_index, layer), feature_id,
+                          view_suffix(view, group if parse_view(view).diversity else None))
 
+
+def write_picture(out, base, image, objectives, no_gradient, values, whole=True):
+    """Write one picture's files (base: picture_base()), each atomically; returns its catalog entry (dict).
+
+    image: float32 [size, size, C] ~0..255; objectives: float32 [iters];
+    values: its measures (measures.measure_objectives, one picture's);
+    whole: whether its objective looks at the whole picture, so that a large
+    dead fraction makes it dead (not so a neuron's).
     files.WriteError (naming the file and the cause) when one cannot be written.
     """
-    base = '%s/%04d' % (unit_folder(layer_index, layer), feature_id)
     path = os.path.join(out, base)
     files.write_atomic(path + '.npz', lambda f: np.savez(f, image=image, objectives=objectives,
                                                          dead=np.bool_(no_gradient)))
@@ -339,12 +458,11 @@ def write_filter(out, layer_index, layer, feature_id, image, objectives, no_grad
     svg = objective_svg(objectives).encode('utf8')
     files.write_atomic(path + '-objective.svg', lambda f: f.write(svg))
     dead_fraction = _number(values['dead_fraction'])
-    return {'layer': layer, 'layer_index': layer_index, 'filter': feature_id,
-            'png': base + '.png', 'thumb': base + '-thumb.jpg', 'curve': base + '-objective.svg',
+    return {'png': base + '.png', 'thumb': base + '-thumb.jpg', 'curve': base + '-objective.svg',
             'npz': base + '.npz',
             'activation': _number(values['activation']), 'dead_fraction': dead_fraction,
             'blur_robustness': _number(values['blur_robustness']),
-            'no_gradient': bool(no_gradient), 'dead': bool(no_gradient) or dead_fraction >= DEAD_PICTURE,
+            'no_gradient': bool(no_gradient), 'dead': bool(no_gradient) or whole and dead_fraction >= DEAD_PICTURE,
             'objective': _number(objectives[-1])}
 
 
@@ -356,7 +474,7 @@ def run_task(task, spec, out, settings, header):
     absolute path of the atlas folder, the same for every worker; header: its
     atlas.json as the run claimed it (claim()). A worker that finds another atlas.json there (another folder
     at that path, or a relative path read from another working folder)
-    refuses before it writes anything.
+    refuses before it writes anything. task.view: which view of its filters.
     """
     started = time.perf_counter()
     net = cluster.worker_model(spec)
@@ -367,7 +485,8 @@ def run_task(task, spec, out, settings, header):
                                 'that path, e.g. a folder shared by all machines' % (os.getpid(), out))
     with open(path) as f:
         there = json.load(f)
-    if there != header:
+    # Views are left out: another run may add views to the atlas while this one runs.
+    if without_views(there) != without_views(header):
         differences = header_differences(there, header) or [
             '%s: %r there, %r sent' % (key, there.get(key), header.get(key))
             for key in sorted(set(there) | set(header)) if there.get(key) != header.get(key)]
@@ -376,20 +495,39 @@ def run_task(task, spec, out, settings, header):
                          % (os.getpid(), path, '; '.join(differences)))
     os.makedirs(folder, exist_ok=True)
     ids = list(task.filters)
+    view = parse_view(task.view)
     with warnings.catch_warnings():
         # Filters that never had a gradient are marked in the catalog; a warning per task would break the bar.
         warnings.simplefilter('ignore', RuntimeWarning)
+        # batch_size: the task's filters, so a diversity view's session.run holds as many pictures as a
+        # channel view's (or one group, when a group is larger).
         result = visualize.ascend(net, task.layer_index, ids, settings.iters, settings.step_size,
                                   seed=settings.seed, size=settings.size, batch_size=len(ids),
-                                  method=settings.method, precision=settings.precision)
-    values = measures.measure_all(net, task.layer_index, ids, result.images)
-    entries = [write_filter(out, task.layer_index, task.layer, f, result.images[i], result.objectives[:, i],
-                            result.dead[i], {k: v[i] for k, v in values.items()})
-               for i, f in enumerate(ids)]
-    record = {'layer': task.layer, 'filters': ids, 'entries': entries,
+                                  method=settings.method, precision=settings.precision, objective=view.objective,
+                                  diversity=view.diversity,
+                                  diversity_weight=settings.diversity_weight if view.diversity else None)
+    per = view.pictures
+    # Picture p is group p % per of filter ids[p // per]; each is measured by its own objective, after the ReLU
+    # but for a negative view, whose filter ends up off there (as visualize.py measures it).
+    values = measures.measure_objectives(
+        net, [visualize.filter_objective(view.objective, task.layer_index, f) for f in ids for _ in range(per)],
+        result.images, pre_relu=view.objective == 'negative')
+    entries = []
+    for i, f in enumerate(ids):
+        pictures = [write_picture(out, picture_base(task.layer_index, task.layer, f, task.view, g),
+                                  result.images[p], result.objectives[:, p], result.dead[p],
+                                  {k: v[p] for k, v in values.items()}, whole=view.objective != 'neuron')
+                    for g, p in enumerate(range(i * per, (i + 1) * per))]
+        entry = {'layer': task.layer, 'layer_index': task.layer_index, 'filter': f, 'view': task.view,
+                 'pictures': pictures}
+        if view.diversity:
+            entry['diversity'] = _number(measures.diversity(net, task.layer_index,
+                                                            result.images[i * per:(i + 1) * per]))
+        entries.append(entry)
+    record = {'layer': task.layer, 'view': task.view, 'filters': ids, 'entries': entries,
               'seconds': round(time.perf_counter() - started, 3)}
     data = json.dumps(record, indent=1).encode('utf8')
-    # Last: the filters count as done only from here on.
+    # Last: the filters' view counts as done only from here on.
     files.write_atomic(os.path.join(folder, task.record_name), lambda f: f.write(data))
     return record
 
@@ -420,11 +558,12 @@ def write_examples(out, net, folder, tasks, *, precision, client=None, progress=
     Writes UNIT/NNNN-example-R.png (the unit's receptive field, as the
     network sees it: RGB or greyscale) and then UNIT/NNNN-examples.json, each
     atomically; write_index() puts them into the catalog. A shard finds the
-    examples of its own filters only.
+    examples of its own filters only (each once, whatever its views).
     """
     filters = {}
     for task in tasks:
-        filters.setdefault(task.layer_index, []).extend(task.filters)
+        filters.setdefault(task.layer_index, set()).update(task.filters)
+    filters = {index: sorted(ids) for index, ids in filters.items()}
     if not filters:
         return 0
     found = examples.find(net, folder, sorted(filters), k=k, filters=filters, progress=progress, client=client,
@@ -484,18 +623,22 @@ def make_header(net, settings, command, weights=None):
       weights: the path of the h5 file the graph was built from, if any.
     Files are kept by name only: the page travels to other machines.
     """
-    return {'format': FORMAT, 'settings': asdict(settings), 'weights_md5': net.md5, 'preprocess': net.preprocess,
+    return {'format': FORMAT, 'settings': dict(asdict(settings), views=list(settings.views)), 'weights_md5': net.md5, 'preprocess': net.preprocess,
             'description': net.description, 'weights': os.path.basename(weights) if weights else None,
             'model': os.path.basename(net.path) if net.path else None, 'command': command}
 
 
 def header_differences(there, header):
-    """What makes two atlas.json headers (dicts) render other pictures: list of text, empty when they agree."""
+    """What makes two atlas.json headers (dicts) render other pictures: list of text, empty when they agree.
+
+    The views are no such difference: a run may add views (claim()).
+    """
     if there.get('format') != FORMAT:
         return ['format: %r there, %d now (the atlas was made by another version of atlas.py)'
                 % (there.get('format'), FORMAT)]
     differences = ['%s: %r there, %r now' % (key, there.get('settings', {}).get(key), value)
-                   for key, value in header['settings'].items() if there.get('settings', {}).get(key) != value]
+                   for key, value in header['settings'].items()
+                   if key != 'views' and there.get('settings', {}).get(key) != value]
     if there.get('weights_md5') != header['weights_md5']:
         differences.append('weights md5: %s there (%s), %s now (%s)' % (
             there.get('weights_md5'), there.get('description'), header['weights_md5'], header['description']))
@@ -504,65 +647,99 @@ def header_differences(there, header):
     return differences
 
 
+def without_views(header):
+    """A header (dict) without its settings' views: what must stay the same while runs add views."""
+    return dict(header, settings={k: v for k, v in header.get('settings', {}).items() if k != 'views'})
+
+
+def upgraded(there, header=None):
+    """A format-2 header (dict) as format 3: channel views only, and the diversity weight of `header` (the
+    run's: the old atlas has no diversity picture to disagree with), else None. Other headers as they are."""
+    if there.get('format') != OLD_FORMAT:
+        return there
+    weight = header['settings']['diversity_weight'] if header else None
+    return dict(there, format=FORMAT, settings=dict(there.get('settings', {}), views=['channel'],
+                                                    diversity_weight=weight))
+
+
 def claim(out, header):
     """Create OUT/atlas.json from header (dict), or check the one there; ValueError on other settings or weights.
 
     Returns the header found or made there: what the run sends its workers.
     A new atlas gets a random atlas_id, so that a worker that sees another
-    folder with the same settings at that path tells them apart. An atlas.json
-    that is there already is only read: a refused run changes nothing in OUT.
-    Two shards starting at once race here: the file is linked into place
-    (files.link_new), so exactly one wins and the other compares against it.
+    folder with the same settings at that path tells them apart. Views that
+    the atlas.json there lacks are added to it (its views are those of every
+    run so far, in page order); a format-2 atlas.json is upgraded. Otherwise
+    an atlas.json that is there already is only read: a refused run changes
+    nothing in OUT. Two shards starting at once race here: the file is
+    linked into place (files.link_new), so exactly one wins and the other
+    compares against it; runs adding views take a lock (OUT/.atlas.lock) so
+    that none loses another's.
     """
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, ATLAS_FILE)
     if not os.path.exists(path):
-        data = json.dumps(dict(header, atlas_id=uuid.uuid4().hex), indent=1, sort_keys=True).encode('utf8')
-        files.link_new(path, data)
+        files.link_new(path, _header_bytes(dict(header, atlas_id=uuid.uuid4().hex)))
     with open(path) as f:
-        there = json.load(f)
+        written = json.load(f)
+    there = upgraded(written, header)
     differences = header_differences(there, header)
     if differences:
         raise ValueError('%s was made with other settings or another network (%s); render into another folder, '
                          'or run with the settings it records' % (path, '; '.join(differences)))
+    if there is not written or not set(header['settings']['views']) <= set(there['settings']['views']):
+        # Only the views (and the format) change: the rest was checked above, and no run changes it.
+        with files.exclusive_lock(os.path.join(out, LOCK_FILE), timeout=LOCK_SECONDS, quiet=True):
+            with open(path) as f:
+                there = upgraded(json.load(f), header)
+            views = check_views(set(there['settings']['views']) | set(header['settings']['views']))
+            there = dict(there, settings=dict(there['settings'], views=list(views)))
+            data = _header_bytes(there)
+            files.write_atomic(path, lambda f: f.write(data))
     return there
 
 
+def _header_bytes(header):
+    return json.dumps(header, indent=1, sort_keys=True).encode('utf8')
+
+
 def read_header(out):
+    """OUT/atlas.json (dict), a format-2 one as format 3 (upgraded); FileNotFoundError when OUT is no atlas."""
     path = os.path.join(out, ATLAS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError('%s does not exist: %s is not an atlas folder (make one with `python atlas.py %s`)'
                                 % (path, out, out))
     with open(path) as f:
-        return json.load(f)
+        return upgraded(json.load(f))
 
 
 def render(out, spec, settings, header, tasks, client=None, progress=True):
-    """Run the tasks not finished yet in `out`, in this process (client None) or on Dask; returns filters rendered now.
+    """Run the tasks not finished yet in `out`, in this process (client None) or on Dask; returns pictures rendered now.
 
-    One tqdm bar over filters, which starts at those already done.
+    One tqdm bar over pictures (a diversityN view has N per filter), which starts at those already done.
     """
     from tqdm import tqdm
-    done = done_filters(out)
-    left = pending(tasks, done)
-    total = sum(len(t.filters) for t in tasks)
-    bar = tqdm(total=total, initial=total - sum(len(t.filters) for t in left), unit='filter', desc='atlas',
+    left = pending(tasks, done_views(out))
+    total = sum(task.pictures for task in tasks)
+    bar = tqdm(total=total, initial=total - sum(task.pictures for task in left), unit='picture', desc='atlas',
                disable=not progress, smoothing=0.1)
     rendered = 0
     try:
         if client is None:
             for task in left:
-                rendered += len(run_task(task, spec, out, settings, header)['filters'])
-                bar.update(len(task.filters))
+                run_task(task, spec, out, settings, header)
+                rendered += task.pictures
+                bar.update(task.pictures)
         else:
             from dask.distributed import as_completed
             futures = {client.submit(run_task_on_worker, task, spec, out, settings, header, pure=False): task
                        for task in left}
             try:
                 for future in as_completed(futures):
-                    count = len(_result(future, futures[future])['filters'])
-                    rendered += count
-                    bar.update(count)
+                    task = futures[future]
+                    _result(future, task)
+                    rendered += task.pictures
+                    bar.update(task.pictures)
             finally:
                 client.cancel(list(futures))
     finally:
@@ -629,7 +806,20 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=0, help='seed of the start images (default 0)')
     parser.add_argument('--step-size', type=float, default=None, help='blog method: step size (default 2)')
     parser.add_argument('--batch-size', type=int, default=None,
-                        help='filters per task and per session.run (default: automatic per unit, as visualize.py)')
+                        help='filters per task, and pictures per session.run (default: automatic per unit, as '
+                             'visualize.py)')
+    parser.add_argument('--views', default='channel', metavar='VIEW,...',
+                        help='the views of each filter, separated by commas (default channel): channel (the mean '
+                             'of the filter: what turns it on), negative (minus the mean: what turns it off), '
+                             "neuron (the centre unit of the filter's map), diversityN (N >= 2 pictures of the "
+                             'channel pushed apart). Each view costs its pictures per filter: diversity4 is 4 '
+                             'pictures, and channel,negative,neuron,diversity4 is 7, about 7x the time and disk '
+                             'of channel alone. Views may be added to an atlas later; finished ones are kept')
+    parser.add_argument('--diversity-weight', type=float, default=None, metavar='W',
+                        help='with a diversityN view: how hard its pictures push apart, a share of their '
+                             'activation (default %g for --method blog, %g for regularized, as visualize.py)'
+                             % (visualize.DEFAULT_DIVERSITY_WEIGHT['blog'],
+                                visualize.DEFAULT_DIVERSITY_WEIGHT['regularized']))
     models.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision
     cluster.add_arguments(parser)
     parser.add_argument('--shard', default=None, metavar='I/N',
@@ -679,8 +869,12 @@ def main(argv=None):
                 print('%s: %d filters in the catalog' % (os.path.join(args.out, PAGE_FILE), len(catalog)))
             return 0
         shard = parse_shard(args.shard)
-        settings = Settings(args.method, args.iters, 224 if args.size is None else args.size, args.seed, args.step_size, args.batch_size,
-                            args.precision).checked()
+        settings = Settings(args.method, args.iters, 224 if args.size is None else args.size, args.seed,
+                            args.step_size, args.batch_size, args.precision, args.views.split(','),
+                            args.diversity_weight).checked()
+        if args.diversity_weight is not None and not any(parse_view(v).diversity for v in settings.views):
+            raise ValueError('--diversity-weight %g goes with a diversityN view (e.g. --views channel,diversity4)'
+                             % args.diversity_weight)
         check_writable(args.out)
         if args.examples:
             examples.list_images(args.examples)     # a missing or empty folder: said now, not after the ascent
@@ -693,14 +887,15 @@ def main(argv=None):
             catalog = make(args.out, net, settings, tasks, header, client=client, examples_folder=args.examples,
                            progress=not args.quiet)
     except KeyboardInterrupt:
-        print('interrupted: the finished filters are kept; run the same command again to go on', file=sys.stderr)
+        print('interrupted: the finished views are kept; run the same command again to go on', file=sys.stderr)
         return 130
     except (ValueError, OSError, TaskError) as error:
         # One line: a failed write names its file and cause (files.WriteError), a failed task its worker.
         print('error: %s' % error, file=sys.stderr)
         return 2
     if not args.quiet:
-        print('%s: %d filters' % (os.path.join(args.out, PAGE_FILE), len(catalog)))
+        print('%s: %d filters, %d pictures' % (os.path.join(args.out, PAGE_FILE), len(catalog),
+                                               sum(len(v['pictures']) for e in catalog for v in e['views'])))
     return 0
 
 
@@ -713,25 +908,41 @@ def examples_file(folder, feature_id):
 
 
 def build_catalog(out):
-    """One entry per finished filter, by unit (network order) then filter; a filter in two records (runs that
-    raced) once.
+    """One entry per filter with a finished view, by unit (network order) then filter; a view in two records
+    (runs that raced) once.
 
-    With --examples, an entry also holds `examples`: [{png, file, activation}], strongest first.
+    An entry holds layer, layer_index, filter, and `views`: one object per
+    finished view, in page order, each {view, pictures: [picture, ...]} (one
+    picture, or N for diversityN, with `diversity`, the group's measure), a
+    picture being {png, thumb, curve, npz, activation, dead_fraction,
+    blur_robustness, no_gradient, dead, objective}. The first view's first
+    picture is the filter's tile: its fields are also the entry's own, with
+    `view` naming it. With --examples, an entry also holds `examples`:
+    [{png, file, activation}], strongest first.
     """
-    entries = {}
+    views = {}
     for record in read_records(out):
         for entry in record['entries']:
-            entries.setdefault((entry['layer_index'], entry['filter']), entry)
-    for entry in entries.values():
+            views.setdefault((entry['layer_index'], entry['filter']), {}).setdefault(record['view'], entry)
+    catalog = []
+    for key in sorted(views):
+        found = [views[key][name] for name in sorted(views[key], key=lambda name: parse_view(name).order)]
+        first = found[0]
+        entry = {'layer': first['layer'], 'layer_index': first['layer_index'], 'filter': first['filter'],
+                 'view': first['view']}
+        entry.update(first['pictures'][0])
+        entry['views'] = [{k: v for k, v in view.items() if k not in ('layer', 'layer_index', 'filter')}
+                          for view in found]
         path = os.path.join(out, examples_file(unit_folder(entry['layer_index'], entry['layer']), entry['filter']))
         if os.path.isfile(path):
             with open(path) as f:
                 entry['examples'] = json.load(f)['examples']
-    return [entries[key] for key in sorted(entries)]
+        catalog.append(entry)
+    return catalog
 
 
 def write_index(out):
-    """Write OUT/catalog.json and OUT/index.html from the finished filters; returns the catalog (list)."""
+    """Write OUT/catalog.json and OUT/index.html from the finished views; returns the catalog (list)."""
     header = read_header(out)
     catalog = build_catalog(out)
     data = json.dumps(catalog, indent=0).encode('utf8')
@@ -741,15 +952,27 @@ def write_index(out):
     return catalog
 
 
+def view_text(view, settings):
+    """{'title': what a view's pictures show, 'flags': the visualize.py flags that render them} (text)."""
+    parsed = parse_view(view)
+    if parsed.diversity is None:
+        return {'title': VIEW_TITLES[view], 'flags': '' if view == 'channel' else '--objective %s' % view}
+    weight = settings['diversity_weight']
+    return {'title': '%d pictures of the channel pushed apart (weight %g)' % (parsed.diversity, weight),
+            'flags': '--diversity %d --diversity-weight %g' % (parsed.diversity, weight)}
+
+
 def page_html(header, catalog):
-    """index.html: atlas.html with the header and the catalog in its JSON script block.
+    """index.html: atlas.html with the header, the catalog and the views' texts in its JSON script block.
 
     Pages opened from file:// may not fetch() local files, so the data travels
     inside the page. Every text from files reaches the page through
     textContent, never as markup; in the script block, < > & are escaped so
     that no text can close it.
     """
-    data = json.dumps({'atlas': header, 'catalog': catalog}, separators=(',', ':'))
+    names = set(header['settings']['views']) | {view['view'] for entry in catalog for view in entry['views']}
+    views = {name: view_text(name, header['settings']) for name in sorted(names, key=lambda n: parse_view(n).order)}
+    data = json.dumps({'atlas': header, 'catalog': catalog, 'views': views}, separators=(',', ':'))
     data = data.replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
     with open(PAGE_TEMPLATE, encoding='utf8') as f:
         template = f.read()

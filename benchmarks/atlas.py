@@ -7,6 +7,8 @@ when present (full-size random weights otherwise: same FLOPs):
   worker, interleaved repeats, medians;
 - engines: `python atlas.py` in one process against `--workers 2`, end to end
   (start-up included), fresh folders, interleaved;
+- views: one task of each view (channel, negative, neuron, diversity4) on the
+  same filters, interleaved repeats, medians: what `--views` costs per picture;
 - estimate: one task of every layer timed at two step counts, so that
   t(task) = fixed + steps x per-step; from that the whole VGG16 (4,224
   filters) at each size, the time on N machines on paper (longest-first list
@@ -15,6 +17,7 @@ when present (full-size random weights otherwise: same FLOPs):
     python benchmarks/atlas.py --quick                   # small settings, a few minutes
     python benchmarks/atlas.py --markdown                # the README figures (about 25 min on 2 cores)
     python benchmarks/atlas.py --only estimate --sizes 224 --precision float32
+    python benchmarks/atlas.py --only views --precision float32
 
 Times are wall clock on a shared machine: read the ratios, which interleaving
 protects, more than the absolute numbers.
@@ -109,6 +112,21 @@ def engines(model_path, work, flags, repeats):
     return {name: statistics.median(values) for name, values in times.items()}, times
 
 
+def views(spec, work, layer, count, settings, repeats, names=('channel', 'negative', 'neuron', 'diversity4')):
+    """One task of each view on filters 0..count-1 of `layer`, interleaved: {view: [wall seconds]}."""
+    model = cluster.worker_model(spec)
+    index = model.layer_index(layer)
+    out = prepared_out(os.path.join(work, 'views'), settings, model)
+    tasks = {name: atlas.Task(index, model.short_names[index], tuple(range(count)), name) for name in names}
+    for task in tasks.values():       # builds the ops of each view, untimed
+        atlas.run_task(task, spec, out, settings, atlas.read_header(out))
+    times = {name: [] for name in names}
+    for _ in range(repeats):
+        for name, task in tasks.items():
+            times[name].append(timed(atlas.run_task, task, spec, out, settings, atlas.read_header(out))[0])
+    return times
+
+
 def disk_per_filter(out):
     """Mean bytes per filter of each kind of file in an atlas folder: {kind: bytes}."""
     sizes, filters = {}, set()
@@ -179,7 +197,7 @@ def hours(seconds):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Overhead, engines and whole-network estimate of atlas.py.')
-    parser.add_argument('--only', choices=('overhead', 'engines', 'estimate'), default=None)
+    parser.add_argument('--only', choices=('overhead', 'engines', 'views', 'estimate'), default=None)
     parser.add_argument('--quick', action='store_true', help='small settings: a few minutes')
     parser.add_argument('--markdown', action='store_true', help='print the tables as Markdown too')
     parser.add_argument('--sizes', default='224,128', help='image sizes of the estimate (default 224,128)')
@@ -227,6 +245,21 @@ def main(argv=None):
             for name, seconds in medians.items():
                 print('  %-12s %.1f s (median)  [all: %s]' % (name, seconds, ' '.join('%.1f' % t for t in every[name])))
             print('  --workers 2 / one process: %.2f' % (medians['--workers 2'] / medians['one process']))
+
+        if args.only in (None, 'views'):
+            size, iters, count = (64, 20, 4) if args.quick else (128, 50, 8)
+            names = ('channel', 'negative', 'neuron', 'diversity4')
+            settings = atlas.Settings('regularized', iters, size, 0, None, count, args.precision,
+                                      views=names).checked()
+            times = views(spec, work, 'conv3_2', count, settings, args.repeats, names)
+            print('\nviews, conv3_2 filters 0-%d, regularized, %d px, %d steps, one task per view, %d interleaved '
+                  'repeats:' % (count - 1, size, iters, args.repeats))
+            channel = statistics.median(times['channel'])
+            for name, seconds in times.items():
+                pictures = count * atlas.parse_view(name).pictures
+                print('  %-10s %2d pictures: %.2f s (median), %.3f s per picture, %.2fx channel  [all: %s]'
+                      % (name, pictures, statistics.median(seconds), statistics.median(seconds) / pictures,
+                         statistics.median(seconds) / channel, ' '.join('%.2f' % t for t in seconds)))
 
         if args.only in (None, 'estimate'):
             sizes = [64] if args.quick else [int(s) for s in args.sizes.split(',')]

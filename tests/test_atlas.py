@@ -1,12 +1,15 @@
 """atlas.py and cluster.py on a small 13-layer model saved as a file (workers load it from there), 32 px.
 
 Known answers: one process, `--workers 2` and two shards give the same float
-arrays byte for byte; a run killed by SIGINT or SIGKILL and run again equals an
-uninterrupted one and does not render finished filters again; a worker killed
-mid-task still leaves every filter exactly once; other settings, weights or
-preprocessing, and every bad input, are refused with a message and leave
-nothing behind; a write that fails is one line naming the file and the cause;
-a network whose unit names are any text gets an atlas too.
+arrays byte for byte, in every view (channel, negative, neuron, diversityN); a
+run killed by SIGINT or SIGKILL and run again equals an uninterrupted one and
+does not render finished views again; views added to an atlas later equal
+those made at once, and leave the finished ones alone; a format-2 atlas (channel
+only) is read and upgraded; a worker killed mid-task still leaves every filter
+exactly once; other settings, weights or preprocessing, and every bad input,
+are refused with a message and leave nothing behind; a write that fails is one
+line naming the file and the cause; a network whose unit names are any text
+gets an atlas too.
 (tests/test_cluster.py: the same on a real scheduler and workers without the project.)
 """
 import json
@@ -29,17 +32,24 @@ from conftest import ROOT, random_weights
 from test_vgg16 import write_keras1_h5
 import atlas
 import cluster
+import measures
 import network
 import vgg16
 import visualize
 
-# Three layers at three depths; batches of 3 cut conv1_1 (4 filters) and conv3_1 / conv5_3 (8) into 2 + 3 + 3 tasks.
+# Two layers at two depths; batches of 3 cut conv1_1 (4 filters) and conv3_1 (8) into 2 + 3 batches, each one
+# task per view: 20 tasks, 60 pictures (diversity2 has 2 per filter). Each (unit, form of objective) builds its
+# ops once per process (negative is channel's form): 6 builds, most of the time.
 # float32 by name: subprocesses do not see the fake CPU of conftest, and 'auto' could differ between them.
-RUN = ['--layers', 'conv1_1,conv3_1,conv5_3', '--size', '32', '--iters', '20', '--batch-size', '3',
-       '--precision', 'float32', '--quiet']
-# For the kill tests: tasks long enough (about half a second each) to be caught half-way.
-SLOW = ['--layers', 'conv3_1', '--method', 'blog', '--size', '32', '--iters', '300', '--batch-size', '2',
-        '--precision', 'float32', '--quiet']
+VIEWS = ['channel', 'negative', 'neuron', 'diversity2']
+RUN = ['--layers', 'conv1_1,conv3_1', '--size', '32', '--iters', '20', '--batch-size', '3',
+       '--precision', 'float32', '--views', ','.join(VIEWS), '--quiet']
+# For the kill tests: tasks long enough (about half a second each) to be caught half-way; 2 batches x 2 views.
+SLOW = ['--layers', 'conv3_1', '--filters', '0-3', '--views', 'negative,diversity2', '--method', 'blog',
+        '--size', '32', '--iters', '300', '--batch-size', '2', '--precision', 'float32', '--quiet']
+# For the tests that add views: small and quick.
+QUICK = ['--layers', 'conv1_1,conv2_1', '--filters', '0-3', '--method', 'blog', '--size', '16', '--iters', '8',
+         '--batch-size', '3', '--precision', 'float32', '--quiet']
 
 
 @pytest.fixture(scope='module')
@@ -94,19 +104,60 @@ def test_catalog_lists_every_filter_once_with_its_files(reference):
     with open(os.path.join(reference, atlas.CATALOG_FILE)) as f:
         catalog = json.load(f)
     assert [(e['layer'], e['filter']) for e in catalog] == (
-        [('conv1_1', f) for f in range(4)] + [('conv3_1', f) for f in range(8)] + [('conv5_3', f) for f in range(8)])
+        [('conv1_1', f) for f in range(4)] + [('conv3_1', f) for f in range(8)])
     for entry in catalog:
-        for key in ('png', 'thumb', 'curve', 'npz'):
-            assert os.path.isfile(os.path.join(reference, entry[key]))
-        assert 0 <= entry['dead_fraction'] <= 1 and entry['activation'] >= 0
-        assert entry['blur_robustness'] is None or entry['blur_robustness'] >= 0
+        assert [v['view'] for v in entry['views']] == VIEWS
+        assert [len(v['pictures']) for v in entry['views']] == [1, 1, 1, 2]
+        # The tile is the channel view's picture, at the layout of a channel-only atlas.
+        folder, number = entry['layer'], '%04d' % entry['filter']
+        assert entry['view'] == 'channel' and entry['npz'] == '%s/%s.npz' % (folder, number)
+        assert [p['npz'] for v in entry['views'] for p in v['pictures']] == [
+            '%s/%s%s.npz' % (folder, number, suffix)
+            for suffix in ('', '-negative', '-neuron', '-diversity2-0', '-diversity2-1')]
+        for view in entry['views']:
+            for picture in view['pictures']:
+                for key in ('png', 'thumb', 'curve', 'npz'):
+                    assert os.path.isfile(os.path.join(reference, picture[key]))
+                assert 0 <= picture['dead_fraction'] <= 1
+                # A negative view is measured before the ReLU, where a blurred picture may turn the filter negative.
+                assert picture['blur_robustness'] is None or picture['blur_robustness'] >= 0 or (
+                    view['view'] == 'negative')
+        channel, negative, neuron, diverse = entry['views']
+        assert channel['pictures'][0]['activation'] >= 0 and neuron['pictures'][0]['activation'] >= 0
+        assert 0 <= diverse['diversity'] <= 1 and 'diversity' not in channel
+        # A neuron sees only its receptive field: its picture is dead only when it never had a gradient.
+        channel, neuron = channel['pictures'][0], neuron['pictures'][0]
+        assert channel['dead'] == (channel['no_gradient'] or channel['dead_fraction'] >= atlas.DEAD_PICTURE)
+        assert neuron['dead'] == neuron['no_gradient']
     with np.load(os.path.join(reference, catalog[0]['npz'])) as npz:
         assert npz['image'].shape == (32, 32, 3) and npz['image'].dtype == np.float32
         assert npz['objectives'].shape == (20,)
+    records = sorted(os.listdir(os.path.join(reference, 'conv1_1')))
+    assert [n for n in records if n.startswith('task-')] == sorted(
+        'task-%04d%s.json' % (f, s) for f in (0, 3) for s in ('', '-negative', '-neuron', '-diversity2'))
     with open(os.path.join(reference, atlas.ATLAS_FILE)) as f:
         header = json.load(f)
     assert header['settings'] == {'method': 'regularized', 'iters': 20, 'size': 32, 'seed': 0,
-                                  'step_size': None, 'batch_size': 3, 'precision': 'float32'}
+                                  'step_size': None, 'batch_size': 3, 'precision': 'float32', 'views': VIEWS,
+                                  'diversity_weight': visualize.DEFAULT_DIVERSITY_WEIGHT['regularized']}
+
+
+def test_the_negative_view_rises_and_turns_its_filter_down(net, reference):
+    with open(os.path.join(reference, atlas.CATALOG_FILE)) as f:
+        catalog = json.load(f)
+    for entry in catalog:
+        layer, number = entry['layer'], '%04d' % entry['filter']
+        with np.load(os.path.join(reference, layer, number + '-negative.npz')) as npz:
+            objectives, negative = npz['objectives'], npz['image']
+        # Regularized steps see randomly moved pictures: compare the first and last few steps.
+        assert objectives[-5:].mean() > objectives[:5].mean(), (layer, number, objectives)
+        with np.load(os.path.join(reference, layer, number + '.npz')) as npz:
+            channel = npz['image']
+        # Before the ReLU (after it the filter is off): the negative picture turns its filter further down than
+        # the channel's picture, and its measured activation is minus the filter's mean.
+        means = measures.activation(net, layer, [entry['filter']] * 2, np.stack([negative, channel]), pre_relu=True)
+        assert means[0] < means[1], (layer, number, means)
+        assert entry['views'][1]['pictures'][0]['activation'] == pytest.approx(-means[0], rel=1e-4, abs=1e-6)
 
 
 def test_workers_and_shards_equal_one_process(model_file, reference, tmp_path):
@@ -115,34 +166,48 @@ def test_workers_and_shards_equal_one_process(model_file, reference, tmp_path):
     assert_same_atlas(workers, reference)
     shards = str(tmp_path / 'shards')
     assert atlas.main([shards, '--model', model_file, '--shard', '1/2'] + RUN) == 0
-    half = len(json.load(open(os.path.join(shards, atlas.CATALOG_FILE))))
-    assert 0 < half < 20
+    # Every other task: some of every view, of 48 views of filters in all.
+    half = atlas.done_views(shards)
+    assert 0 < len(half) < 48 and {view for _, _, view in half} == set(VIEWS)
     assert atlas.main([shards, '--model', model_file, '--shard', '0/2'] + RUN) == 0
     assert_same_atlas(shards, reference)
 
 
 def test_shards_are_disjoint_and_cover_every_task(net):
-    settings = atlas.Settings(batch_size=3, size=32).checked()
+    settings = atlas.Settings(batch_size=3, size=32, views=('diversity4', 'channel')).checked()
     tasks = atlas.plan(net, settings, {i: range(net.layer_channels[i]) for i in range(13)})
-    parts = [atlas.shard_of(tasks, (i, 5)) for i in range(5)]
+    parts = [atlas.shard_of(tasks, (i, 4)) for i in range(4)]
     assert sorted(sum(parts, []), key=tasks.index) == tasks
-    # Narrowing the selection narrows the tasks; it never moves a filter to another batch.
+    # Each shard holds some of every view, even when N divides the number of views' tasks of a batch.
+    assert all({t.view for t in part} == {'channel', 'diversity4'} for part in parts)
+    # Narrowing the selection narrows the tasks; it never moves a filter to another batch. View by view, in
+    # page order.
     narrow = atlas.plan(net, settings, {4: [1, 2, 3, 4]})
-    assert [t.filters for t in narrow] == [(1, 2), (3, 4)]
+    assert [(t.filters, t.view) for t in narrow] == [((1, 2), 'channel'), ((3, 4), 'channel'),
+                                                      ((1, 2), 'diversity4'), ((3, 4), 'diversity4')]
+    assert [t.pictures for t in narrow] == [2, 2, 8, 8]
+    assert str(narrow[2]) == 'task conv3_1 filters 1-2 view diversity4' and narrow[2].record_name == (
+        'task-0001-diversity4.json')
 
 
 def test_visualize_command_of_the_page_renders_the_same_picture(model_file, reference, tmp_path, monkeypatch):
-    with open(os.path.join(reference, atlas.ATLAS_FILE)) as f:
-        command = json.load(f)['command']
-    words = command.split()
+    header = atlas.read_header(reference)
+    words = header['command'].split()
     # The model by its file name: the page travels to other machines; run the command where the file is.
     assert words[:4] == ['python', 'visualize.py', '--model', 'tiny.tfmodel']
     monkeypatch.chdir(os.path.dirname(model_file))
-    npz = str(tmp_path / 'one.npz')
-    assert visualize.main(words[2:] + ['--layer', 'conv3_1', '--filters', '5', '--out', str(tmp_path / 'one.png'),
-                                       '--npz', npz, '--quiet']) == 0
-    with np.load(npz) as alone, np.load(os.path.join(reference, 'conv3_1', '0005.npz')) as in_atlas:
-        assert alone['images'][0].tobytes() == in_atlas['image'].tobytes()
+    # Each view: the page adds its flags to the atlas's command (atlas.view_text).
+    for view, names in (('channel', ['0005']), ('negative', ['0005-negative']),
+                        ('diversity2', ['0005-diversity2-0', '0005-diversity2-1'])):
+        npz = str(tmp_path / ('%s.npz' % view))
+        flags = atlas.view_text(view, header['settings'])['flags'].split()
+        assert visualize.main(words[2:] + flags + ['--layer', 'conv3_1', '--filters', '5', '--out',
+                                                   str(tmp_path / 'one.png'), '--npz', npz, '--quiet']) == 0
+        with np.load(npz) as alone:
+            assert len(alone['images']) == len(names)
+            for image, name in zip(alone['images'], names):
+                with np.load(os.path.join(reference, 'conv3_1', name + '.npz')) as in_atlas:
+                    assert image.tobytes() == in_atlas['image'].tobytes(), name
 
 
 def test_index_only_rebuilds_catalog_and_page(reference, tmp_path):
@@ -187,8 +252,9 @@ def test_killed_runs_resume_and_equal_an_uninterrupted_one(model_file, tmp_path)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and 'run the same command again' in stderr
+    # 8 views of filters in all (4 filters x 2 views); the page holds those finished.
     with open(os.path.join(out, atlas.CATALOG_FILE)) as f:
-        assert 2 <= len(json.load(f)) < 8
+        assert 2 <= sum(len(e['views']) for e in json.load(f)) < 8
 
     # SIGKILL after one more task: no chance to clean up.
     before = records(out)
@@ -204,8 +270,9 @@ def test_killed_runs_resume_and_equal_an_uninterrupted_one(model_file, tmp_path)
 
     assert atlas.main([out, '--model', model_file] + SLOW) == 0
     after = records(out)
-    assert len(after) == 4
-    # Finished tasks were not rendered again.
+    assert sorted(after) == ['task-0000-diversity2.json', 'task-0000-negative.json', 'task-0002-diversity2.json',
+                             'task-0002-negative.json']
+    # Finished views were not rendered again.
     assert {n: after[n] for n in killed} == killed
     assert_same_atlas(out, expected)
 
@@ -266,6 +333,72 @@ def test_other_settings_or_weights_are_refused(model_file, reference, tmp_path, 
     assert listing(out) == before
 
 
+def task_records(out):
+    """{(folder, record name): mtime} of every task record under out."""
+    return {(d, n): os.stat(os.path.join(d, n)).st_mtime_ns for d, _, names in os.walk(out) for n in names
+            if n.startswith('task-')}
+
+
+def test_views_added_later_equal_views_made_at_once_and_keep_the_finished(model_file, tmp_path, capsys):
+    at_once = str(tmp_path / 'at-once')
+    assert atlas.main([at_once, '--model', model_file, '--views', 'channel,negative,diversity2'] + QUICK) == 0
+    out = str(tmp_path / 'out')
+    assert atlas.main([out, '--model', model_file, '--views', 'negative'] + QUICK) == 0
+    first = atlas.read_header(out)
+    finished = task_records(out)
+    assert atlas.main([out, '--model', model_file, '--views', 'diversity2,channel'] + QUICK) == 0
+    # The finished view is not rendered again; atlas.json lists every view so far, in page order, same atlas.
+    assert {k: v for k, v in task_records(out).items() if k in finished} == finished
+    header = atlas.read_header(out)
+    assert header['settings']['views'] == ['channel', 'negative', 'diversity2']
+    assert atlas.without_views(header) == atlas.without_views(first)
+    assert_same_atlas(out, at_once)
+    # Fewer views: nothing to do, nothing dropped.
+    finished = task_records(out)
+    assert atlas.main([out, '--model', model_file, '--views', 'negative'] + QUICK) == 0
+    assert task_records(out) == finished and atlas.read_header(out) == header
+    # A new view with another setting is refused like any other setting, and changes nothing.
+    before = listing(out)
+    capsys.readouterr()
+    assert atlas.main([out, '--model', model_file, '--views', 'neuron'] + QUICK + ['--iters', '9']) == 2
+    assert 'iters: 8 there, 9 now' in capsys.readouterr().err
+    assert atlas.main([out, '--model', model_file, '--views', 'diversity4', '--diversity-weight', '0.3']
+                      + QUICK) == 2
+    error = capsys.readouterr().err
+    assert 'diversity_weight: 1.0 there, 0.3 now' in error and len(error.strip().splitlines()) == 1
+    assert listing(out) == before
+
+
+def test_a_format_2_atlas_is_read_as_channel_views_and_upgraded_when_views_are_added(model_file, tmp_path):
+    """An atlas made before views (format 2): one picture per filter in each record entry, no views."""
+    made = str(tmp_path / 'made')
+    assert atlas.main([made, '--model', model_file, '--views', 'channel,negative'] + QUICK) == 0
+    out = str(tmp_path / 'old')
+    assert atlas.main([out, '--model', model_file] + QUICK) == 0
+    catalog = atlas.build_catalog(out)
+    path = os.path.join(out, atlas.ATLAS_FILE)
+    header = atlas.read_header(out)
+    old_settings = {k: v for k, v in header['settings'].items() if k not in ('views', 'diversity_weight')}
+    with open(path, 'w') as f:
+        json.dump(dict(header, format=2, settings=old_settings), f)
+    for folder, name in task_records(out):
+        with open(os.path.join(folder, name)) as f:
+            record = json.load(f)
+        entries = [dict({k: e[k] for k in ('layer', 'layer_index', 'filter')}, **e['pictures'][0])
+                   for e in record['entries']]
+        with open(os.path.join(folder, name), 'w') as f:
+            json.dump({'layer': record['layer'], 'filters': record['filters'], 'entries': entries,
+                       'seconds': record['seconds']}, f)
+    assert atlas.build_catalog(out) == catalog
+    finished = task_records(out)
+    assert atlas.main([out, '--model', model_file, '--views', 'channel,negative'] + QUICK) == 0
+    assert {k: v for k, v in task_records(out).items() if k in finished} == finished
+    upgraded = atlas.read_header(out)
+    assert upgraded['format'] == atlas.FORMAT and upgraded['atlas_id'] == header['atlas_id']
+    assert upgraded['settings'] == dict(header['settings'], views=['channel', 'negative'])
+    assert_same_atlas(out, made)
+
+
 def test_a_worker_that_finds_another_atlas_refuses_and_writes_nothing(net, reference, tmp_path):
     out = str(tmp_path / 'copy')
     shutil.copytree(reference, out)
@@ -307,12 +440,26 @@ def closed_port():
     (['--iters', '0'], 'iters=0'),
     (['--size', '8', '--layers', 'conv5_3'], 'conv5_3 needs images of at least 16 pixels'),
     (['--examples', '/nonexistent/images'], 'image folder /nonexistent/images does not exist'),
+    (['--views', 'channel,negtive'], "view 'negtive': expected channel, negative, neuron or diversityN (N >= 2"),
+    (['--views', 'diversity1'], "view 'diversity1': a diversity view needs N >= 2 pictures per filter"),
+    (['--views', 'diversity0'], "view 'diversity0': a diversity view needs N >= 2 pictures per filter"),
+    (['--views', 'diversity'], "view 'diversity': expected channel"),
+    (['--views', 'neuron,channel,neuron'], 'view neuron given twice'),
+    (['--views', ''], "view '': expected channel"),
+    (['--diversity-weight', '0.3'], '--diversity-weight 0.3 goes with a diversityN view'),
+    (['--views', 'diversity2', '--diversity-weight', '-1'], 'diversity_weight=-1.0: expected a finite number >= 0'),
 ])
 def test_bad_input_says_what_and_leaves_nothing(model_file, tmp_path, capsys, flags, message):
     out = str(tmp_path / 'out')
     assert atlas.main([out, '--model', model_file, '--quiet'] + flags) == 2
-    assert message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1, error
     assert not os.path.exists(out)
+
+
+def test_help_says_a_view_costs_its_pictures():
+    text = ' '.join(atlas.build_parser().format_help().split())
+    assert 'diversity4 is 4 pictures' in text and 'channel,negative,neuron,diversity4 is 7, about 7x the time' in text
 
 
 def test_unreachable_scheduler_names_it_and_how_to_start_one(model_file, tmp_path, capsys):
@@ -345,12 +492,14 @@ def test_index_only_needs_an_atlas(tmp_path, capsys):
     assert 'not an atlas folder' in capsys.readouterr().err
 
 
-def test_one_progress_bar_over_filters_and_quiet_turns_it_off(model_file, tmp_path, capsys):
-    flags = ['--model', model_file, '--layers', 'conv1_1,conv2_1', '--size', '32', '--iters', '3', '--batch-size', '4']
+def test_one_progress_bar_over_pictures_and_quiet_turns_it_off(model_file, tmp_path, capsys):
+    # 10 filters, 3 pictures each (channel 1, diversity2 2).
+    flags = ['--model', model_file, '--layers', 'conv1_1,conv2_1', '--size', '32', '--iters', '3', '--batch-size', '4',
+             '--views', 'channel,diversity2']
     assert atlas.main([str(tmp_path / 'loud')] + flags) == 0
     err = capsys.readouterr().err
-    assert 'atlas: 100%' in err and '10/10 [' in err and 'filter/s' in err
-    assert err.count(' 0/10 [') == 1          # one bar for the whole run, not one per task or layer
+    assert 'atlas: 100%' in err and '30/30 [' in err and 'picture/s' in err
+    assert err.count(' 0/30 [') == 1          # one bar for the whole run, not one per task, layer or view
     assert atlas.main([str(tmp_path / 'quiet')] + flags + ['--quiet']) == 0
     assert capsys.readouterr().err == ''
 
@@ -490,10 +639,13 @@ def test_a_greyscale_picture_is_written_grey(tmp_path):
     image = np.random.default_rng(0).uniform(0, 255, (32, 32, 1)).astype(np.float32)
     values = {'activation': 1.0, 'dead_fraction': 0.0, 'blur_robustness': float('nan')}
     (tmp_path / 'grey').mkdir()
-    entry = atlas.write_filter(str(tmp_path), 0, 'grey', 3, image, np.arange(4, dtype=np.float32), False, values)
+    base = atlas.picture_base(0, 'grey', 3, 'channel')
+    entry = atlas.write_picture(str(tmp_path), base, image, np.arange(4, dtype=np.float32), False, values)
     for key in ('png', 'thumb'):
         with Image.open(str(tmp_path / entry[key])) as picture:
             assert picture.mode == 'L' and picture.size == (32, 32)
     with np.load(str(tmp_path / entry['npz'])) as npz:
         assert npz['image'].shape == (32, 32, 1)
     assert entry['blur_robustness'] is None and entry['png'] == 'grey/0003.png'
+    assert atlas.picture_base(0, 'grey', 3, 'neuron') == 'grey/0003-neuron'
+    assert atlas.picture_base(0, 'grey', 3, 'diversity4', 2) == 'grey/0003-diversity4-2'

@@ -1,8 +1,10 @@
 """The atlas page in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by selenium.
 
 The atlas is made from small weights saved as an h5 file named like markup,
-in a folder named like markup: the page must show the file's name as text,
-never the folder, and run nothing. The same catalog with its units renamed
+in a folder named like markup, with four views of each filter: the page must
+show the file's name as text, never the folder, and run nothing; a filter's
+detail view shows each view's pictures (N for diversityN) with their measures
+and curves, and says which views are not rendered yet. The same catalog with its units renamed
 to any text (markup, '/', spaces) and listed out of network order shows
 those names as text, in network order, and opens each filter from its address.
 Skips, naming the reason, when the browser, its driver or selenium is missing.
@@ -29,6 +31,7 @@ CHROMEDRIVER = shutil.which('chromedriver') or '/usr/bin/chromedriver'
 NASTY = '<img src=x onerror=alert(1)>.h5'
 NASTY_FOLDER = '<script>alert(1)<'
 NASTY_IMAGE = '<img src=x onerror=alert(2)>.png'
+VIEWS = ['channel', 'negative', 'neuron', 'diversity2']
 # Units renamed for the page: any text, in network order the second first.
 ODD_NAMES = {'conv1_1': ('<img src=x onerror=alert(3)>', 4), 'conv3_1': ('block 3/conv:1 - a', 0)}
 
@@ -67,7 +70,7 @@ def page(tmp_path_factory):
     try:
         assert atlas.main([out, '--weights', str(weights), '--preprocess', 'unit', '--layers', 'conv1_1,conv3_1',
                            '--method', 'blog', '--iters', '20', '--size', '32', '--batch-size', '3', '--quiet',
-                           '--examples', str(images)]) == 0
+                           '--views', ','.join(VIEWS), '--examples', str(images)]) == 0
     finally:
         if saved is None:
             del os.environ['VGG16_DIR']
@@ -127,6 +130,24 @@ def loaded_width(driver, element_id, element=None):
     return driver.execute_script(script, element_id, element)
 
 
+def precise(driver, value):
+    """A number as the page shows it (3 significant digits, JavaScript's toPrecision)."""
+    return driver.execute_script('return Number(arguments[0]).toPrecision(3)', value)
+
+
+def detail_views(driver):
+    """{view: [(picture src, its measures' text, picture element, curve element)]} of the open detail view."""
+    from selenium.webdriver.common.by import By
+    found = {}
+    for block in driver.find_elements(By.CSS_SELECTOR, '#detail-views .view'):
+        found[block.get_attribute('data-view')] = [
+            (figure.find_element(By.CSS_SELECTOR, 'img.full').get_attribute('src'),
+             figure.find_element(By.CSS_SELECTOR, 'table').text,
+             figure.find_element(By.CSS_SELECTOR, 'img.full'), figure.find_element(By.CSS_SELECTOR, 'img.curve'))
+            for figure in block.find_elements(By.CSS_SELECTOR, '.picture')]
+    return found
+
+
 def test_tiles_sort_detail_and_no_errors_from_file_url(page, driver):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -134,6 +155,7 @@ def test_tiles_sort_detail_and_no_errors_from_file_url(page, driver):
     driver.get('file://' + os.path.join(out, atlas.PAGE_FILE))
     assert len(driver.find_elements(By.CSS_SELECTOR, '.tile')) == len(catalog) == 12
     assert tile_ids(driver, 'conv3_1') == list(range(8))
+    assert 'views: ' + ', '.join(VIEWS) in driver.find_element(By.ID, 'settings').text
 
     # Sorting by dead fraction puts the most dead first, ties by filter id; the catalog says that is a new order.
     layer = [e for e in catalog if e['layer'] == 'conv3_1']
@@ -154,13 +176,27 @@ def test_tiles_sort_detail_and_no_errors_from_file_url(page, driver):
     detail = driver.find_element(By.ID, 'detail')
     assert detail.is_displayed()
     assert driver.find_element(By.ID, 'detail-title').text.startswith('conv3_1 · filter 5')
-    assert driver.find_element(By.ID, 'detail-image').get_attribute('src').endswith('conv3_1/0005.png')
-    command = driver.find_element(By.ID, 'detail-command').text
-    assert command.startswith('python visualize.py --weights ') and '--layer conv3_1 --filters 5 ' in command
-    assert '%.3g' % entry['activation'] in driver.find_element(By.ID, 'detail-measures').text
-    # Every picture the detail view shows has loaded.
-    assert loaded_width(driver, 'detail-image') == 32
-    assert loaded_width(driver, 'detail-curve') > 0
+    # The detail view covers the header: it names the network and the method itself.
+    network = driver.find_element(By.ID, 'detail-network').text
+    assert network.startswith(atlas.read_header(out)['description']) and 'blog method · 20 steps' in network
+    # One picture per view, two for diversity2, each with its own measures, its picture and its curve loaded.
+    views = detail_views(driver)
+    assert list(views) == VIEWS and [len(views[v]) for v in VIEWS] == [1, 1, 1, 2]
+    for view in entry['views']:
+        for (src, measures, image, curve), picture in zip(views[view['view']], view['pictures']):
+            assert src.endswith(picture['png'])
+            assert precise(driver, picture['activation']) in measures and 'blur robustness' in measures
+            assert loaded_width(driver, None, image) == 32 and loaded_width(driver, None, curve) > 0
+    assert views['channel'][0][0].endswith('conv3_1/0005.png')
+    assert views['diversity2'][1][0].endswith('conv3_1/0005-diversity2-1.png')
+    diversity = entry['views'][3]['diversity']
+    assert 'group diversity ' + precise(driver, diversity) in driver.find_element(By.CSS_SELECTOR, '[data-view=diversity2] h3').text
+    # One command per view, each with the view's flags.
+    commands = driver.find_element(By.ID, 'detail-command').text.splitlines()
+    assert len(commands) == 4 and all(c.startswith('python visualize.py --weights ') for c in commands)
+    assert '--layer conv3_1 --filters 5 --out conv3_1-5.png ' in commands[0]
+    assert ' --objective negative --layer conv3_1 --filters 5 --out conv3_1-5-negative.png ' in commands[1]
+    assert ' --diversity 2 --diversity-weight 1 --layer conv3_1 ' in commands[3]
     # Real-image examples: at most one per image, strongest first, each shown.
     shown = driver.find_elements(By.CSS_SELECTOR, '#detail-examples img')
     assert len(shown) == len(entry['examples']) and 1 <= len(shown) <= 3
@@ -169,6 +205,28 @@ def test_tiles_sort_detail_and_no_errors_from_file_url(page, driver):
     assert all(loaded_width(driver, None, image) > 0 for image in shown)
     driver.find_element(By.ID, 'detail-close').click()
     assert not detail.is_displayed()
+    assert console_errors(driver) == []
+
+
+def test_views_not_rendered_yet_are_named_and_a_tile_shows_the_first_view(page, driver):
+    from selenium.webdriver.common.by import By
+    out, catalog = page
+    # As while a run or a shard is under way: filter 2 of conv1_1 has only its neuron and diversity2 views.
+    partial = [dict(e, views=e['views'][2:], view='neuron', **e['views'][2]['pictures'][0])
+               if (e['layer'], e['filter']) == ('conv1_1', 2) else e for e in catalog]
+    path = os.path.join(out, 'partial.html')
+    with open(path, 'w', encoding='utf8') as f:
+        f.write(atlas.page_html(atlas.read_header(out), partial))
+    driver.get('file://%s#conv1_1-2' % path)
+    views = detail_views(driver)
+    assert list(views) == VIEWS and [len(views[v]) for v in VIEWS] == [0, 0, 1, 2]
+    for view in ('channel', 'negative'):
+        assert 'not rendered yet' in driver.find_element(By.CSS_SELECTOR, '[data-view=%s]' % view).text
+    assert len(driver.find_element(By.ID, 'detail-command').text.splitlines()) == 2
+    driver.find_element(By.ID, 'detail-close').click()
+    tile = driver.find_elements(By.CSS_SELECTOR, 'section')[0].find_elements(By.CSS_SELECTOR, '.tile')[2]
+    assert tile.find_element(By.TAG_NAME, 'img').get_attribute('src').endswith('conv1_1/0002-neuron-thumb.jpg')
+    assert '#2 neuron' in tile.text
     assert console_errors(driver) == []
 
 
@@ -204,7 +262,8 @@ def test_page_works_from_a_static_web_server(page, driver):
         driver.get('http://127.0.0.1:%d/index.html#%s-%d' % (server.server_port, entry['layer'], entry['filter']))
         assert len(driver.find_elements(By.CSS_SELECTOR, '.tile')) == len(catalog)
         assert driver.find_element(By.ID, 'detail-title').text.startswith('conv1_1 · filter 2')
-        assert loaded_width(driver, 'detail-image') == 32
+        assert all(loaded_width(driver, None, image) == 32 for view in detail_views(driver).values()
+                   for _, _, image, _ in view)
         assert console_errors(driver) == []
     finally:
         server.shutdown()
@@ -234,8 +293,8 @@ def test_units_named_any_text_are_shown_as_text_in_network_order(odd_page, drive
     assert driver.find_element(By.ID, 'detail-title').text.startswith(markup + ' · filter 2')
     command = driver.find_element(By.ID, 'detail-command').text
     assert " --layer '%s' --filters 2 " % markup in command
-    assert driver.find_element(By.ID, 'detail-image').get_attribute('src').endswith('conv1_1/0002.png')
-    assert loaded_width(driver, 'detail-image') == 32
+    channel = detail_views(driver)['channel'][0]
+    assert channel[0].endswith('conv1_1/0002.png') and loaded_width(driver, None, channel[2]) == 32
     # A malformed address opens nothing and breaks nothing.
     driver.get('file://%s#%%E0%%A4%%A-1' % path)
     assert not driver.find_element(By.ID, 'detail').is_displayed()

@@ -3,7 +3,7 @@ started in empty folders with a PYTHONPATH that does not hold the project, as on
 requirements.txt installed.
 
 Known answers: such workers render the same float arrays, byte for byte, as one
-process; with a worker SIGKILLed mid-run the scheduler moves its task and
+process, in every view (tests/test_atlas.py's RUN); with a worker SIGKILLed mid-run the scheduler moves its task and
 every filter is done exactly once; a task that fails on a worker, or whose worker dies, ends the run
 with one line naming the task, the worker and the reason; connecting again
 replaces the shipped modules instead of piling them up, and workers forget the
@@ -162,7 +162,7 @@ def test_connecting_again_replaces_the_shipped_modules_and_workers_forget_old_co
 def test_a_task_that_fails_on_a_worker_is_one_line_naming_task_worker_and_reason(model_file, scheduler, tmp_path):
     from distributed import Client
     net = vgg16.VGG16(model_file)
-    settings = atlas.Settings('blog', 2, 32, 0, None, 3, 'float32').checked()
+    settings = atlas.Settings('blog', 2, 32, 0, None, 3, 'float32', views=('negative',)).checked()
     out = str(tmp_path / 'out')
     header = atlas.claim(out, atlas.make_header(net, settings, command=''))
     tasks = atlas.plan(net, settings, {0: [0, 1, 2]})
@@ -173,7 +173,7 @@ def test_a_task_that_fails_on_a_worker_is_one_line_naming_task_worker_and_reason
         with pytest.raises(atlas.TaskError) as raised:
             atlas.render(out, hidden, settings, header, tasks, client, progress=False)
     message = str(raised.value)
-    assert re.match(r'task conv1_1 filters 0-2 failed on worker tcp://127\.0\.0\.1:\d+: this worker \(pid \d+\) '
+    assert re.match(r'task conv1_1 filters 0-2 view negative failed on worker tcp://127\.0\.0\.1:\d+: this worker \(pid \d+\) '
                     r'cannot see the model file %s' % re.escape(hidden.path), message), message
     assert '\n' not in message and 'Traceback' not in message
 
