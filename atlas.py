@@ -879,7 +879,10 @@ def main(argv=None):
         check_writable(args.out)
         if args.examples:
             examples.list_images(args.examples)     # a missing or empty folder: said now, not after the ascent
-        net = models.network_from_args(args, quiet=args.quiet, threads=cluster.threads_from_args(args))
+        # Unit names that are no default unit of a Keras model (a batch norm, an Add) load every layer.
+        names = [] if args.layers.strip() == 'all' else [part.strip() for part in args.layers.split(',')]
+        net = models.network_from_args(args, quiet=args.quiet, threads=cluster.threads_from_args(args),
+                                       layers=[n for n in names if not n.lstrip('-').isdigit()])
         if args.size is None and net.input_size:
             settings = replace(settings, size=net.input_size)
         tasks = shard_of(plan(net, settings, select(net, settings, args.layers, args.filters)), shard)

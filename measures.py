@@ -37,6 +37,10 @@ tf = quiet.import_tensorflow()
 # picture's largest. Relative, so that it does not depend on the filter's scale.
 BLOCK = 8
 DEAD_THRESHOLD = 1e-3
+# A picture whose largest gradient is below this is all dead: float32 rounding
+# residue (a kernel of 1e-34 gives ~1e-38), not a filter that sees the picture;
+# live filters' gradients to pixels 0..255 are many orders of magnitude larger.
+GRADIENT_FLOOR = 1e-30
 # Blur robustness: Gaussian of BLUR_SIGMA pixels, cut at BLUR_RADIUS pixels (4 sigma).
 BLUR_SIGMA = 1.0
 BLUR_RADIUS = 4
@@ -97,8 +101,9 @@ def _ops(model, form, pre_relu):
             block_t = tf.nn.max_pool2d(pixel_t, BLOCK, BLOCK, 'SAME')                          # [N, h, w, 1]
             peak_t = tf.reduce_max(pixel_t, axis=[1, 2, 3])                                    # [N]
             dead_t = tf.cast(block_t < DEAD_THRESHOLD * peak_t[:, None, None, None], tf.float32)
-            # A picture with no gradient anywhere is all dead (block < 0 would say none).
-            dead_fraction_t = tf.where(peak_t > 0, tf.reduce_mean(dead_t, axis=[1, 2, 3]),
+            # A picture with no gradient anywhere, or a vanishing one, is all dead
+            # (block < 0 would say none, and a uniform 1e-38 would pass the relative test).
+            dead_fraction_t = tf.where(peak_t > GRADIENT_FLOOR, tf.reduce_mean(dead_t, axis=[1, 2, 3]),
                                        tf.ones_like(peak_t))
         return ops, objective_t, dead_fraction_t
     return model.cached_ops(('measures', form, bool(pre_relu)), build)

@@ -23,6 +23,10 @@ import numpy as np
 
 import network
 
+# A picture whose pixels all stayed within this many grey levels of its start never moved: its
+# gradient was zero, or too small to move a pixel (a kernel of 1e-34 behind a batch norm gives 1e-38).
+MOVED_GREY_LEVELS = 1e-3
+
 
 @dataclass
 class Result:
@@ -31,8 +35,9 @@ class Result:
     images:     float32 [N, size, size, C] (C = the network's input channels),
                 around 0..255 (not clipped)
     objectives: float32 [iters, N], the objective of each image before each step
-    dead:       bool [N], True where the gradient was exactly zero at every
-                step: the filter never saw the image, which is still the start
+    dead:       bool [N], True where no pixel moved by more than MOVED_GREY_LEVELS
+                from the start: the gradient was zero (or too small to move a
+                pixel) at every step, so the filter never saw the image
     precision:  'float32' or 'bfloat16', the precision that made the images
                 (what 'auto' resolved to)
     """
@@ -64,8 +69,9 @@ class Job:
 def warn_dead(subject, labels, dead, hint):
     """The RuntimeWarning for pictures whose gradient stayed exactly zero."""
     if dead.any():
-        warnings.warn('%s %s: the gradient was exactly zero at every step, so the image never '
-                      'moved from its start (no unit of the filter is active on it).%s'
+        warnings.warn('%s %s: the gradient was exactly zero (or too small to move a pixel) at every step, '
+                      'so the image never moved from its start (no unit of the filter is active on it, or its '
+                      'weights are near zero).%s'
                       % (subject, [label for label, d in zip(labels, dead) if d], hint), RuntimeWarning,
                       stacklevel=4)
 
@@ -110,14 +116,15 @@ def run(net, job, iters, method, *, batch_size, progress=False, desc=None):
     try:
         for chunk in batches(job.groups, batch_size):
             method.start(sess, chunk)
+            starts = method.images(sess)
             for step in range(iters):
-                objectives[step, chunk], scale = method.step(sess, step)
-                moved[chunk] |= scale > 0
+                objectives[step, chunk], _ = method.step(sess, step)
                 if bar is not None:
                     bar.update(chunk.stop - chunk.start)
                     if step % 10 == 0:
                         bar.set_postfix(objective='%.3g' % objectives[step, chunk].mean())
             images[chunk] = method.images(sess)
+            moved[chunk] = np.abs(images[chunk] - starts).max(axis=(1, 2, 3)) > MOVED_GREY_LEVELS
     finally:
         if bar is not None:
             bar.close()

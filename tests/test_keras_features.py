@@ -211,21 +211,16 @@ def check_dead(net, layer, saved, dead_channels):
 
 # A 1e-34 kernel gives a gradient of ~1e-38 on these 22x22 maps (9 taps x 1e-34 / 484 / 127.5), just
 # above the smallest normal float32, so TensorFlow does not flush it to zero as it does fer's ~2e-39 on
-# 62x62 maps; it moves no pixel. render.run reports a picture dead only where its gradient was exactly
-# zero, and measures.dead_fraction is relative to the picture's own largest gradient, so neither sees
-# it yet: fixes are proposed for render.py (dead: moved by less than 1e-3 grey levels) and measures.py
-# (a largest gradient below 1e-30 is all dead).
-RENDER_FIX = pytest.mark.xfail(strict=True, reason='render.run: a ~1e-38 gradient is not reported dead')
-BOTH_FIXES = pytest.mark.xfail(strict=True, reason='render.run and measures.dead_fraction: a ~1e-38 gradient '
-                                                   'is neither reported nor measured dead')
+# 62x62 maps; it moves no pixel. render.run reports a picture dead when no pixel moved by 1e-3 grey
+# levels, and measures.dead_fraction calls a largest gradient below 1e-30 all dead.
 
 
 @pytest.mark.parametrize('layer, method', [
     ('activation_1', 'blog'),                                     # the default unit: its ReLU is off there
-    pytest.param('conv2d_1', 'blog', marks=BOTH_FIXES),           # the conv itself, no default unit
-    pytest.param('conv2d_1', 'regularized', marks=BOTH_FIXES),
+    ('conv2d_1', 'blog'),                                          # the conv itself, no default unit
+    ('conv2d_1', 'regularized'),
     # The regularized method maximizes the unit before its ReLU, the batch norm's output; measured after it.
-    pytest.param('activation_1', 'regularized', marks=RENDER_FIX),
+    ('activation_1', 'regularized'),
 ])
 def test_near_zero_kernels_are_reported_dead(nets, tmp_path, layer, method):
     net = keras_model.load(nets['dead'], 'tf', all_layers=True, quiet=True)
