@@ -419,7 +419,7 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
     for index in layer_indices:
         size = network.check_size(model, index, size)
     if precision_name == 'bfloat16':
-        precision_name = network.unit_precision(model, max(layer_indices), precision_name)
+        precision_name = network.unit_precision(model, max(layer_indices), precision_name, auto=precision == 'auto')
     filters = check_filters(model, layer_indices, filters)
     files = list_images(folder)
 

@@ -500,12 +500,19 @@ def channel_objective(net, layer_index, filter_ids_t, pre_relu=False, prefix='',
     return map_mean(channel_maps(net, layer_index, filter_ids_t, pre_relu, prefix, precision_name, input_t))
 
 
-def unit_precision(net, layer_index, precision_name):
+def unit_precision(net, layer_index, precision_name, auto=False):
     """The precision a unit runs in: precision_name ('float32' or 'bfloat16', resolved), or float32 with
-    a one-line RuntimeWarning where bfloat16 cannot run on the unit's path."""
+    a one-line RuntimeWarning where bfloat16 cannot run on the unit's path, or, when auto (the user asked
+    for 'auto'), where it would run slower than float32 (precision.SLOWER_IN_BFLOAT16)."""
     if precision_name != 'bfloat16':
         return precision_name
     problem = net.cached_ops(('bfloat16_problem', layer_index), lambda: bfloat16_problem(net, layer_index))
+    if not problem and auto:
+        slower = net.cached_ops(('bfloat16_slower', layer_index), lambda: precision.bfloat16_slower(
+            net.input, [net.pre_tensors[layer_index], net.layer_tensors[layer_index]]))
+        if slower is not None:
+            problem = ("%s is a %s op, whose bfloat16 kernel is slower than float32 here; --precision bfloat16 "
+                       "forces it" % (slower.name, slower.type))
     if problem:
         warnings.warn('%s: bfloat16 does not apply (%s); running float32' % (net.short_names[layer_index], problem),
                       RuntimeWarning, stacklevel=3)

@@ -40,6 +40,12 @@ BF16_OPS = frozenset((
     'SquaredDifference'))
 
 
+# Ops whose bfloat16 kernels run slower than float32 ones on the CPUs measured
+# (benchmarks/networks.py: MobileNetV2's depthwise gradient), so that 'auto'
+# keeps a path that holds them in float32.
+SLOWER_IN_BFLOAT16 = ('DepthwiseConv2dNative',)
+
+
 class BFloat16Unsupported(ValueError):
     """The path to a unit holds an op that this builder does not run in bfloat16."""
 
@@ -130,6 +136,14 @@ def bfloat16_problem(input_t, targets_t):
     except BFloat16Unsupported as error:
         return str(error)
     return None
+
+
+def bfloat16_slower(input_t, targets_t):
+    """The first op after the first layer on the paths to targets_t whose bfloat16 kernel is slower than
+    float32 (SLOWER_IN_BFLOAT16), or None."""
+    path = _depends_on(input_t.op, [t.op for t in targets_t])
+    first = _first_layer(path)
+    return next((op for op in path if op not in first and op.type in SLOWER_IN_BFLOAT16), None)
 
 
 def bfloat16_tensors(graph, input_t, targets_t, scope='bfloat16'):

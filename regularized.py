@@ -441,7 +441,8 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
     job = loop.Job([objectives.bind(model, objectives.channel(layer_index, f), size) for f in feature_ids],
                    list(feature_ids), list(range(len(feature_ids))), list(feature_ids),
                    '%s filter(s)' % model.short_names[layer_index])
-    precision_name = network.unit_precision(model, layer_index, resolve_precision(precision))
+    precision_name = network.unit_precision(model, layer_index, resolve_precision(precision),
+                                            auto=precision == 'auto')
     return run(model, job, network.check_int('iters', iters, 1), config=check_config(config),
                seed=network.check_seed(seed), size=size, batch_size=network.check_int('batch_size', batch_size, 1),
                progress=progress, precision=precision_name)

@@ -414,7 +414,7 @@ def _render(model, job, iters, method, config, *, seed, size, init, batch_size, 
         batch_size = _auto_batch_size(model, deepest, size)
     batch_size = check_int('batch_size', batch_size, 1)
     for index in layers:
-        precision_name = network.unit_precision(model, index, precision_name)
+        precision_name = network.unit_precision(model, index, precision_name, auto=precision == 'auto')
     names = ', '.join(model.short_names[i] for i in layers)
     if method == 'regularized':
         return regularized.run(model, job, iters, config=config, seed=seed, size=size, batch_size=batch_size,

@@ -207,3 +207,17 @@ def test_cached_ops_builds_once(residual_net):
     for _ in range(3):
         residual_net.cached_ops(('test_once',), lambda: calls.append(1) or tf.constant(1.0))
     assert calls == [1]
+
+
+def test_auto_keeps_a_path_with_depthwise_convolutions_in_float32(residual_net, tmp_path, monkeypatch):
+    # A CPU that claims bfloat16: 'auto' resolves to bfloat16, but depthwise convolutions run slower in it.
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('flags\t\t: fpu avx512f avx512_bf16\n')
+    monkeypatch.setattr(precision, 'CPUINFO_PATH', str(cpuinfo))
+    with pytest.warns(RuntimeWarning, match=r"^c: bfloat16 does not apply \(b_pre is a DepthwiseConv2dNative "
+                                            r"op, whose bfloat16 kernel is slower than float32 here; --precision "
+                                            r"bfloat16 forces it\); running float32$"):
+        auto = visualize.ascend(residual_net, 'c', [0], 2, seed=0, size=24, precision='auto')
+    assert auto.precision == 'float32'
+    assert visualize.ascend(residual_net, 'c', [0], 2, seed=0, size=24, precision='bfloat16').precision == 'bfloat16'
+    assert visualize.ascend(residual_net, 'a', [0], 2, seed=0, size=24, precision='auto').precision == 'bfloat16'
