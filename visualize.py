@@ -19,7 +19,6 @@ session.run. Only the wanted channels of the target layer are computed.
 import argparse
 import math
 import numbers
-import os
 import sys
 from dataclasses import dataclass, replace
 
@@ -291,7 +290,8 @@ def filter_objective(kind, layer, feature_id):
         return -objectives.channel(layer, feature_id)
     if kind == 'neuron':
         return objectives.neuron(layer, feature_id)
-    raise ValueError('objective=%r: expected one of %s, or an objectives.Objective' % (kind, ', '.join(OBJECTIVE_CHOICES)))
+    raise ValueError('objective=%r: expected one of %s (render_objectives takes objectives.Objective values)'
+                     % (kind, ', '.join(OBJECTIVE_CHOICES)))
 
 
 def filter_job(model, layer_index, feature_ids, size, objective='channel', diversity=None, diversity_weight=None,

@@ -71,6 +71,14 @@ def cpu_without_bf16(monkeypatch):
     monkeypatch.setattr(precision, 'CPUINFO_PATH', os.devnull)
 
 
+@pytest.fixture(scope='module')
+def model_file(tmp_path_factory):
+    """The small test VGG16 (random_weights, preprocess 'unit') saved as a .tfmodel file."""
+    path = tmp_path_factory.mktemp('model') / 'tiny.tfmodel'
+    path.write_bytes(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
+    return str(path)
+
+
 @pytest.fixture(scope='session')
 def tiny_model():
     """A 13-layer VGG16 with 4-8 random filters per layer, preprocess 'unit'."""

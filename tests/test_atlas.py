@@ -53,13 +53,6 @@ QUICK = ['--layers', 'conv1_1,conv2_1', '--filters', '0-3', '--method', 'blog', 
 
 
 @pytest.fixture(scope='module')
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp('model') / 'tiny.tfmodel'
-    path.write_bytes(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
-    return str(path)
-
-
-@pytest.fixture(scope='module')
 def net(model_file):
     return vgg16.VGG16(model_file)
 

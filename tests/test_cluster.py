@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, random_weights
+from conftest import ROOT
 from test_atlas import RUN, assert_same_atlas
 import atlas
 import cluster
@@ -90,13 +90,6 @@ def real_cluster(root, workers=2):
                 process.kill()
         for process in processes:
             process.wait(timeout=30)
-
-
-@pytest.fixture(scope='module')
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp('model') / 'tiny.tfmodel'
-    path.write_bytes(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
-    return str(path)
 
 
 @pytest.fixture(scope='module')

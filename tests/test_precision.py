@@ -108,14 +108,14 @@ def test_bfloat16_still_climbs_on_a_deep_layer_with_both_methods(tiny_model):
 
 def test_precisions_share_one_session_and_the_graph_stops_growing():
     model = make_model(random_weights())
-    for precision in ('float32', 'bfloat16'):
-        visualize.ascend(model, 4, [0, 1], 1, seed=0, size=SIZE, pre_relu=True, precision=precision)
-        regularized.render(model, 4, [0, 1], 1, seed=0, size=SIZE, precision=precision)
+    for name in ('float32', 'bfloat16'):
+        visualize.ascend(model, 4, [0, 1], 1, seed=0, size=SIZE, pre_relu=True, precision=name)
+        regularized.render(model, 4, [0, 1], 1, seed=0, size=SIZE, precision=name)
     count = len(model.graph.get_operations())
     shared = network.session(model)
-    for precision in ('float32', 'bfloat16', 'float32', 'bfloat16'):
-        visualize.ascend(model, 'conv3_1', [2], 2, seed=1, size=SIZE, pre_relu=True, precision=precision)
-        regularized.render(model, 4, [1], 2, seed=1, size=SIZE, precision=precision)
+    for name in ('float32', 'bfloat16', 'float32', 'bfloat16'):
+        visualize.ascend(model, 'conv3_1', [2], 2, seed=1, size=SIZE, pre_relu=True, precision=name)
+        regularized.render(model, 4, [1], 2, seed=1, size=SIZE, precision=name)
     assert len(model.graph.get_operations()) == count
     assert network.session(model) is shared and model.session is shared
 

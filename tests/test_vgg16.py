@@ -6,7 +6,6 @@ import h5py
 import numpy as np
 import pytest
 
-import download
 import files
 import vgg16
 from conftest import ROOT, TINY_CHANNELS, make_model, random_weights
