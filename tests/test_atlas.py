@@ -44,9 +44,10 @@ import visualize
 VIEWS = ['channel', 'negative', 'neuron', 'diversity2']
 RUN = ['--layers', 'conv1_1,conv3_1', '--size', '32', '--iters', '20', '--batch-size', '3',
        '--precision', 'float32', '--views', ','.join(VIEWS), '--quiet']
-# For the kill tests: tasks long enough (about half a second each) to be caught half-way; 2 batches x 2 views.
+# For the kill tests: tasks long enough (a second or more each) to be caught half-way, also on a fast
+# machine (300 steps let a clean clone finish all four tasks before its SIGINT arrived); 2 batches x 2 views.
 SLOW = ['--layers', 'conv3_1', '--filters', '0-3', '--views', 'negative,diversity2', '--method', 'blog',
-        '--size', '32', '--iters', '300', '--batch-size', '2', '--precision', 'float32', '--quiet']
+        '--size', '32', '--iters', '1000', '--batch-size', '2', '--precision', 'float32', '--quiet']
 # For the tests that add views: small and quick.
 QUICK = ['--layers', 'conv1_1,conv2_1', '--filters', '0-3', '--method', 'blog', '--size', '16', '--iters', '8',
          '--batch-size', '3', '--precision', 'float32', '--quiet']
