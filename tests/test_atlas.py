@@ -44,10 +44,9 @@ import visualize
 VIEWS = ['channel', 'negative', 'neuron', 'diversity2']
 RUN = ['--layers', 'conv1_1,conv3_1', '--size', '32', '--iters', '20', '--batch-size', '3',
        '--precision', 'float32', '--views', ','.join(VIEWS), '--quiet']
-# For the kill tests: tasks long enough (a second or more each) to be caught half-way, also on a fast
-# machine (300 steps let a clean clone finish all four tasks before its SIGINT arrived); 2 batches x 2 views.
+# For the kill tests: tasks long enough (about half a second each) to be caught half-way; 2 batches x 2 views.
 SLOW = ['--layers', 'conv3_1', '--filters', '0-3', '--views', 'negative,diversity2', '--method', 'blog',
-        '--size', '32', '--iters', '1000', '--batch-size', '2', '--precision', 'float32', '--quiet']
+        '--size', '32', '--iters', '300', '--batch-size', '2', '--precision', 'float32', '--quiet']
 # For the tests that add views: small and quick.
 QUICK = ['--layers', 'conv1_1,conv2_1', '--filters', '0-3', '--method', 'blog', '--size', '16', '--iters', '8',
          '--batch-size', '3', '--precision', 'float32', '--quiet']
@@ -216,8 +215,11 @@ def test_index_only_rebuilds_catalog_and_page(reference, tmp_path):
 
 
 def start(out, model_file, flags):
+    # The run must hear Ctrl-C even when the tests run as a background job, whose shell starts children
+    # with SIGINT ignored (Python then installs no KeyboardInterrupt handler).
     return subprocess.Popen([sys.executable, os.path.join(ROOT, 'atlas.py'), out, '--model', model_file] + flags,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def records(out):
