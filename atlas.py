@@ -63,6 +63,7 @@ if __name__ == '__main__':
     # Before anything imports TensorFlow, so that its start-up lines are held back (shown with --verbose).
     import quiet
     quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+    quiet.one_line_warnings()
 
 import numpy as np
 from PIL import Image

@@ -27,6 +27,7 @@ if __name__ == '__main__':
     # Before anything imports TensorFlow, so that --verbose can show its start-up lines.
     import quiet
     quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+    quiet.one_line_warnings()
 
 import numpy as np
 from matplotlib.figure import Figure

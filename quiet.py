@@ -85,3 +85,13 @@ def import_tensorflow(verbose=False):
         tf.config.list_physical_devices()
     import_tensorflow.done = True
     return tf
+
+
+def one_line_warnings():
+    """Show warnings as 'warning: message', one line, without the source line that Python adds.
+
+    For command lines, where a warning (a dead filter, float32 instead of
+    bfloat16) speaks to the user, not to a programmer.
+    """
+    import warnings
+    warnings.formatwarning = lambda message, category, *rest: 'warning: %s\n' % message

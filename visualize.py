@@ -27,6 +27,7 @@ if __name__ == '__main__':
     # back (and shown with --verbose).
     import quiet
     quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+    quiet.one_line_warnings()
 
 import numpy as np
 from matplotlib.figure import Figure
