@@ -12,6 +12,7 @@ network gets the same checks when ../shared/models is there.
 """
 import json
 import os
+import shutil
 import re
 
 import numpy as np
@@ -80,10 +81,14 @@ def nets(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def fer():
+def fer(tmp_path_factory):
+    """A copy of the shared fer model in a folder of the test's own, so its cache is written there,
+    never into ../shared."""
     if not os.path.exists(FER):
         pytest.skip('shared network %s absent' % FER)
-    return FER
+    copy = tmp_path_factory.mktemp('fer') / os.path.basename(FER)
+    shutil.copyfile(FER, str(copy))
+    return str(copy)
 
 
 def model_flags(path):
