@@ -409,8 +409,12 @@ def _own_columns(net, layer_index, kernel_cols_t, bias_cols_t, pre_relu, prefix,
         return None
     layer_input_t, _, _, conv_op = parts
     layer_input_t = _layer_input(net, layer_input_t, precision_name, input_t)
+    padding = conv_op.get_attr('padding').decode()
+    if padding == 'EXPLICIT':
+        pads = conv_op.get_attr('explicit_paddings')      # [before, after] per NHWC axis
+        padding = [pads[i:i + 2] for i in range(0, 8, 2)]
     conv_t = tf.nn.conv2d(layer_input_t, tf.cast(kernel_cols_t, layer_input_t.dtype),
-                          strides=conv_op.get_attr('strides'), padding=conv_op.get_attr('padding').decode(),
+                          strides=conv_op.get_attr('strides'), padding=padding,
                           dilations=conv_op.get_attr('dilations'))
     pre_t = tf.nn.bias_add(conv_t, tf.cast(bias_cols_t, layer_input_t.dtype))           # [N, h, w, N]
     count = tf.shape(bias_cols_t)[0]

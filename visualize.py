@@ -337,6 +337,9 @@ def objective_job(model, objective_list, size, groups=None):
     groups = list(range(count)) if groups is None else [int(g) for g in groups]
     if len(groups) != count:
         raise ValueError('%d groups for %d objectives' % (len(groups), count))
+    if sum(1 for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]) != len(set(groups)):
+        raise ValueError('groups %s: the pictures of a group must be next to each other, e.g. [0, 0, 1, 1]'
+                         % groups)
     return render.Job(bounds, [(i, 0) for i in range(count)], groups, [str(o) for o in objective_list],
                       'objective(s)')
 
@@ -528,7 +531,7 @@ def build_parser():
                         help='unit: an index or a name (VGG16: conv1_1 .. conv5_3, default 5 = conv3_2; a Keras '
                              'model: any layer with a 4-D output, default the middle convolution unit; '
                              '--list-layers names them)')
-    parser.add_argument('--filters', default='0-5',
+    parser.add_argument('--filters', default=None,
                         help="filter ids: a range '0-5', a list '1,4,9' or 'all' (default 0-5)")
     parser.add_argument('--objective', default='channel', metavar='channel|neuron|negative|EXPRESSION',
                         help='what each picture maximizes: channel (the mean of the filter, the default), neuron '
@@ -583,9 +586,10 @@ def build_parser():
     return parser
 
 
-def unit_lines(model):
-    """One line per unit of a network: name, kind, channels, output side and receptive field at its input size."""
-    size = model.input_size or 224
+def unit_lines(model, size=None):
+    """One line per unit of a network: name, kind, channels, output side and receptive field for size x size
+    pictures (default: the fixed input size, else 224)."""
+    size = size or model.input_size or 224
     lines = []
     for index, unit in enumerate(model.units):
         field, stride, _ = model.receptive_field(index, size)
@@ -605,6 +609,9 @@ def main(argv=None):
             if args.diversity is not None:
                 raise ValueError('--diversity renders N pictures of each filter; an expression renders one '
                                  'picture: leave out one of them')
+            if args.layer is not None or args.filters is not None:
+                raise ValueError('an expression names its own layers and filters (LAYER:N); leave out --layer '
+                                 'and --filters')
         if args.diversity is not None and args.diversity < 2:
             raise ValueError('--diversity %d: expected 2 or more pictures per filter' % args.diversity)
         if args.diversity_weight is not None and args.diversity is None:
@@ -626,8 +633,14 @@ def main(argv=None):
         model = models.network_from_args(args, quiet=args.quiet, layers=[w for w in wanted if w is not None],
                                          all_layers=args.all)
         if args.list_layers:
-            lines = keras_model.unit_lines(model, args.all) if models.is_keras(args) else unit_lines(model)
-            print('\n'.join(['%s: %d units' % (model.description, len(model.units))] + lines))
+            if models.is_keras(args):
+                size = model.input_size or 224      # keras_model.unit_lines' size
+                lines = keras_model.unit_lines(model, args.all)
+            else:
+                size = args.size or model.input_size or 224
+                lines = unit_lines(model, size)
+            print('\n'.join(['%s: %d units; sizes for %dx%d pictures' % (model.description, len(model.units),
+                                                                        size, size)] + lines))
             return 0
         size = args.size or model.input_size or 224
         step_size = None
@@ -645,7 +658,7 @@ def main(argv=None):
         else:
             layer_index = model.layer_index(model.default_layer() if args.layer is None else args.layer)
             layer = model.short_names[layer_index]
-            requested = parse_filters(args.filters, model.layer_channels[layer_index])
+            requested = parse_filters(args.filters or '0-5', model.layer_channels[layer_index])
             result = ascend(model, layer_index, requested, args.iters, objective=args.objective,
                             diversity=args.diversity, diversity_weight=args.diversity_weight, **options)
             per = args.diversity or 1

@@ -250,3 +250,18 @@ def test_bad_objectives_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith('error: ') and re.search(message, lines[0]), lines
     assert os.listdir(str(out)) == []
+
+
+def test_an_expression_with_layer_or_filters_and_scattered_groups_are_refused(tiny, tmp_path, capsys):
+    model_path = str(tmp_path / 'tiny.tfmodel')
+    import vgg16
+    with open(model_path, 'wb') as f:
+        f.write(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
+    for extra in (['--layer', 'conv1_1'], ['--filters', '0-3']):
+        code = visualize.main(['--model', model_path, '--size', '32', '--iters', '2', '--quiet', '--out',
+                               str(tmp_path / 'f.png'), '--objective', 'conv3_2:0'] + extra)
+        assert code == 2 and 'leave out --layer and --filters' in capsys.readouterr().err
+    assert not os.path.exists(str(tmp_path / 'f.png'))
+    with pytest.raises(ValueError, match='must be next to each other'):
+        visualize.render_objectives(tiny, [obj.channel('conv3_2', f) for f in (0, 1, 2)], 1, size=32,
+                                    groups=[0, 1, 0])
