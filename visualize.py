@@ -538,7 +538,7 @@ def build_parser():
                              '(the centre unit of the filter\'s map), negative (minus the mean: what turns the filter '
                              'off), or an expression such as "conv3_2:0 - 0.5 * conv4_1:7" (LAYER:N a channel, '
                              'LAYER:N@Y,X a neuron; numbers, + - * and parentheses), which renders one picture '
-                             'and needs no --layer or --filters')
+                             'and takes no --layer or --filters')
     parser.add_argument('--diversity', type=int, default=None, metavar='N',
                         help='render N >= 2 pictures of each filter, pushed apart by their Gram similarity '
                              '(Distill, Feature Visualization, 2017)')

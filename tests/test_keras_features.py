@@ -104,7 +104,7 @@ def is_grey_png(path):
 def test_list_layers(nets, capsys):
     assert visualize.main(model_flags(nets['live']) + ['--list-layers']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == 'mini_fer_live.h5 (Keras, preprocess tf): 3 units'
+    assert lines[0] == 'mini_fer_live.h5 (Keras, preprocess tf): 3 units; sizes for 24x24 pictures'
     # One unit per convolution, named after the last layer of its conv -> [BN] -> [activation] chain;
     # 24 - 2 = 22 px after the VALID 3x3 conv, 10 after the strided one.
     pattern = r'(\S+)\s+(\S+)\s+(\d+) channels\s+(\d+)x(\d+)\s+receptive field (\d+), stride (\d+)$'
@@ -115,7 +115,7 @@ def test_list_layers(nets, capsys):
 
     assert visualize.main(model_flags(nets['live']) + ['--list-layers', '--all']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith(': 8 units')
+    assert lines[0].endswith(': 8 units; sizes for 24x24 pictures')
     assert [line.split()[:2] for line in lines[1:]] == [
         ['conv2d_1', 'Conv2D'], ['batch_normalization_1', 'BatchNormalization'], ['activation_1', 'Activation'],
         ['separable_conv2d_1', 'SeparableConv2D'], ['batch_normalization_2', 'BatchNormalization'],
