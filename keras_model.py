@@ -856,11 +856,7 @@ def unit_lines(net, all_layers=False):
     for index, unit in enumerate(net.units):
         if not all_layers and unit.name not in defaults:
             continue
-        kind = unit.kind if all_layers else default_kind.get(unit.name, unit.kind)
-        field_size, stride, _ = net.receptive_field(index, size)
-        lines.append('%-32s %-20s %5d channels  %4dx%-4d  receptive field %d, stride %d'
-                     % (unit.name, kind, net.layer_channels[index], net.output_side(index, size),
-                        net.output_side(index, size), field_size, stride))
+        lines.append(net.unit_line(index, size, unit.kind if all_layers else default_kind.get(unit.name, unit.kind)))
     if stamp:
         left_out = stamp['left_out']
         for name in left_out if all_layers else stamp['left_out_defaults']:

@@ -255,6 +255,14 @@ class Network:
                              'a way geometry.py does not follow' % self.short_names[layer_index])
         return fields[name]
 
+    def unit_line(self, layer_index, size, kind=None):
+        """One line for --list-layers: name, kind, channels, output side and receptive field at size x size."""
+        field, stride, _ = self.receptive_field(layer_index, size)
+        side = self.output_side(layer_index, size)
+        return ('%-32s %-20s %5d channels  %4dx%-4d  receptive field %d, stride %d'
+                % (self.short_names[layer_index], kind or self.units[layer_index].kind or '-',
+                   self.layer_channels[layer_index], side, side, field, stride))
+
     def create_feed_dict(self, image):
         """{input: image with a batch axis} for an image [H, W, C] or a batch [N, H, W, C], 0..255.
 
@@ -396,18 +404,22 @@ def _layer_input(net, layer_input_t, precision_name, input_t):
     return layer_input_t
 
 
-def _own_columns(net, layer_index, kernel_cols_t, bias_cols_t, pre_relu, prefix, precision_name, input_t):
-    """The fast path: [N, h, w, 1], image i convolved with its own kernel column kernel_cols_t[..., i] plus
-    bias_cols_t[i], then the unit's ReLU when the unit has one; None where the unit is not conv + bias (+ ReLU).
-
-    Image i gets N channels and keeps the i-th; N is small.
-    """
+def _conv_unit(net, layer_index, pre_relu, prefix):
+    """(relu, (input_t, kernel_t, bias_t, conv_op)) when the unit (or its pre-activation) is conv + bias
+    (+ ReLU), the pattern of the fast path; else None."""
     tensor = _through_identity(unit_tensor(net, layer_index, pre_relu, prefix))
     relu = tensor.op.type == 'Relu'
     parts = conv_parts(tensor.op.inputs[0] if relu else tensor)
-    if parts is None:
-        return None
-    layer_input_t, _, _, conv_op = parts
+    return None if parts is None else (relu, parts)
+
+
+def _own_columns(net, conv_unit, kernel_cols_t, bias_cols_t, precision_name, input_t):
+    """The fast path: [N, h, w, 1], image i convolved with its own kernel column kernel_cols_t[..., i] plus
+    bias_cols_t[i], then the unit's ReLU when it has one (conv_unit: what _conv_unit found).
+
+    Image i gets N channels and keeps the i-th; N is small.
+    """
+    relu, (layer_input_t, _, _, conv_op) = conv_unit
     layer_input_t = _layer_input(net, layer_input_t, precision_name, input_t)
     padding = conv_op.get_attr('padding').decode()
     if padding == 'EXPLICIT':
@@ -420,13 +432,6 @@ def _own_columns(net, layer_index, kernel_cols_t, bias_cols_t, pre_relu, prefix,
     count = tf.shape(bias_cols_t)[0]
     own_t = tf.gather(pre_t, tf.reshape(tf.range(count), [-1, 1]), axis=3, batch_dims=1)   # [N, h, w, 1]
     return tf.nn.relu(own_t) if relu else own_t
-
-
-def _unit_parts(net, layer_index, pre_relu, prefix):
-    """(kernel_t [k, k, in, C], bias_t [C]) of a conv + bias (+ ReLU) unit, else None."""
-    tensor = _through_identity(unit_tensor(net, layer_index, pre_relu, prefix))
-    parts = conv_parts(tensor.op.inputs[0] if tensor.op.type == 'Relu' else tensor)
-    return None if parts is None else parts[1:3]
 
 
 def unit_values(net, layer_index, pre_relu=False, prefix='', precision_name='float32', input_t=None):
@@ -454,11 +459,11 @@ def channel_maps(net, layer_index, filter_ids_t, pre_relu=False, prefix='', prec
       first layer runs in bfloat16 (precision.bfloat16_tensors).
     """
     input_t = net.input if input_t is None else input_t
-    parts = _unit_parts(net, layer_index, pre_relu, prefix)
-    if parts is not None:
-        kernel_t, bias_t = parts
-        return _own_columns(net, layer_index, tf.gather(kernel_t, filter_ids_t, axis=3),    # [k, k, in, N]
-                            tf.gather(bias_t, filter_ids_t), pre_relu, prefix, precision_name, input_t)
+    conv_unit = _conv_unit(net, layer_index, pre_relu, prefix)
+    if conv_unit is not None:
+        _, (_, kernel_t, bias_t, _) = conv_unit
+        return _own_columns(net, conv_unit, tf.gather(kernel_t, filter_ids_t, axis=3),       # [k, k, in, N]
+                            tf.gather(bias_t, filter_ids_t), precision_name, input_t)
     values_t = unit_values(net, layer_index, pre_relu, prefix, precision_name, input_t)
     return tf.gather(values_t, tf.reshape(filter_ids_t, [-1, 1]), axis=3, batch_dims=1)    # [N, h, w, 1]
 
@@ -474,14 +479,12 @@ def direction_maps(net, layer_index, vectors_t, pre_relu=False, prefix='', preci
     After an activation the whole unit is computed.
     """
     input_t = net.input if input_t is None else input_t
-    tensor = _through_identity(unit_tensor(net, layer_index, pre_relu, prefix))
-    parts = _unit_parts(net, layer_index, pre_relu, prefix)
-    if parts is not None and tensor.op.type != 'Relu':
-        kernel_t, bias_t = parts
+    conv_unit = _conv_unit(net, layer_index, pre_relu, prefix)
+    if conv_unit is not None and not conv_unit[0]:       # linear: no ReLU after the conv
+        _, (_, kernel_t, bias_t, _) = conv_unit
         kernel_cols_t = tf.tensordot(kernel_t, tf.transpose(vectors_t), axes=[[3], [0]])    # [k, k, in, N]
         bias_cols_t = tf.linalg.matvec(vectors_t, bias_t)                                   # [N]
-        return _own_columns(net, layer_index, kernel_cols_t, bias_cols_t, pre_relu, prefix, precision_name,
-                            input_t)
+        return _own_columns(net, conv_unit, kernel_cols_t, bias_cols_t, precision_name, input_t)
     values_t = unit_values(net, layer_index, pre_relu, prefix, precision_name, input_t)
     return tf.reduce_sum(values_t * tf.cast(vectors_t, values_t.dtype)[:, None, None, :], axis=3, keepdims=True)
 

@@ -118,11 +118,16 @@ def after_a_conv(input_t, tensor):
     return _conv_depths(path).get(tensor.op, 0) >= 1
 
 
-def _bfloat16_ops(input_t, targets_t):
-    """The ops bfloat16_tensors() clones, in topological order; BFloat16Unsupported naming the first it cannot."""
+def _after_first_layer(input_t, targets_t):
+    """The ops after the first layer on the paths from input_t to targets_t, in topological order."""
     path = _depends_on(input_t.op, [t.op for t in targets_t])
     first = _first_layer(path)
-    clone_ops = [op for op in path if op not in first]
+    return [op for op in path if op not in first]
+
+
+def _bfloat16_ops(input_t, targets_t):
+    """The ops bfloat16_tensors() clones, in topological order; BFloat16Unsupported naming the first it cannot."""
+    clone_ops = _after_first_layer(input_t, targets_t)
     for op in clone_ops:
         if op.type not in BF16_OPS or op.get_attr('T') != tf.float32:
             raise BFloat16Unsupported('%s is a %s op, which this builder does not run in bfloat16' % (op.name, op.type))
@@ -141,9 +146,7 @@ def bfloat16_problem(input_t, targets_t):
 def bfloat16_slower(input_t, targets_t):
     """The first op after the first layer on the paths to targets_t whose bfloat16 kernel is slower than
     float32 (SLOWER_IN_BFLOAT16), or None."""
-    path = _depends_on(input_t.op, [t.op for t in targets_t])
-    first = _first_layer(path)
-    return next((op for op in path if op not in first and op.type in SLOWER_IN_BFLOAT16), None)
+    return next((op for op in _after_first_layer(input_t, targets_t) if op.type in SLOWER_IN_BFLOAT16), None)
 
 
 def bfloat16_tensors(graph, input_t, targets_t, scope='bfloat16'):

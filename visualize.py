@@ -590,13 +590,7 @@ def unit_lines(model, size=None):
     """One line per unit of a network: name, kind, channels, output side and receptive field for size x size
     pictures (default: the fixed input size, else 224)."""
     size = size or model.input_size or 224
-    lines = []
-    for index, unit in enumerate(model.units):
-        field, stride, _ = model.receptive_field(index, size)
-        side = model.output_side(index, size)
-        lines.append('%-32s %-20s %5d channels  %4dx%-4d  receptive field %d, stride %d'
-                     % (unit.name, unit.kind or '-', model.layer_channels[index], side, side, field, stride))
-    return lines
+    return [model.unit_line(index, size) for index in range(len(model.units))]
 
 
 def main(argv=None):
