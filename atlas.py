@@ -344,6 +344,27 @@ def shard_of(tasks, shard):
     return tasks[index::count]
 
 
+def read_json(path, who='', attempts=5):
+    """The JSON in `path` (dict); ValueError naming the file when it is not JSON.
+
+    Every file of an atlas is written whole (files.write_atomic), but a person
+    or another tool may rewrite atlas.json in place, and a reader that comes
+    in between sees it empty or cut short. So a file that does not parse is
+    read again a few times (0.1, 0.2, 0.4, 0.8 s apart) before it is called
+    damaged. who: how the error names the reader, e.g. 'this worker (pid 12)'.
+    """
+    for attempt in range(attempts):
+        with open(path) as f:
+            text = f.read()
+        try:
+            return json.loads(text)
+        except ValueError as error:
+            if attempt == attempts - 1:
+                raise ValueError('%s%s is damaged: it is not JSON (%s, %d bytes); restore it, or render into '
+                                 'another folder' % (who + ' finds that ' if who else '', path, error, len(text)))
+            time.sleep(0.1 * 2 ** attempt)
+
+
 def read_records(out):
     """Every task record under out: list of dict, in a fixed order (unit folder, then file name).
 
@@ -357,8 +378,7 @@ def read_records(out):
             continue
         for name in sorted(os.listdir(folder)):
             if name.startswith('task-') and name.endswith('.json'):
-                with open(os.path.join(folder, name)) as f:
-                    record = json.load(f)
+                record = read_json(os.path.join(folder, name))
                 if 'view' not in record:
                     record = dict(record, view='channel', entries=[
                         {'layer': e['layer'], 'layer_index': e['layer_index'], 'filter': e['filter'],
@@ -484,8 +504,7 @@ def run_task(task, spec, out, settings, header):
     if not os.path.isfile(path):
         raise FileNotFoundError('this worker (pid %d) cannot see %s: every worker must see the output folder at '
                                 'that path, e.g. a folder shared by all machines' % (os.getpid(), out))
-    with open(path) as f:
-        there = json.load(f)
+    there = read_json(path, who='this worker (pid %d)' % os.getpid())
     # Views are left out: another run may add views to the atlas while this one runs.
     if without_views(there) != without_views(header):
         differences = header_differences(there, header) or [
@@ -681,8 +700,7 @@ def claim(out, header):
     path = os.path.join(out, ATLAS_FILE)
     if not os.path.exists(path):
         files.link_new(path, _header_bytes(dict(header, atlas_id=uuid.uuid4().hex)))
-    with open(path) as f:
-        written = json.load(f)
+    written = read_json(path)
     there = upgraded(written, header)
     differences = header_differences(there, header)
     if differences:
@@ -691,8 +709,7 @@ def claim(out, header):
     if there is not written or not set(header['settings']['views']) <= set(there['settings']['views']):
         # Only the views (and the format) change: the rest was checked above, and no run changes it.
         with files.exclusive_lock(os.path.join(out, LOCK_FILE), timeout=LOCK_SECONDS, quiet=True):
-            with open(path) as f:
-                there = upgraded(json.load(f), header)
+            there = upgraded(read_json(path), header)
             views = check_views(set(there['settings']['views']) | set(header['settings']['views']))
             there = dict(there, settings=dict(there['settings'], views=list(views)))
             data = _header_bytes(there)
@@ -710,8 +727,7 @@ def read_header(out):
     if not os.path.isfile(path):
         raise FileNotFoundError('%s does not exist: %s is not an atlas folder (make one with `python atlas.py %s`)'
                                 % (path, out, out))
-    with open(path) as f:
-        return upgraded(json.load(f))
+    return upgraded(read_json(path))
 
 
 def render(out, spec, settings, header, tasks, client=None, progress=True):
@@ -940,8 +956,7 @@ def build_catalog(out):
                           for view in found]
         path = os.path.join(out, examples_file(unit_folder(entry['layer_index'], entry['layer']), entry['filter']))
         if os.path.isfile(path):
-            with open(path) as f:
-                entry['examples'] = json.load(f)['examples']
+            entry['examples'] = read_json(path)['examples']
         catalog.append(entry)
     return catalog
 

@@ -412,6 +412,45 @@ def test_a_worker_that_finds_another_atlas_refuses_and_writes_nothing(net, refer
     assert listing(out) == before
 
 
+
+def test_a_damaged_atlas_json_is_named_and_nothing_is_written(net, reference, tmp_path):
+    out = str(tmp_path / 'copy')
+    shutil.copytree(reference, out)
+    header = atlas.read_header(out)
+    settings = atlas.Settings(**header['settings'])
+    path = os.path.join(out, atlas.ATLAS_FILE)
+    with open(path, 'w') as f:
+        f.write('{"atlas_id": "0')
+    before = listing(out)
+    task = atlas.Task(1, 'conv1_2', (0, 1))
+    with pytest.raises(ValueError, match=r'this worker \(pid \d+\) finds that %s is damaged: it is not JSON '
+                                         r'\(Unterminated string .*, 15 bytes\); restore it' % re.escape(path)):
+        atlas.run_task(task, cluster.ModelSpec.of(net), out, settings, header)
+    with pytest.raises(ValueError, match=r'^%s is damaged: it is not JSON' % re.escape(path)):
+        atlas.claim(out, header)
+    with pytest.raises(ValueError, match=r'^%s is damaged' % re.escape(path)):
+        atlas.read_header(out)
+    assert listing(out) == before
+
+
+def test_an_atlas_json_caught_while_it_is_rewritten_in_place_is_read_again(tmp_path):
+    # An editor or a script that rewrites the file in place leaves it empty for a moment.
+    path = str(tmp_path / 'atlas.json')
+    open(path, 'w').close()
+
+    def finish():
+        time.sleep(0.25)
+        with open(path, 'w') as f:
+            json.dump({'atlas_id': 'a' * 32}, f)
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    try:
+        assert atlas.read_json(path) == {'atlas_id': 'a' * 32}
+    finally:
+        writer.join()
+
+
 def test_a_relative_out_reaches_the_workers_absolute(model_file, tmp_path, monkeypatch):
     sent = []
     monkeypatch.setattr(atlas, 'render', lambda out, *args, **kwargs: sent.append(out))

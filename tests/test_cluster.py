@@ -180,8 +180,11 @@ def test_a_task_that_fails_on_a_worker_is_one_line_naming_task_worker_and_reason
         path = os.path.join(out, atlas.ATLAS_FILE)
         with open(path) as f:
             header = json.load(f)
-        with open(path, 'w') as f:
+        # Another atlas takes the path whole (a rename, as every writer here does), so that a worker reads
+        # either the old file or the new one, never one half written (that case: test_atlas.py).
+        with open(path + '.new', 'w') as f:
             json.dump(dict(header, atlas_id='0' * 32), f)
+        os.replace(path + '.new', path)
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
