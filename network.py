@@ -444,6 +444,54 @@ def unit_values(net, layer_index, pre_relu=False, prefix='', precision_name='flo
     return tensor
 
 
+
+def _conv_pads(conv_op, input_t):
+    """int32 [2, 2]: the rows and columns (before, after) that conv_op pads input_t with (its padding attr).
+
+    SAME is computed from the input's run-time size, so that a network of
+    free input size is padded as its conv pads at any size.
+    """
+    padding = conv_op.get_attr('padding').decode()
+    if padding == 'EXPLICIT':
+        pads = conv_op.get_attr('explicit_paddings')       # [before, after] per NHWC axis
+        return tf.constant([pads[2:4], pads[4:6]], tf.int32)
+    if padding == 'VALID':
+        return tf.zeros([2, 2], tf.int32)
+    kernel = tf.shape(conv_op.inputs[1])[:2]
+    strides = tf.constant(conv_op.get_attr('strides')[1:3], tf.int32)
+    dilations = tf.constant(conv_op.get_attr('dilations')[1:3], tf.int32)
+    sides = tf.shape(input_t)[1:3]
+    outputs = (sides + strides - 1) // strides
+    total = tf.maximum((outputs - 1) * strides + (kernel - 1) * dilations + 1 - sides, 0)
+    return tf.stack([total // 2, total - total // 2], axis=1)
+
+
+def sampled_values(net, layer_index, every, prefix='', precision_name='float32', input_t=None):
+    """The whole unit at every `every`-th row and column of its map: [N, ceil(h/every), ceil(w/every), C].
+
+    The exact values of unit_values at rows and columns 0, every, 2*every, ...
+    (float32, or bfloat16 as unit_values). Where the unit is conv + bias
+    (+ ReLU), only those positions are computed: the layer's input, padded as
+    its conv pads it, is convolved at `every` times the conv's stride, which
+    is 1/every^2 of the conv's work forward and back. Elsewhere the whole unit
+    is computed and sliced. The diversity term reads its Gram matrices here.
+    """
+    input_t = net.input if input_t is None else input_t
+    conv_unit = _conv_unit(net, layer_index, False, prefix)
+    if conv_unit is None or every == 1:
+        return unit_values(net, layer_index, False, prefix, precision_name, input_t)[:, ::every, ::every, :]
+    relu, (layer_input_t, kernel_t, bias_t, conv_op) = conv_unit
+    layer_input_t = _layer_input(net, layer_input_t, precision_name, input_t)
+    pads_t = _conv_pads(conv_op, layer_input_t)
+    padded_t = tf.pad(layer_input_t, tf.concat([[[0, 0]], pads_t, [[0, 0]]], axis=0))
+    _, row_stride, column_stride, _ = conv_op.get_attr('strides')
+    conv_t = tf.nn.conv2d(padded_t, tf.cast(kernel_t, layer_input_t.dtype),
+                          strides=[1, row_stride * every, column_stride * every, 1], padding='VALID',
+                          dilations=conv_op.get_attr('dilations'))
+    pre_t = tf.nn.bias_add(conv_t, tf.cast(bias_t, layer_input_t.dtype))
+    return tf.nn.relu(pre_t) if relu else pre_t
+
+
 def channel_maps(net, layer_index, filter_ids_t, pre_relu=False, prefix='', precision_name='float32',
                  input_t=None):
     """Image i's map of channel filter_ids_t[i] of the unit: [N, h, w, 1], float32 or bfloat16.

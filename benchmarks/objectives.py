@@ -106,9 +106,12 @@ def main(argv=None):
     parser.add_argument('--method', default='blog', choices=visualize.METHOD_CHOICES)
     parser.add_argument('--precision', default='float32')
     parser.add_argument('--weights', default=MRI_WEIGHTS)
+    parser.add_argument('--gram-every', type=int, default=objectives.GRAM_EVERY,
+                        help='rows and columns apart that the diversity term reads the map (default %(default)s)')
     parser.add_argument('--verbose', action='store_true')
     args = parser.parse_args(argv)
     args.layers = args.layers.split(',')
+    objectives.GRAM_EVERY = args.gram_every
     args.sweep = [float(w) for w in args.sweep.split(',')] if args.sweep else None
     print('machine: %s' % machine_description())
     with tempfile.TemporaryDirectory() as folder:

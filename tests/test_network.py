@@ -221,3 +221,55 @@ def test_auto_keeps_a_path_with_depthwise_convolutions_in_float32(residual_net, 
     assert auto.precision == 'float32'
     assert visualize.ascend(residual_net, 'c', [0], 2, seed=0, size=24, precision='bfloat16').precision == 'bfloat16'
     assert visualize.ascend(residual_net, 'a', [0], 2, seed=0, size=24, precision='auto').precision == 'bfloat16'
+
+
+def sampling_graph_def(seed=1):
+    """Conv + bias (+ ReLU) units with every padding the sampled path must reproduce: SAME at strides 1 and 2
+    (odd and even kernels, so uneven pads), VALID, EXPLICIT, a dilation; free input size."""
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape):
+        return tf.constant(rng.normal(0, 0.3, shape).astype(np.float32))
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, None, None, 3], name='images') / 127.5 - 1.0
+        x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, weights(3, 3, 3, 4), 1, 'SAME'), weights(4)), name='same')
+        x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, weights(2, 2, 4, 4), 1, 'SAME'), weights(4)), name='even')
+        x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, weights(3, 3, 4, 5), 2, 'SAME'), weights(5)), name='strided')
+        x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, weights(3, 3, 5, 4), 1, [[0, 0], [2, 1], [0, 2], [0, 0]]),
+                                      weights(4)), name='explicit')
+        x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, weights(3, 3, 4, 4), 1, 'SAME', dilations=2), weights(4)),
+                       name='dilated')
+        tf.nn.bias_add(tf.nn.conv2d(x, weights(3, 3, 4, 3), 1, 'VALID'), weights(3), name='linear')
+    return graph.as_graph_def()
+
+
+def test_sampled_values_are_the_units_values_at_every_nth_row_and_column():
+    names = ('same', 'even', 'strided', 'explicit', 'dilated', 'linear')
+    net = network.Network(sampling_graph_def(), [network.Unit(n, n + ':0') for n in names],
+                          description='hand-built padding test graph')
+    sess = network.session(net)
+    rng = np.random.default_rng(0)
+    for side in (23, 24):
+        images = rng.uniform(0, 255, (2, side, side, 3)).astype(np.float32)
+        for index, name in enumerate(names):
+            whole = sess.run(network.unit_values(net, index), {net.input: images})
+            for every in (2, 3):
+                with net.graph.as_default():
+                    sampled_t = network.sampled_values(net, index, every)
+                # Only the sampled positions are computed: the conv runs at `every` times its own stride.
+                conv_op = sampled_t.op.inputs[0].op.inputs[0].op if name != 'linear' else sampled_t.op.inputs[0].op
+                assert conv_op.type == 'Conv2D' and conv_op.get_attr('padding') == b'VALID'
+                assert conv_op.get_attr('strides')[1] == every * (2 if name == 'strided' else 1)
+                sampled = sess.run(sampled_t, {net.input: images})
+                assert sampled.shape == whole[:, ::every, ::every].shape, (name, side, every)
+                np.testing.assert_allclose(sampled, whole[:, ::every, ::every], rtol=1e-5, atol=1e-5,
+                                           err_msg='%s at %d px, every %d' % (name, side, every))
+    # A unit that is not conv + bias: the whole unit, sliced.
+    residual = network.Network(residual_graph_def(), UNITS, preprocess='tf')
+    images = rng.uniform(0, 255, (1, 17, 17, 3)).astype(np.float32)
+    sess = network.session(residual)
+    with residual.graph.as_default():
+        sampled_t = network.sampled_values(residual, 1, 2)
+    whole, sampled = sess.run([network.unit_values(residual, 1), sampled_t], {residual.input: images})
+    np.testing.assert_array_equal(sampled, whole[:, ::2, ::2])
