@@ -38,7 +38,7 @@ import models
 import network
 import pictures
 import quiet
-from precision import bfloat16_tensors, resolve_precision
+from precision import resolve_precision
 
 # Also on Dask workers, which import this module to run its tasks: the start-up lines stay held back.
 tf = quiet.import_tensorflow()
@@ -201,12 +201,12 @@ def feature_side(model, layer_index, size):
 def bfloat16_layers(model):
     """Every unit's tensor computed with the convolutions after the first layer in bfloat16, one chain.
 
-    A list like model.layer_tensors (precision.bfloat16_tensors: first-layer
+    A list like model.layer_tensors (network.bfloat16_chain: first-layer
     units stay float32, the others are bfloat16 [N, h, w, C]). Built once per
     model; a fetch computes only the units it needs.
     """
-    return model.cached_ops(('examples', 'bfloat16_layers'), lambda: bfloat16_tensors(
-        model.graph, model.input, model.layer_tensors, scope='examples_bfloat16'))
+    return model.cached_ops(('examples', 'bfloat16_layers'),
+                            lambda: network.bfloat16_chain(model, model.layer_tensors))
 
 
 def layer_ops(model, layer_index, size, precision='float32'):

@@ -394,12 +394,24 @@ def unit_tensor(net, layer_index, pre_relu=False, prefix=''):
     return net.graph.get_tensor_by_name(prefix + tensor.name) if prefix else tensor
 
 
+def bfloat16_chain(net, tensors, input_t=None):
+    """The tensors (float32, on the paths from input_t, default net.input) as net's one bfloat16 chain
+    computes them (precision.bfloat16_tensors): a list; first-layer tensors come back float32.
+
+    Each op is copied once per input: every objective term, view and fetch
+    built on this network shares the copies made before it.
+    """
+    input_t = net.input if input_t is None else input_t
+    copies = net.cached_ops(('bfloat16_copies', input_t.name), dict)
+    return precision.bfloat16_tensors(net.graph, input_t, tensors, copies=copies)
+
+
 def _layer_input(net, layer_input_t, precision_name, input_t):
     """The input of a unit's own conv as the chosen precision computes it."""
     if precision_name == 'bfloat16' and precision.after_a_conv(input_t, layer_input_t):
         # Not the first layer: its input comes from the bfloat16 chain, or
         # is the first layer's float32 output, which this conv reads cast.
-        layer_input_t, = precision.bfloat16_tensors(net.graph, input_t, [layer_input_t])
+        layer_input_t, = bfloat16_chain(net, [layer_input_t], input_t)
         layer_input_t = tf.cast(layer_input_t, tf.bfloat16)
     return layer_input_t
 
@@ -436,11 +448,11 @@ def _own_columns(net, conv_unit, kernel_cols_t, bias_cols_t, precision_name, inp
 
 def unit_values(net, layer_index, pre_relu=False, prefix='', precision_name='float32', input_t=None):
     """The whole unit, [N, h, w, C]: float32, or bfloat16 when precision_name is 'bfloat16' and the unit lies
-    after the first layer (precision.bfloat16_tensors)."""
+    after the first layer (bfloat16_chain)."""
     input_t = net.input if input_t is None else input_t
     tensor = unit_tensor(net, layer_index, pre_relu, prefix)
     if precision_name == 'bfloat16':
-        tensor, = precision.bfloat16_tensors(net.graph, input_t, [tensor])
+        tensor, = bfloat16_chain(net, [tensor], input_t)
     return tensor
 
 

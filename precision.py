@@ -149,7 +149,7 @@ def bfloat16_slower(input_t, targets_t):
     return next((op for op in _after_first_layer(input_t, targets_t) if op.type in SLOWER_IN_BFLOAT16), None)
 
 
-def bfloat16_tensors(graph, input_t, targets_t, scope='bfloat16'):
+def bfloat16_tensors(graph, input_t, targets_t, scope='bfloat16', copies=None):
     """The tensors targets_t (float32, depending on input_t) as the bfloat16 chain computes them: a list.
 
     Every op after the first layer on the paths from input_t to targets_t is
@@ -158,41 +158,50 @@ def bfloat16_tensors(graph, input_t, targets_t, scope='bfloat16'):
     and the first layer's outputs are cast where the copy reads them. A target
     inside the first layer is returned as it is, float32. Gradients flow back through the
     casts, so tf.gradients to the float32 image works unchanged.
+    copies: a dict kept by the caller for this graph and input_t, {float32
+      tensor name: its bfloat16 copy}; ops copied by an earlier call are read
+      from it and not copied again, and this call's copies are added. Without
+      it, two objective terms on one path (a channel's fast path and a
+      diversity term, or two layers of an expression) would each run their own
+      copy of the shared layers, forward and back.
     BFloat16Unsupported (naming the op) when the path holds an op outside
     BF16_OPS; the caller then runs float32.
     Call under graph.as_default(); build once and keep (Network.cached_ops).
     """
-    clone_ops = _bfloat16_ops(input_t, targets_t)
-    if not clone_ops:
-        return list(targets_t)
+    copies = {} if copies is None else copies
+    clone_ops = [op for op in _bfloat16_ops(input_t, targets_t)
+                 if not all(t.name in copies for t in op.outputs)]
+    if clone_ops:
+        graph_def = tf.GraphDef()
+        input_map, names_of, cloned = {}, {}, {op.name for op in clone_ops}
 
-    graph_def = tf.GraphDef()
-    input_map, names_of, cloned = {}, {}, {op.name for op in clone_ops}
+        def outside(tensor):
+            """The name under which the copy reads a tensor from outside it: a copy made before, or a
+            float32 tensor cast to bfloat16, or (not float32) the tensor itself."""
+            if tensor.name not in names_of:
+                name = 'in_%d' % len(names_of)
+                source = copies.get(tensor.name)
+                if source is None:
+                    source = tf.cast(tensor, tf.bfloat16) if tensor.dtype == tf.float32 else tensor
+                node = graph_def.node.add(name=name, op='Placeholder')
+                node.attr['dtype'].type = source.dtype.as_datatype_enum
+                input_map[name + ':0'] = source
+                names_of[tensor.name] = name + ':0'
+            return names_of[tensor.name]
 
-    def outside(tensor):
-        """The name under which the copy reads a tensor from outside it (float32 ones cast to bfloat16)."""
-        if tensor.name not in names_of:
-            name = 'in_%d' % len(names_of)
-            cast = tensor.dtype == tf.float32
-            node = graph_def.node.add(name=name, op='Placeholder')
-            node.attr['dtype'].type = (tf.bfloat16 if cast else tensor.dtype).as_datatype_enum
-            input_map[name + ':0'] = tf.cast(tensor, tf.bfloat16) if cast else tensor
-            names_of[tensor.name] = name + ':0'
-        return names_of[tensor.name]
-
-    for op in clone_ops:
-        node = graph_def.node.add()
-        node.CopyFrom(op.node_def)
-        node.ClearField('device')
-        del node.input[:]
-        for tensor in op.inputs:
-            if tensor.op.name in cloned:
-                node.input.append(tensor.name if tensor.value_index else tensor.op.name)
-            else:
-                node.input.append(outside(tensor))
-        node.attr['T'].type = tf.bfloat16.as_datatype_enum
-    names = [t.name if t.op.name in cloned else None for t in targets_t]
-    returned = tf.import_graph_def(graph_def, input_map=input_map,
-                                   return_elements=[n for n in names if n], name=scope)
-    returned = iter(returned)
-    return [next(returned) if name else t for name, t in zip(names, targets_t)]
+        for op in clone_ops:
+            node = graph_def.node.add()
+            node.CopyFrom(op.node_def)
+            node.ClearField('device')
+            del node.input[:]
+            for tensor in op.inputs:
+                if tensor.op.name in cloned:
+                    node.input.append(tensor.name if tensor.value_index else tensor.op.name)
+                else:
+                    node.input.append(outside(tensor))
+            node.attr['T'].type = tf.bfloat16.as_datatype_enum
+        outputs = [t for op in clone_ops for t in op.outputs]
+        returned = tf.import_graph_def(graph_def, input_map=input_map, return_elements=[t.name for t in outputs],
+                                       name=scope)
+        copies.update({t.name: copy for t, copy in zip(outputs, returned)})
+    return [copies.get(t.name, t) for t in targets_t]

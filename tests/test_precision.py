@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 
 import network
+import objectives
 import precision
+import quiet
 import regularized
 import vgg16
 import visualize
 from conftest import make_model, random_weights
 from test_fast_path import STEP_SIZE, Reference
+
+tf = quiet.import_tensorflow()
 
 SIZE = 32
 ITERS = 5
@@ -136,3 +140,36 @@ def test_bfloat16_falls_back_to_float32_in_one_line_where_the_path_has_an_op_it_
     assert np.array_equal(again.images, reference.images)   # float32, bit for bit
     # The layers below the extra op still run in bfloat16.
     assert visualize.ascend(model, 'conv1_2', [0], 1, size=SIZE, precision='bfloat16').precision == 'bfloat16'
+
+
+def bfloat16_convs(graph):
+    return sorted(op.name for op in graph.get_operations()
+                  if op.type == 'Conv2D' and op.get_attr('T') == tf.bfloat16)
+
+
+def test_one_bfloat16_copy_per_op_however_many_terms_read_the_path():
+    model = make_model(random_weights())
+    # The layers after the first one up to conv3_2, the unit's own conv left out (the fast path convolves
+    # conv3_1's copy itself): conv1_2, conv2_1, conv2_2, conv3_1.
+    before = bfloat16_convs(model.graph)
+    visualize.ascend(model, 'conv3_2', [0], 1, size=SIZE, precision='bfloat16')
+    chain = bfloat16_convs(model.graph)
+    assert len(chain) - len(before) == 4 + 1     # the chain, and the fast path's conv
+    # A diversity group reads the whole unit (every 2nd row and column), an expression a second layer on the
+    # same path: each adds its own conv, and no op of the chain is copied again.
+    visualize.ascend(model, 'conv3_2', [0], 1, size=SIZE, precision='bfloat16', diversity=2)
+    visualize.render_objectives(model, [objectives.parse('conv3_2:1 - 0.5 * conv4_1:2')], 1, size=SIZE,
+                                precision='bfloat16')
+    copies = [name.split('/bfloat16/')[1] for name in bfloat16_convs(model.graph) if '/bfloat16/' in name]
+    assert sorted(set(copies)) == sorted(copies), copies
+    assert set(copies) == {'conv%s/Conv2D' % n for n in ('1_2', '2_1', '2_2', '3_1', '3_2', '3_3')}
+    # And the values are those of a chain copied on its own.
+    fresh = make_model(random_weights())
+    sess, images = network.session(model), np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3))
+    with model.graph.as_default():
+        shared, = network.bfloat16_chain(model, [model.layer_tensors[model.layer_index('conv4_1')]])
+    with fresh.graph.as_default():
+        alone, = precision.bfloat16_tensors(fresh.graph, fresh.input,
+                                            [fresh.layer_tensors[fresh.layer_index('conv4_1')]])
+    np.testing.assert_array_equal(sess.run(shared, {model.input: images}),
+                                  network.session(fresh).run(alone, {fresh.input: images}))
