@@ -495,6 +495,8 @@ def sampled_values(net, layer_index, every, prefix='', precision_name='float32',
     relu, (layer_input_t, kernel_t, bias_t, conv_op) = conv_unit
     layer_input_t = _layer_input(net, layer_input_t, precision_name, input_t)
     pads_t = _conv_pads(conv_op, layer_input_t)
+    # A Pad op, not the conv's EXPLICIT padding: TensorFlow 2.21's CPU gradient of a strided conv with
+    # EXPLICIT padding took 3.2 s where Pad and VALID take 12 ms (16 pictures, conv3_2, bfloat16).
     padded_t = tf.pad(layer_input_t, tf.concat([[[0, 0]], pads_t, [[0, 0]]], axis=0))
     _, row_stride, column_stride, _ = conv_op.get_attr('strides')
     conv_t = tf.nn.conv2d(padded_t, tf.cast(kernel_t, layer_input_t.dtype),
