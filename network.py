@@ -456,7 +456,6 @@ def unit_values(net, layer_index, pre_relu=False, prefix='', precision_name='flo
     return tensor
 
 
-
 def _conv_pads(conv_op, input_t):
     """int32 [2, 2]: the rows and columns (before, after) that conv_op pads input_t with (its padding attr).
 
