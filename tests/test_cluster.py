@@ -67,13 +67,16 @@ def real_cluster(root, workers=2):
         start('scheduler', dask_command('scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard',
                                         '--scheduler-file', scheduler_file))
         deadline = time.monotonic() + START_TIMEOUT
-        while not os.path.exists(scheduler_file):
+        address = None
+        while address is None:
             assert processes[0].poll() is None, 'the scheduler ended: see %s/scheduler.log' % root
-            assert time.monotonic() < deadline, 'no scheduler file after %d s' % START_TIMEOUT
+            assert time.monotonic() < deadline, 'no whole scheduler file after %d s' % START_TIMEOUT
             time.sleep(0.05)
-        time.sleep(0.2)   # written, but maybe not yet complete
-        with open(scheduler_file) as f:
-            address = json.load(f)['address']
+            try:
+                with open(scheduler_file) as f:
+                    address = json.load(f)['address']
+            except (FileNotFoundError, ValueError, KeyError):
+                pass     # not there yet, or written but not yet whole
         for number in range(workers):
             folder = os.path.join(root, 'worker%d' % number)
             start('worker%d' % number, dask_command('worker', '--no-nanny', '--nthreads', '1', '--no-dashboard',
