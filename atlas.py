@@ -345,7 +345,7 @@ def shard_of(tasks, shard):
 
 
 def read_json(path, who='', attempts=5):
-    """The JSON in `path` (dict); ValueError naming the file when it is not JSON.
+    """The JSON object in `path` (dict); ValueError naming the file when it is not one.
 
     Every file of an atlas is written whole (files.write_atomic), but a person
     or another tool may rewrite atlas.json in place, and a reader that comes
@@ -354,15 +354,20 @@ def read_json(path, who='', attempts=5):
     damaged. who: how the error names the reader, e.g. 'this worker (pid 12)'.
     """
     for attempt in range(attempts):
-        with open(path) as f:
-            text = f.read()
+        with open(path, 'rb') as f:
+            data = f.read()
         try:
-            return json.loads(text)
-        except ValueError as error:
-            if attempt == attempts - 1:
-                raise ValueError('%s%s is damaged: it is not JSON (%s, %d bytes); restore it, or render into '
-                                 'another folder' % (who + ' finds that ' if who else '', path, error, len(text)))
-            time.sleep(0.1 * 2 ** attempt)
+            value = json.loads(data.decode('utf8'))    # a cut in a multi-byte character is damage too
+            if isinstance(value, dict):
+                return value
+            kinds = {list: 'array', str: 'string', bool: 'boolean', type(None): 'null'}
+            error = 'a JSON %s, not an object' % kinds.get(type(value), 'number')
+        except ValueError as problem:                   # UnicodeDecodeError is a ValueError
+            error = problem
+        if attempt == attempts - 1:
+            raise ValueError('%s%s is damaged: it is not a JSON object (%s, %d bytes); restore it, or render into '
+                             'another folder' % (who + ' finds that ' if who else '', path, error, len(data)))
+        time.sleep(0.1 * 2 ** attempt)
 
 
 def read_records(out):

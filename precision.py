@@ -5,7 +5,10 @@ multiplies bfloat16 in hardware.
 
 The rule: the first layer (it reads the pixels), the reductions, the objective
 and the update stay float32; every op after the first layer on the path to a
-unit runs in bfloat16 on the same weights. `bfloat16_tensors` clones that part
+unit runs in bfloat16 on the same weights. (One exception: a diversity term's
+Gram matrices multiply bfloat16 values, summed in float32 by the matmul and
+rounded to bfloat16 per entry, then normalized in float32;
+objectives.gram_similarity.) `bfloat16_tensors` clones that part
 of any frozen graph with its dtype switched, so VGG16, a MobileNetV2 or a
 hand-built test graph all go through the same code.
 

@@ -423,33 +423,42 @@ def test_a_damaged_atlas_json_is_named_and_nothing_is_written(net, reference, tm
         f.write('{"atlas_id": "0')
     before = listing(out)
     task = atlas.Task(1, 'conv1_2', (0, 1))
-    with pytest.raises(ValueError, match=r'this worker \(pid \d+\) finds that %s is damaged: it is not JSON '
-                                         r'\(Unterminated string .*, 15 bytes\); restore it' % re.escape(path)):
+    with pytest.raises(ValueError, match=r'this worker \(pid \d+\) finds that %s is damaged: it is not a JSON '
+                                         r'object \(Unterminated string .*, 15 bytes\); restore it' % re.escape(path)):
         atlas.run_task(task, cluster.ModelSpec.of(net), out, settings, header)
-    with pytest.raises(ValueError, match=r'^%s is damaged: it is not JSON' % re.escape(path)):
+    with pytest.raises(ValueError, match=r'^%s is damaged: it is not a JSON object' % re.escape(path)):
         atlas.claim(out, header)
     with pytest.raises(ValueError, match=r'^%s is damaged' % re.escape(path)):
         atlas.read_header(out)
     assert listing(out) == before
 
 
-def test_an_atlas_json_caught_while_it_is_rewritten_in_place_is_read_again(tmp_path):
-    # An editor or a script that rewrites the file in place leaves it empty for a moment.
+def test_an_atlas_json_caught_while_it_is_rewritten_in_place_is_read_again(tmp_path, monkeypatch):
+    # An editor or a script that rewrites the file in place leaves it empty, or cut short, for a moment.
     path = str(tmp_path / 'atlas.json')
-    open(path, 'w').close()
+    whole = json.dumps({'atlas_id': 'a' * 32, 'name': 'caf\u00e9'}, ensure_ascii=False).encode('utf8')
+    for seen in (b'', whole[:-3], whole[:whole.index(b'\xc3') + 1], b'null'):   # empty, cut, cut inside a character
+        with open(path, 'wb') as f:
+            f.write(seen)
+        waits = []
 
-    def finish():
-        time.sleep(0.25)
-        with open(path, 'w') as f:
-            json.dump({'atlas_id': 'a' * 32}, f)
-
-    writer = threading.Thread(target=finish)
-    writer.start()
-    try:
-        assert atlas.read_json(path) == {'atlas_id': 'a' * 32}
-    finally:
-        writer.join()
-
+        def finish(seconds):
+            # The reader waits after its first failed read: the writer finishes then.
+            waits.append(seconds)
+            with open(path, 'wb') as f:
+                f.write(whole)
+        monkeypatch.setattr(atlas.time, 'sleep', finish)
+        assert atlas.read_json(path) == {'atlas_id': 'a' * 32, 'name': 'caf\u00e9'}
+        assert waits == [0.1], seen
+    # Never whole: five reads, 0.1 to 0.8 s apart, then one line naming the file.
+    waits = []
+    monkeypatch.setattr(atlas.time, 'sleep', waits.append)
+    with open(path, 'wb') as f:
+        f.write(b'[1, 2]')
+    with pytest.raises(ValueError, match=r'^%s is damaged: it is not a JSON object \(a JSON array, not an object, '
+                                         r'6 bytes\)' % re.escape(path)):
+        atlas.read_json(path)
+    assert waits == [0.1, 0.2, 0.4, 0.8]
 
 def test_a_relative_out_reaches_the_workers_absolute(model_file, tmp_path, monkeypatch):
     sent = []

@@ -265,6 +265,16 @@ def test_sampled_values_are_the_units_values_at_every_nth_row_and_column():
                 assert sampled.shape == whole[:, ::every, ::every].shape, (name, side, every)
                 np.testing.assert_allclose(sampled, whole[:, ::every, ::every], rtol=1e-5, atol=1e-5,
                                            err_msg='%s at %d px, every %d' % (name, side, every))
+    # In bfloat16 (units after the first layer): the bfloat16 unit's values, within bfloat16's rounding.
+    images = rng.uniform(0, 255, (2, 24, 24, 3)).astype(np.float32)
+    for index in range(1, len(names)):
+        with net.graph.as_default():
+            whole_t = network.unit_values(net, index, precision_name='bfloat16')
+            sampled_t = network.sampled_values(net, index, 2, precision_name='bfloat16')
+            assert sampled_t.dtype == tf.bfloat16
+            fetches = [tf.cast(whole_t, tf.float32), tf.cast(sampled_t, tf.float32)]
+        whole, sampled = sess.run(fetches, {net.input: images})
+        np.testing.assert_allclose(sampled, whole[:, ::2, ::2], rtol=2 ** -7, atol=2 ** -7 * np.abs(whole).max())
     # A unit that is not conv + bias: the whole unit, sliced.
     residual = network.Network(residual_graph_def(), UNITS, preprocess='tf')
     images = rng.uniform(0, 255, (1, 17, 17, 3)).astype(np.float32)
