@@ -835,7 +835,7 @@ def build_parser():
                              'of the filter: what turns it on), negative (minus the mean: what turns it off), '
                              "neuron (the centre unit of the filter's map), diversityN (N >= 2 pictures of the "
                              'channel pushed apart). Each view costs its pictures per filter: diversity4 is 4 '
-                             'pictures (each a little dearer: its push reads every channel of the unit), and '
+                             'pictures (each within a few %% of a channel picture\'s time), and '
                              'channel,negative,neuron,diversity4 is 7, about 7x the time and disk of channel '
                              'alone. Views may be added to an atlas later; finished ones are kept')
     parser.add_argument('--diversity-weight', type=float, default=None, metavar='W',

@@ -237,7 +237,7 @@ def build(net, form, pre_relu=False, prefix='', precision_name='float32', input_
     Call under net.graph (inside net.cached_ops). Channel and neuron terms use
     network.channel_maps (the fast path that computes only the wanted channel
     wherever the unit allows it); direction terms network.direction_maps;
-    diversity terms the whole unit.
+    diversity terms every channel of the unit at every GRAM_EVERY-th row and column (network.sampled_values).
     """
     slots, term_ts = [], []
     groups_t = tf.placeholder(tf.int32, [None], name='groups')
