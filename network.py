@@ -425,6 +425,12 @@ def _conv_unit(net, layer_index, pre_relu, prefix):
     return None if parts is None else (relu, parts)
 
 
+def _explicit_padding(conv_op):
+    """An EXPLICIT-padded conv's pads, [before, after] per NHWC axis: [[0, 0], [top, bottom], [left, right], [0, 0]]."""
+    pads = conv_op.get_attr('explicit_paddings')
+    return [pads[i:i + 2] for i in range(0, 8, 2)]
+
+
 def _own_columns(net, conv_unit, kernel_cols_t, bias_cols_t, precision_name, input_t):
     """The fast path: [N, h, w, 1], image i convolved with its own kernel column kernel_cols_t[..., i] plus
     bias_cols_t[i], then the unit's ReLU when it has one (conv_unit: what _conv_unit found).
@@ -435,8 +441,7 @@ def _own_columns(net, conv_unit, kernel_cols_t, bias_cols_t, precision_name, inp
     layer_input_t = _layer_input(net, layer_input_t, precision_name, input_t)
     padding = conv_op.get_attr('padding').decode()
     if padding == 'EXPLICIT':
-        pads = conv_op.get_attr('explicit_paddings')      # [before, after] per NHWC axis
-        padding = [pads[i:i + 2] for i in range(0, 8, 2)]
+        padding = _explicit_padding(conv_op)
     conv_t = tf.nn.conv2d(layer_input_t, tf.cast(kernel_cols_t, layer_input_t.dtype),
                           strides=conv_op.get_attr('strides'), padding=padding,
                           dilations=conv_op.get_attr('dilations'))
@@ -464,8 +469,7 @@ def _conv_pads(conv_op, input_t):
     """
     padding = conv_op.get_attr('padding').decode()
     if padding == 'EXPLICIT':
-        pads = conv_op.get_attr('explicit_paddings')       # [before, after] per NHWC axis
-        return tf.constant([pads[2:4], pads[4:6]], tf.int32)
+        return tf.constant(_explicit_padding(conv_op)[1:3], tf.int32)
     if padding == 'VALID':
         return tf.zeros([2, 2], tf.int32)
     kernel = tf.shape(conv_op.inputs[1])[:2]

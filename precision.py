@@ -152,7 +152,7 @@ def bfloat16_slower(input_t, targets_t):
     return next((op for op in _after_first_layer(input_t, targets_t) if op.type in SLOWER_IN_BFLOAT16), None)
 
 
-def bfloat16_tensors(graph, input_t, targets_t, scope='bfloat16', copies=None):
+def bfloat16_tensors(graph, input_t, targets_t, copies=None):
     """The tensors targets_t (float32, depending on input_t) as the bfloat16 chain computes them: a list.
 
     Every op after the first layer on the paths from input_t to targets_t is
@@ -205,6 +205,6 @@ def bfloat16_tensors(graph, input_t, targets_t, scope='bfloat16', copies=None):
             node.attr['T'].type = tf.bfloat16.as_datatype_enum
         outputs = [t for op in clone_ops for t in op.outputs]
         returned = tf.import_graph_def(graph_def, input_map=input_map, return_elements=[t.name for t in outputs],
-                                       name=scope)
+                                       name='bfloat16')
         copies.update({t.name: copy for t, copy in zip(outputs, returned)})
     return [copies.get(t.name, t) for t in targets_t]
