@@ -33,7 +33,7 @@ forward, and the same again for its gradient to the input (TF computes no
 kernel gradients here: kernels are constants). Every conv before the target
 counts with all channels, the target with the channels computed: all of them
 in the post's loop (forward and backward), the batch size per image in
-visualize.ascend (visualize.channel_objective gives every image of a batch
+visualize.ascend (units.channel_objective gives every image of a batch
 all of the batch's channels), one in the minimal count. Bias, ReLU, pooling
 and the update are not counted. floor = minimal FLOPs / measured conv rate;
 efficiency = floor / measured time.
@@ -66,16 +66,20 @@ sys.path.insert(0, ROOT)
 if __name__ == '__main__':
     # Before anything imports TensorFlow, so that its start-up lines are held
     # back (and shown with --verbose).
-    import quiet
+    from filtervis.util import quiet
     quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
 import numpy as np  # noqa: E402
 
-import network  # noqa: E402
-from precision import PRECISION_CHOICES, cpu_has_bf16, resolve_precision  # noqa: E402
-import quiet  # noqa: E402
-import vgg16  # noqa: E402
+from filtervis.core import network  # noqa: E402
+
+from filtervis.core import units
+from filtervis.core.precision import PRECISION_CHOICES, cpu_has_bf16, resolve_precision  # noqa: E402
+from filtervis.util import quiet  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
 import visualize  # noqa: E402
+from filtervis.core import checks  # noqa: E402
+from filtervis.optvis import ascent  # noqa: E402
 
 tf = quiet.import_tensorflow()
 
@@ -129,7 +133,7 @@ def conv_shapes(model, layer_index, size):
     """(name, side, k, in, out) of every conv layer up to layer_index for size x size images."""
     shapes = []
     for i in range(layer_index + 1):
-        _, kernel_t, _, _ = network.conv_parts(model.pre_tensors[i])
+        _, kernel_t, _, _ = units.conv_parts(model.pre_tensors[i])
         k, _, cin, cout = kernel_t.shape.as_list()
         shapes.append((model.short_names[i], model.output_side(i, size), k, cin, cout))
     return shapes
@@ -305,7 +309,7 @@ def compare(model_path, fast_model, layer, args, convs):
     precision; convs maps 'float32' and 'bfloat16' to their ConvRate.
     """
     layer_index = fast_model.layer_index(layer)
-    feature_ids = visualize.parse_filters(args.filters, fast_model.channels(layer_index))
+    feature_ids = checks.parse_filters(args.filters, fast_model.channels(layer_index))
     count, steps, size, n = len(feature_ids), args.steps, args.size, args.project_steps
     batch_size = args.batch_size or visualize.auto_batch_size(fast_model, layer_index, size)
     shapes = conv_shapes(fast_model, layer_index, size)
@@ -395,7 +399,7 @@ def whole_layer_times(model, layer, args, rows):
 def regularized_times(model, layer, args):
     """The regularized method's ms per image-step, (wall, CPU), per precision: interleaved repeats, medians."""
     layer_index = model.layer_index(layer)
-    feature_ids = visualize.parse_filters(args.filters, model.channels(layer_index))
+    feature_ids = checks.parse_filters(args.filters, model.channels(layer_index))
     batch_size = args.batch_size or len(feature_ids)
     for p in args.precision:   # warm-up: ops, first-use costs
         time_fast(model, layer_index, feature_ids[:batch_size], 1, args.size, batch_size, p, 'regularized')
@@ -518,7 +522,7 @@ def _print_top(stats, count=6):
 def host_profile(model_path, model, layer, args):
     """cProfile both loops: how much time is spent outside TF's C++ session run, and where."""
     layer_index = model.layer_index(layer)
-    feature_ids = visualize.parse_filters(args.filters, model.channels(layer_index))
+    feature_ids = checks.parse_filters(args.filters, model.channels(layer_index))
     batch_size = args.batch_size or visualize.auto_batch_size(model, layer_index, args.size)
     runs = args.steps * -(-len(feature_ids) // batch_size)
     time_fast(model, layer_index, feature_ids, 1, args.size, batch_size)
@@ -567,7 +571,7 @@ def child_memory(args):
     """
     model = vgg16.VGG16(args.model_path)
     layer_index = model.layer_index(args.layer[0])
-    feature_ids = visualize.parse_filters(args.filters, model.channels(layer_index))
+    feature_ids = checks.parse_filters(args.filters, model.channels(layer_index))
     load_peak, before = maxrss_bytes(), status_bytes('VmRSS')
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')
@@ -607,7 +611,7 @@ def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_step
     for layer, precision in ((layer, precision) for layer in layers for precision in precisions):
         print('  %s, precision %s' % (layer, precision))
         layer_index = model.layer_index(layer)
-        raw = visualize.activation_bytes_per_image(model, layer_index, size) / visualize.MEMORY_FACTOR
+        raw = ascent.activation_bytes_per_image(model, layer_index, size) / ascent.MEMORY_FACTOR
         peaks = []
         for b in batch_sizes:
             r = run_child(model_path, layer, '0-%d' % (b - 1), b, 2, size, precision)
@@ -714,7 +718,7 @@ def run(args):
         model = vgg16.VGG16(model_path)
         for layer in args.layer:   # bad names or filter ids fail here, before minutes of timing
             channels = model.channels(model.layer_index(layer))
-            ids = visualize.parse_filters(args.filters, channels)
+            ids = checks.parse_filters(args.filters, channels)
             if not ids or min(ids) < 0 or max(ids) >= channels:
                 raise ValueError('--filters %s: %s has filters 0..%d' % (args.filters, layer, channels - 1))
         print('precision: %s; CPU flags with native bfloat16: %s'

@@ -35,16 +35,17 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Before this script's own folder, which holds benchmarks/atlas.py: `import atlas` means the top-level one.
 sys.path.insert(0, ROOT)
-import quiet  # noqa: E402
+from filtervis.util import quiet  # noqa: E402
 
 quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
-import atlas  # noqa: E402
-import cluster  # noqa: E402
-import precision  # noqa: E402
-import vgg16  # noqa: E402
+from filtervis import atlas  # noqa: E402
+from filtervis import cluster  # noqa: E402
+from filtervis.core import precision  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
 import visualize  # noqa: E402
 from ascent import load_model_file, machine_description  # noqa: E402
+import dataclasses  # noqa: E402
 
 MRI_WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
 MACHINE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -156,7 +157,7 @@ def estimate(spec, work, settings, steps=(1, 4), repeats=2):
         task = atlas.Task(index, name, tuple(range(batch)))
         runs = {}
         for number, count in enumerate((1,) + tuple(steps) * repeats):
-            step_settings = atlas.Settings(**dict(atlas.asdict(settings), iters=count))
+            step_settings = atlas.Settings(**dict(dataclasses.asdict(settings), iters=count))
             out = prepared_out(os.path.join(work, 'estimate-%d-%d' % (settings.size, count)), step_settings, model)
             seconds = timed(atlas.run_task, task, spec, out, step_settings, atlas.read_header(out))[0]
             if number > 0:      # the first run builds the layer's ops: not timed

@@ -36,16 +36,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import quiet  # noqa: E402
+from filtervis.util import quiet  # noqa: E402
 
 tf = quiet.import_tensorflow()
 
 import numpy as np  # noqa: E402
 
-import examples  # noqa: E402
-import network  # noqa: E402
-from precision import cpu_has_bf16  # noqa: E402
-import vgg16  # noqa: E402
+from filtervis.analysis import examples  # noqa: E402
+from filtervis.core import network  # noqa: E402
+from filtervis.core.precision import cpu_has_bf16  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
 
 MRI_WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
 MRI_SLICES = os.path.join(ROOT, '..', 'shared', 'data', 'mri-slices')

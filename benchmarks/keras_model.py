@@ -42,9 +42,9 @@ from networks import MODELS, NETS, ROOT, print_load, run_child, time_load
 SAVEDMODEL_CHILD = r'''
 import json, os, sys, time
 sys.path.insert(0, %(root)r)
-import quiet
+from filtervis.util import quiet
 quiet.import_tensorflow()
-import keras_model
+from filtervis.models import keras_model
 folder = %(folder)r
 result = {}
 start = time.perf_counter()

@@ -39,11 +39,11 @@ sys.path.insert(0, ROOT)
 if __name__ == '__main__':
     # Before anything imports TensorFlow, so that its start-up lines are held
     # back (and shown with --verbose).
-    import quiet
+    from filtervis.util import quiet
     quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
-import measures  # noqa: E402
-import vgg16  # noqa: E402
+from filtervis.analysis import measures  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
 import visualize  # noqa: E402
 
 WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')

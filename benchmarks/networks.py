@@ -66,17 +66,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The project first: its keras_model.py, not this folder's benchmark of the same name.
 sys.path.insert(0, ROOT)
 if __name__ == '__main__':
-    import quiet
+    from filtervis.util import quiet
     quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
 import numpy as np  # noqa: E402
 
-import keras_model  # noqa: E402
-import measures  # noqa: E402
-import quiet  # noqa: E402
+from filtervis.models import keras_model  # noqa: E402
+from filtervis.analysis import measures  # noqa: E402
+from filtervis.util import quiet  # noqa: E402
 import visualize  # noqa: E402
 from ascent import ConvRate, machine_description, timed  # noqa: E402
-from precision import resolve_precision  # noqa: E402
+from filtervis.core.precision import resolve_precision  # noqa: E402
 
 tf = quiet.import_tensorflow()
 
@@ -196,7 +196,7 @@ def quality_rows(nets, filters, steps, methods):
 LOAD_CHILD = r'''
 import json, sys, time
 sys.path.insert(0, %(root)r)
-import quiet
+from filtervis.util import quiet
 quiet.import_tensorflow()
 import keras_model, visualize
 start = time.perf_counter()

@@ -22,16 +22,18 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == '__main__':
-    import quiet
+    from filtervis.util import quiet
     quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 
 import numpy as np  # noqa: E402
 
-import measures  # noqa: E402
-import objectives  # noqa: E402
-import vgg16  # noqa: E402
+from filtervis.analysis import measures  # noqa: E402
+from filtervis.optvis import objectives  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
 import visualize  # noqa: E402
 from ascent import MRI_WEIGHTS, load_model_file, machine_description  # noqa: E402
+from filtervis.core import checks  # noqa: E402
+from filtervis.optvis import ascent  # noqa: E402
 
 VIEWS = ('channel', 'negative', 'neuron', 'diversity4')
 
@@ -72,7 +74,7 @@ def time_views(model, args):
 
 def sweep(model, args):
     """Per layer and weight: each group's diversity and each picture's activation against weight 0's."""
-    filters = visualize.parse_filters(args.filters, 1 << 20)
+    filters = checks.parse_filters(args.filters, 1 << 20)
     per = 4
     for layer in args.layers:
         index = model.layer_index(layer)
@@ -103,7 +105,7 @@ def main(argv=None):
     parser.add_argument('--steps', type=int, default=5, help='steps per timing (default 5)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--size', type=int, default=128)
-    parser.add_argument('--method', default='blog', choices=visualize.METHOD_CHOICES)
+    parser.add_argument('--method', default='blog', choices=ascent.METHOD_CHOICES)
     parser.add_argument('--precision', default='float32')
     parser.add_argument('--weights', default=MRI_WEIGHTS)
     parser.add_argument('--gram-every', type=int, default=objectives.GRAM_EVERY,

@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import precision  # noqa: E402
-import vgg16  # noqa: E402
+from filtervis.core import precision  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
 
 MRI_WEIGHTS = os.environ.get('VGG16_MRI_WEIGHTS',
                              os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5'))

@@ -22,7 +22,7 @@ which Keras 3 does not work; every function here runs inside eager().
 
 import numpy as np
 
-import keras_model
+from filtervis.models import keras_model
 
 # The networks build() makes, and the preprocessing each loads with (None: its own Rescaling).
 NETS = ('basic', 'dilated', 'residual', 'grey', 'transpose', 'lambda', 'edge')

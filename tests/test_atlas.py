@@ -30,12 +30,17 @@ from PIL import Image
 
 from conftest import ROOT, random_weights
 from test_vgg16 import write_keras1_h5
-import atlas
-import cluster
-import measures
-import network
-import vgg16
+from filtervis import atlas
+from filtervis import cluster
+from filtervis.analysis import measures
+from filtervis.core import network
+from filtervis.models import vgg16
 import visualize
+import dataclasses
+from filtervis.atlas import tasks as atlas_tasks
+from filtervis.atlas import store as atlas_store
+from filtervis.cli import atlas as atlas_cli
+from filtervis.optvis import ascent
 
 # Two layers at two depths; batches of 3 cut conv1_1 (4 filters) and conv3_1 (8) into 2 + 3 batches, each one
 # task per view: 20 tasks, 60 pictures (diversity2 has 2 per filter). Each (unit, form of objective) builds its
@@ -61,7 +66,7 @@ def net(model_file):
 def reference(model_file, tmp_path_factory):
     """The atlas of RUN made by one process: the folder."""
     out = str(tmp_path_factory.mktemp('reference') / 'atlas')
-    assert atlas.main([out, '--model', model_file] + RUN) == 0
+    assert atlas_cli.main([out, '--model', model_file] + RUN) == 0
     return out
 
 
@@ -132,7 +137,7 @@ def test_catalog_lists_every_filter_once_with_its_files(reference):
         header = json.load(f)
     assert header['settings'] == {'method': 'regularized', 'iters': 20, 'size': 32, 'seed': 0,
                                   'step_size': None, 'batch_size': 3, 'precision': 'float32', 'views': VIEWS,
-                                  'diversity_weight': visualize.DEFAULT_DIVERSITY_WEIGHT['regularized']}
+                                  'diversity_weight': ascent.DEFAULT_DIVERSITY_WEIGHT['regularized']}
 
 
 def test_the_negative_view_rises_and_turns_its_filter_down(net, reference):
@@ -155,14 +160,14 @@ def test_the_negative_view_rises_and_turns_its_filter_down(net, reference):
 
 def test_workers_and_shards_equal_one_process(model_file, reference, tmp_path):
     workers = str(tmp_path / 'workers')
-    assert atlas.main([workers, '--model', model_file, '--workers', '2'] + RUN) == 0
+    assert atlas_cli.main([workers, '--model', model_file, '--workers', '2'] + RUN) == 0
     assert_same_atlas(workers, reference)
     shards = str(tmp_path / 'shards')
-    assert atlas.main([shards, '--model', model_file, '--shard', '1/2'] + RUN) == 0
+    assert atlas_cli.main([shards, '--model', model_file, '--shard', '1/2'] + RUN) == 0
     # Every other task: some of every view, of 48 views of filters in all.
     half = atlas.done_views(shards)
     assert 0 < len(half) < 48 and {view for _, _, view in half} == set(VIEWS)
-    assert atlas.main([shards, '--model', model_file, '--shard', '0/2'] + RUN) == 0
+    assert atlas_cli.main([shards, '--model', model_file, '--shard', '0/2'] + RUN) == 0
     assert_same_atlas(shards, reference)
 
 
@@ -208,7 +213,7 @@ def test_index_only_rebuilds_catalog_and_page(reference, tmp_path):
     shutil.copytree(reference, out)
     for name in (atlas.CATALOG_FILE, atlas.PAGE_FILE):
         os.remove(os.path.join(out, name))
-    assert atlas.main([out, '--index-only', '--quiet']) == 0
+    assert atlas_cli.main([out, '--index-only', '--quiet']) == 0
     for name in (atlas.CATALOG_FILE, atlas.PAGE_FILE):
         with open(os.path.join(out, name), 'rb') as f, open(os.path.join(reference, name), 'rb') as g:
             assert f.read() == g.read()
@@ -239,7 +244,7 @@ def wait_for_records(process, out, count, timeout=120):
 
 def test_killed_runs_resume_and_equal_an_uninterrupted_one(model_file, tmp_path):
     expected = str(tmp_path / 'expected')
-    assert atlas.main([expected, '--model', model_file] + SLOW) == 0
+    assert atlas_cli.main([expected, '--model', model_file] + SLOW) == 0
     out = str(tmp_path / 'out')
 
     # Ctrl-C after the first task: a clean stop, the page shows what is finished.
@@ -264,7 +269,7 @@ def test_killed_runs_resume_and_equal_an_uninterrupted_one(model_file, tmp_path)
         if name.endswith('.npz') and '.tmp' not in name:
             np.load(os.path.join(out, 'conv3_1', name))['image']   # complete under its final name
 
-    assert atlas.main([out, '--model', model_file] + SLOW) == 0
+    assert atlas_cli.main([out, '--model', model_file] + SLOW) == 0
     after = records(out)
     assert sorted(after) == ['task-0000-diversity2.json', 'task-0000-negative.json', 'task-0002-diversity2.json',
                              'task-0002-negative.json']
@@ -282,7 +287,7 @@ def test_worker_killed_mid_task_every_filter_exactly_once(model_file, tmp_path):
                       scheduler_kwargs={'dashboard_address': ':0'}) as local, Client(local) as client:
         codes = []
         run = threading.Thread(target=lambda: codes.append(
-            atlas.main([out, '--model', model_file, '--scheduler', local.scheduler_address] + flags)))
+            atlas_cli.main([out, '--model', model_file, '--scheduler', local.scheduler_address] + flags)))
         run.start()
         # Wait for a finished task, then kill a worker that is in the middle of another.
         deadline = time.monotonic() + 120
@@ -305,7 +310,7 @@ def test_worker_killed_mid_task_every_filter_exactly_once(model_file, tmp_path):
     assert sorted(filters) == sorted(set(filters)) and len(filters) == 16
     # The task that lost its worker gives the same pictures as one process.
     alone = str(tmp_path / 'alone')
-    assert atlas.main([alone, '--model', model_file] + flags) == 0
+    assert atlas_cli.main([alone, '--model', model_file] + flags) == 0
     assert_same_atlas(out, alone)
 
 
@@ -319,12 +324,12 @@ def test_other_settings_or_weights_are_refused(model_file, reference, tmp_path, 
     out = str(tmp_path / 'copy')
     shutil.copytree(reference, out)
     before = listing(out)
-    assert atlas.main([out, '--model', model_file] + RUN + ['--iters', '21']) == 2
+    assert atlas_cli.main([out, '--model', model_file] + RUN + ['--iters', '21']) == 2
     assert "iters: 20 there, 21 now" in capsys.readouterr().err
     other = str(tmp_path / 'other.tfmodel')
     with open(other, 'wb') as f:
         f.write(vgg16.build_graph_def(random_weights(seed=1), 'unit').SerializeToString())
-    assert atlas.main([out, '--model', other] + RUN) == 2
+    assert atlas_cli.main([out, '--model', other] + RUN) == 2
     assert 'weights md5' in capsys.readouterr().err
     assert listing(out) == before
 
@@ -337,12 +342,12 @@ def task_records(out):
 
 def test_views_added_later_equal_views_made_at_once_and_keep_the_finished(model_file, tmp_path, capsys):
     at_once = str(tmp_path / 'at-once')
-    assert atlas.main([at_once, '--model', model_file, '--views', 'channel,negative,diversity2'] + QUICK) == 0
+    assert atlas_cli.main([at_once, '--model', model_file, '--views', 'channel,negative,diversity2'] + QUICK) == 0
     out = str(tmp_path / 'out')
-    assert atlas.main([out, '--model', model_file, '--views', 'negative'] + QUICK) == 0
+    assert atlas_cli.main([out, '--model', model_file, '--views', 'negative'] + QUICK) == 0
     first = atlas.read_header(out)
     finished = task_records(out)
-    assert atlas.main([out, '--model', model_file, '--views', 'diversity2,channel'] + QUICK) == 0
+    assert atlas_cli.main([out, '--model', model_file, '--views', 'diversity2,channel'] + QUICK) == 0
     # The finished view is not rendered again; atlas.json lists every view so far, in page order, same atlas.
     assert {k: v for k, v in task_records(out).items() if k in finished} == finished
     header = atlas.read_header(out)
@@ -351,14 +356,14 @@ def test_views_added_later_equal_views_made_at_once_and_keep_the_finished(model_
     assert_same_atlas(out, at_once)
     # Fewer views: nothing to do, nothing dropped.
     finished = task_records(out)
-    assert atlas.main([out, '--model', model_file, '--views', 'negative'] + QUICK) == 0
+    assert atlas_cli.main([out, '--model', model_file, '--views', 'negative'] + QUICK) == 0
     assert task_records(out) == finished and atlas.read_header(out) == header
     # A new view with another setting is refused like any other setting, and changes nothing.
     before = listing(out)
     capsys.readouterr()
-    assert atlas.main([out, '--model', model_file, '--views', 'neuron'] + QUICK + ['--iters', '9']) == 2
+    assert atlas_cli.main([out, '--model', model_file, '--views', 'neuron'] + QUICK + ['--iters', '9']) == 2
     assert 'iters: 8 there, 9 now' in capsys.readouterr().err
-    assert atlas.main([out, '--model', model_file, '--views', 'diversity4', '--diversity-weight', '0.3']
+    assert atlas_cli.main([out, '--model', model_file, '--views', 'diversity4', '--diversity-weight', '0.3']
                       + QUICK) == 2
     error = capsys.readouterr().err
     assert 'diversity_weight: 1.0 there, 0.3 now' in error and len(error.strip().splitlines()) == 1
@@ -368,9 +373,9 @@ def test_views_added_later_equal_views_made_at_once_and_keep_the_finished(model_
 def test_a_format_2_atlas_is_read_as_channel_views_and_upgraded_when_views_are_added(model_file, tmp_path):
     """An atlas made before views (format 2): one picture per filter in each record entry, no views."""
     made = str(tmp_path / 'made')
-    assert atlas.main([made, '--model', model_file, '--views', 'channel,negative'] + QUICK) == 0
+    assert atlas_cli.main([made, '--model', model_file, '--views', 'channel,negative'] + QUICK) == 0
     out = str(tmp_path / 'old')
-    assert atlas.main([out, '--model', model_file] + QUICK) == 0
+    assert atlas_cli.main([out, '--model', model_file] + QUICK) == 0
     catalog = atlas.build_catalog(out)
     path = os.path.join(out, atlas.ATLAS_FILE)
     header = atlas.read_header(out)
@@ -387,7 +392,7 @@ def test_a_format_2_atlas_is_read_as_channel_views_and_upgraded_when_views_are_a
                        'seconds': record['seconds']}, f)
     assert atlas.build_catalog(out) == catalog
     finished = task_records(out)
-    assert atlas.main([out, '--model', model_file, '--views', 'channel,negative'] + QUICK) == 0
+    assert atlas_cli.main([out, '--model', model_file, '--views', 'channel,negative'] + QUICK) == 0
     assert {k: v for k, v in task_records(out).items() if k in finished} == finished
     upgraded = atlas.read_header(out)
     assert upgraded['format'] == atlas.FORMAT and upgraded['atlas_id'] == header['atlas_id']
@@ -447,12 +452,12 @@ def test_an_atlas_json_caught_while_it_is_rewritten_in_place_is_read_again(tmp_p
             waits.append(seconds)
             with open(path, 'wb') as f:
                 f.write(whole)
-        monkeypatch.setattr(atlas.time, 'sleep', finish)
+        monkeypatch.setattr(atlas_store.time, 'sleep', finish)
         assert atlas.read_json(path) == {'atlas_id': 'a' * 32, 'name': 'caf\u00e9'}
         assert waits == [0.1], seen
     # Never whole: five reads, 0.1 to 0.8 s apart, then one line naming the file.
     waits = []
-    monkeypatch.setattr(atlas.time, 'sleep', waits.append)
+    monkeypatch.setattr(atlas_store.time, 'sleep', waits.append)
     with open(path, 'wb') as f:
         f.write(b'[1, 2]')
     with pytest.raises(ValueError, match=r'^%s is damaged: it is not a JSON object \(a JSON array, not an object, '
@@ -462,9 +467,9 @@ def test_an_atlas_json_caught_while_it_is_rewritten_in_place_is_read_again(tmp_p
 
 def test_a_relative_out_reaches_the_workers_absolute(model_file, tmp_path, monkeypatch):
     sent = []
-    monkeypatch.setattr(atlas, 'render', lambda out, *args, **kwargs: sent.append(out))
+    monkeypatch.setattr(atlas_tasks, 'render', lambda out, *args, **kwargs: sent.append(out))
     monkeypatch.chdir(tmp_path)
-    assert atlas.main(['relative', '--model', model_file] + RUN) == 0
+    assert atlas_cli.main(['relative', '--model', model_file] + RUN) == 0
     assert sent == [str(tmp_path / 'relative')]
 
 
@@ -495,14 +500,14 @@ def closed_port():
 ])
 def test_bad_input_says_what_and_leaves_nothing(model_file, tmp_path, capsys, flags, message):
     out = str(tmp_path / 'out')
-    assert atlas.main([out, '--model', model_file, '--quiet'] + flags) == 2
+    assert atlas_cli.main([out, '--model', model_file, '--quiet'] + flags) == 2
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1, error
     assert not os.path.exists(out)
 
 
 def test_help_says_a_view_costs_its_pictures():
-    text = ' '.join(atlas.build_parser().format_help().split())
+    text = ' '.join(atlas_cli.build_parser().format_help().split())
     assert 'diversity4 is 4 pictures' in text and 'channel,negative,neuron,diversity4 is 7, about 7x the time' in text
 
 
@@ -510,7 +515,7 @@ def test_unreachable_scheduler_names_it_and_how_to_start_one(model_file, tmp_pat
     out = str(tmp_path / 'out')
     address = 'tcp://127.0.0.1:%d' % closed_port()
     started = time.monotonic()
-    assert atlas.main([out, '--model', model_file, '--scheduler', address, '--quiet']) == 2
+    assert atlas_cli.main([out, '--model', model_file, '--scheduler', address, '--quiet']) == 2
     assert time.monotonic() - started < 30
     error = capsys.readouterr().err
     assert 'cannot reach a Dask scheduler at %s' % address in error and '`dask scheduler`' in error
@@ -521,18 +526,18 @@ def test_unreachable_scheduler_names_it_and_how_to_start_one(model_file, tmp_pat
 def test_unwritable_out_is_refused(model_file, tmp_path, capsys):
     blocker = tmp_path / 'a-file'
     blocker.write_text('not a folder')
-    assert atlas.main([str(blocker / 'out'), '--model', model_file, '--quiet']) == 2
+    assert atlas_cli.main([str(blocker / 'out'), '--model', model_file, '--quiet']) == 2
     assert 'is not a folder' in capsys.readouterr().err
     if os.geteuid() != 0:  # root writes into read-only folders
         locked = tmp_path / 'locked'
         locked.mkdir(mode=0o500)
-        assert atlas.main([str(locked / 'out'), '--model', model_file, '--quiet']) == 2
+        assert atlas_cli.main([str(locked / 'out'), '--model', model_file, '--quiet']) == 2
         assert 'not writable' in capsys.readouterr().err
         assert os.listdir(locked) == []
 
 
 def test_index_only_needs_an_atlas(tmp_path, capsys):
-    assert atlas.main([str(tmp_path), '--index-only']) == 2
+    assert atlas_cli.main([str(tmp_path), '--index-only']) == 2
     assert 'not an atlas folder' in capsys.readouterr().err
 
 
@@ -540,11 +545,11 @@ def test_one_progress_bar_over_pictures_and_quiet_turns_it_off(model_file, tmp_p
     # 10 filters, 3 pictures each (channel 1, diversity2 2).
     flags = ['--model', model_file, '--layers', 'conv1_1,conv2_1', '--size', '32', '--iters', '3', '--batch-size', '4',
              '--views', 'channel,diversity2']
-    assert atlas.main([str(tmp_path / 'loud')] + flags) == 0
+    assert atlas_cli.main([str(tmp_path / 'loud')] + flags) == 0
     err = capsys.readouterr().err
     assert 'atlas: 100%' in err and '30/30 [' in err and 'picture/s' in err
     assert err.count(' 0/30 [') == 1          # one bar for the whole run, not one per task, layer or view
-    assert atlas.main([str(tmp_path / 'quiet')] + flags + ['--quiet']) == 0
+    assert atlas_cli.main([str(tmp_path / 'quiet')] + flags + ['--quiet']) == 0
     assert capsys.readouterr().err == ''
 
 
@@ -556,7 +561,7 @@ def test_same_weights_under_another_preprocess_are_refused_and_out_is_left_alone
     out = str(tmp_path / 'out')
     flags = ['--weights', str(weights), '--layers', 'conv1_1', '--size', '16', '--iters', '3', '--method', 'blog',
              '--precision', 'float32', '--quiet']
-    assert atlas.main([out] + flags + ['--preprocess', 'unit']) == 0
+    assert atlas_cli.main([out] + flags + ['--preprocess', 'unit']) == 0
     header = atlas.read_header(out)
     assert header['preprocess'] == 'unit' and header['weights'] == 'tiny.h5' and header['model'] == 'vgg16.tfmodel'
     # Names, not paths: nothing of this machine's folders in the header, the command or the page.
@@ -566,7 +571,7 @@ def test_same_weights_under_another_preprocess_are_refused_and_out_is_left_alone
         assert str(tmp_path) not in f.read()
     capsys.readouterr()
     before = listing(out)
-    assert atlas.main([out] + flags + ['--preprocess', 'caffe']) == 2
+    assert atlas_cli.main([out] + flags + ['--preprocess', 'caffe']) == 2
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1
     assert "preprocess: 'unit' there, 'caffe' now" in error and 'weights md5' not in error
@@ -578,12 +583,12 @@ def test_no_model_flag_takes_the_model_folder_and_downloads_nothing(model_file, 
     models_dir.mkdir()
     monkeypatch.setenv('VGG16_DIR', str(models_dir))
     out = str(tmp_path / 'out')
-    assert atlas.main([out, '--layers', 'conv1_1', '--size', '16', '--iters', '2', '--quiet']) == 2
+    assert atlas_cli.main([out, '--layers', 'conv1_1', '--size', '16', '--iters', '2', '--quiet']) == 2
     error = capsys.readouterr().err
     assert 'no model at %s' % (models_dir / 'vgg16.tfmodel') in error and 'python download.py' in error
     assert os.listdir(models_dir) == [] and not os.path.exists(out)
     shutil.copy(model_file, str(models_dir / 'vgg16.tfmodel'))
-    assert atlas.main([out, '--layers', 'conv1_1', '--size', '16', '--iters', '2', '--precision', 'float32',
+    assert atlas_cli.main([out, '--layers', 'conv1_1', '--size', '16', '--iters', '2', '--precision', 'float32',
                        '--quiet']) == 0
     header = atlas.read_header(out)
     # visualize.py with no model flag takes the same graph.
@@ -609,7 +614,7 @@ def test_a_write_that_fails_is_one_line_naming_the_file_and_leaves_no_temporary(
 
 def test_claim_races_to_one_header_and_leaves_no_temporary(tmp_path):
     out = str(tmp_path / 'out')
-    header = {'format': atlas.FORMAT, 'settings': atlas.asdict(atlas.Settings(size=32).checked()),
+    header = {'format': atlas.FORMAT, 'settings': dataclasses.asdict(atlas.Settings(size=32).checked()),
               'weights_md5': '0' * 32, 'preprocess': 'unit', 'description': 'test', 'weights': None,
               'model': 'tiny.tfmodel', 'command': ''}
     claimed = []

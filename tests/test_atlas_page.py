@@ -23,7 +23,8 @@ from PIL import Image
 
 from conftest import random_weights
 from test_vgg16 import write_keras1_h5
-import atlas
+from filtervis import atlas
+from filtervis.cli import atlas as atlas_cli
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 CHROMEDRIVER = shutil.which('chromedriver') or '/usr/bin/chromedriver'
@@ -68,7 +69,7 @@ def page(tmp_path_factory):
     (root / 'models').mkdir()
     os.environ['VGG16_DIR'] = str(root / 'models')
     try:
-        assert atlas.main([out, '--weights', str(weights), '--preprocess', 'unit', '--layers', 'conv1_1,conv3_1',
+        assert atlas_cli.main([out, '--weights', str(weights), '--preprocess', 'unit', '--layers', 'conv1_1,conv3_1',
                            '--method', 'blog', '--iters', '20', '--size', '32', '--batch-size', '3', '--quiet',
                            '--views', ','.join(VIEWS), '--examples', str(images)]) == 0
     finally:

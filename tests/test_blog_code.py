@@ -14,7 +14,7 @@ matplotlib.use('Agg')
 import numpy as np
 import pytest
 
-import vgg16
+from filtervis.models import vgg16
 from conftest import random_weights
 
 # ---- the post's code, unchanged but for the import line --------------------

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import vgg16
+from filtervis.models import vgg16
 from conftest import ROOT, random_weights
 
 SCRIPT = os.path.join(ROOT, 'visualize.py')

@@ -26,10 +26,11 @@ import pytest
 
 from conftest import ROOT
 from test_atlas import RUN, assert_same_atlas
-import atlas
-import cluster
-import network
-import vgg16
+from filtervis import atlas
+from filtervis import cluster
+from filtervis.core import network
+from filtervis.models import vgg16
+from filtervis.cli import atlas as atlas_cli
 
 # dask's own command, beside this Python (the venv's bin); `python -m` works where the script is missing.
 DASK = os.path.join(os.path.dirname(sys.executable), 'dask')
@@ -98,7 +99,7 @@ def real_cluster(root, workers=2):
 @pytest.fixture(scope='module')
 def reference(model_file, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('reference') / 'atlas')
-    assert atlas.main([out, '--model', model_file] + RUN) == 0
+    assert atlas_cli.main([out, '--model', model_file] + RUN) == 0
     return out
 
 
@@ -133,12 +134,12 @@ def test_workers_without_the_project_render_the_same_bytes_as_one_process(model_
     from distributed import Client
     with Client(scheduler) as client:
         # Nothing of the project is importable on the workers before a run ships it.
-        assert set(client.run(lambda: importlib.util.find_spec('atlas') is None).values()) == {True}
+        assert set(client.run(lambda: importlib.util.find_spec('filtervis') is None).values()) == {True}
     out = str(tmp_path / 'out')
-    assert atlas.main([out, '--model', model_file, '--scheduler', scheduler] + RUN) == 0
+    assert atlas_cli.main([out, '--model', model_file, '--scheduler', scheduler] + RUN) == 0
     assert_same_atlas(out, reference)
     with Client(scheduler) as client:
-        homes = client.run(lambda dask_worker: (os.path.dirname(sys.modules['atlas'].__file__),
+        homes = client.run(lambda dask_worker: (os.path.dirname(os.path.dirname(sys.modules['filtervis.atlas'].__file__)),
                                                 dask_worker.local_directory))
     assert all(home == local for home, local in homes.values()), homes
 
@@ -148,11 +149,11 @@ def test_connecting_again_replaces_the_shipped_modules_and_workers_forget_old_co
     with Client(scheduler) as client:
         cluster.ship_project(client)
         plugins = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.worker_plugins))
-        client.run(lambda: setattr(importlib.import_module('atlas'), 'old_copy', True))
+        client.run(lambda: setattr(importlib.import_module('filtervis.atlas'), 'old_copy', True))
         cluster.ship_project(client)
         assert client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.worker_plugins)) == plugins
-        assert set(client.run(lambda: 'atlas' in sys.modules).values()) == {False}
-        assert set(client.run(lambda: hasattr(importlib.import_module('atlas'), 'old_copy')).values()) == {False}
+        assert set(client.run(lambda: 'filtervis.atlas' in sys.modules).values()) == {False}
+        assert set(client.run(lambda: hasattr(importlib.import_module('filtervis.atlas'), 'old_copy')).values()) == {False}
 
 
 def test_a_task_that_fails_on_a_worker_is_one_line_naming_task_worker_and_reason(model_file, scheduler, tmp_path):
@@ -226,7 +227,7 @@ def test_a_worker_killed_mid_run_leaves_every_filter_exactly_once(model_file, tm
     filters = [(r['layer'], f) for r in atlas.read_records(out) for f in r['filters']]
     assert sorted(filters) == sorted(set(filters)) and len(filters) == 16
     alone = str(tmp_path / 'alone')
-    assert atlas.main([alone, '--model', model_file] + flags) == 0
+    assert atlas_cli.main([alone, '--model', model_file] + flags) == 0
     assert_same_atlas(out, alone)
 
 
@@ -261,7 +262,8 @@ def test_shipping_to_a_cluster_inside_this_process_keeps_its_modules():
     with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None,
                       scheduler_kwargs={'dashboard_address': ':0'}) as local, Client(local) as client:
         cluster.ship_project(client)
-    assert sys.modules['atlas'] is atlas and sys.modules['cluster'] is cluster and sys.modules['network'] is network
+    assert (sys.modules['filtervis.atlas'] is atlas and sys.modules['filtervis.cluster'] is cluster
+            and sys.modules['filtervis.core.network'] is network)
 
 
 def test_a_task_whose_worker_dies_is_one_line_naming_task_and_worker(model_file, tmp_path):

@@ -24,8 +24,9 @@ for folder in (REPO_ROOT, TESTS_DIR):
     if folder not in sys.path:
         sys.path.insert(0, folder)
 
-import download
-import files  # noqa: E402
+from filtervis.util import download
+from filtervis.cli import download as download_cli  # noqa: E402
+from filtervis.util import files  # noqa: E402
 from httpserver import Behaviour, LocalServer  # noqa: E402
 
 PAYLOAD = random.Random(1234).randbytes(200_000)
@@ -313,7 +314,7 @@ def test_failed_download_keeps_the_part_for_a_later_resume(server, target):
 
 CHILD_SCRIPT = '''
 import sys
-import download
+from filtervis.util import download
 url, path, size, md5, quiet = sys.argv[1:]
 download.fetch(url, path, size=int(size), md5=md5, quiet=quiet == 'quiet', timeout=(5, 30), retries=0,
                lock_timeout=30)
@@ -583,16 +584,16 @@ def test_sources_describe_the_known_downloads():
 ])
 def test_command_line_argument_errors(monkeypatch, capsys, argv, complaint):
     # A None entry makes `import vgg16` fail, proving these errors never need it.
-    monkeypatch.setitem(sys.modules, 'vgg16', None)
+    monkeypatch.setitem(sys.modules, 'filtervis.models.vgg16', None)
     with pytest.raises(SystemExit) as caught:
-        download.main(argv)
+        download_cli.main(argv)
     assert caught.value.code == 2
     assert complaint in capsys.readouterr().err
 
 
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit) as caught:
-        download.main(['--help'])
+        download_cli.main(['--help'])
     assert caught.value.code == 0
     text = capsys.readouterr().out
     for flag in ('--source', '--dir', '--url', '--md5', '--weights', '--preprocess', '--force', '--check',
@@ -615,7 +616,7 @@ def test_command_line_check_on_an_empty_folder_reports_problems(tmp_path):
 def test_command_line_prints_a_download_error_without_a_traceback(server, tmp_path, capsys):
     url = server.serve('/mine.h5', Behaviour(status=404))
 
-    status = download.main(['--url', url, '--md5', PAYLOAD_MD5, '--dir', str(tmp_path), '--quiet'])
+    status = download_cli.main(['--url', url, '--md5', PAYLOAD_MD5, '--dir', str(tmp_path), '--quiet'])
 
     captured = capsys.readouterr()
     assert status == 1

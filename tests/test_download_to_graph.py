@@ -9,12 +9,13 @@ import os
 import numpy as np
 import pytest
 
-import download
-import files
-import vgg16
+from filtervis.util import download
+from filtervis.util import files
+from filtervis.models import vgg16
 from conftest import random_weights
 from httpserver import Behaviour, LocalServer
 from test_vgg16 import numpy_vgg16, write_keras2_h5
+from filtervis.cli import download as download_cli
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_default_source_end_to_end(server, tmp_path, monkeypatch, capsys):
         size=len(body), md5=files.md5sum(h5_path), preprocess='caffe', description='test'))
     folder = tmp_path / 'models'
 
-    assert download.main(['--dir', str(folder), '--quiet']) == 0
+    assert download_cli.main(['--dir', str(folder), '--quiet']) == 0
     ranges = [r['range'] for r in server.requests('/mirror.h5')]
     assert ranges[0] is None and ranges[1] == 'bytes=%d-' % download.CHUNK_SIZE and len(ranges) == 2
     assert sorted(os.listdir(folder)) == sorted([keras.filename, keras.filename + '.lock', 'vgg16.tfmodel.lock', 'vgg16.tfmodel',
@@ -54,8 +55,8 @@ def test_default_source_end_to_end(server, tmp_path, monkeypatch, capsys):
 
     # A second run, and --check: no request at all.
     count = len(server.requests('/mirror.h5'))
-    assert download.main(['--dir', str(folder), '--quiet']) == 0
-    assert download.main(['--check', '--dir', str(folder)]) == 0
+    assert download_cli.main(['--dir', str(folder), '--quiet']) == 0
+    assert download_cli.main(['--check', '--dir', str(folder)]) == 0
     assert len(server.requests('/mirror.h5')) == count
 
 
@@ -67,13 +68,13 @@ def test_cadl_source_is_checked_before_it_is_put_in_place(server, tmp_path, monk
         name='cadl', filename='vgg16.tfmodel', urls=(server.url('/vgg16.tfmodel'),), size=None, md5=None,
         preprocess=None, description='test'))
     folder = tmp_path / 'models'
-    assert download.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 1
+    assert download_cli.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 1
     assert 'rejected by validate' in capsys.readouterr().err
     assert not (folder / 'vgg16.tfmodel').exists() and not (folder / 'vgg16.tfmodel.part').exists()
 
     # A graph that parses but lacks conv2_1 ... conv5_3 is refused too.
     server.serve('/vgg16.tfmodel', Behaviour(body=truncated))
-    assert download.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 1
+    assert download_cli.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 1
     err = capsys.readouterr().err
     assert 'lacks the tensors conv2_1/conv2_1:0' in err, err
     assert not (folder / 'vgg16.tfmodel').exists()
@@ -83,16 +84,16 @@ def test_cadl_source_is_checked_before_it_is_put_in_place(server, tmp_path, monk
     write_keras2_h5(h5_path, random_weights(seed=2))
     vgg16.maybe_download(weights=h5_path, preprocess='unit', dir=str(folder), quiet=True)
     server.serve('/vgg16.tfmodel', Behaviour(body=graph))
-    assert download.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 0
+    assert download_cli.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 0
     assert not (folder / 'vgg16.tfmodel.json').exists()
     assert read(folder / 'vgg16.tfmodel') == graph
     assert download.read_sha256_record(str(folder / 'vgg16.tfmodel')) == __import__('hashlib').sha256(graph).hexdigest()
     assert vgg16.VGG16(str(folder / 'vgg16.tfmodel')).description == 'VGG16 graph vgg16.tfmodel, loaded as is'
     # Present and recorded: no request; --check compares the sha256 record.
     count = len(server.requests('/vgg16.tfmodel'))
-    assert download.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 0
+    assert download_cli.main(['--source', 'cadl', '--dir', str(folder), '--quiet']) == 0
     assert len(server.requests('/vgg16.tfmodel')) == count
-    assert download.main(['--check', '--dir', str(folder), '--quiet']) == 0
+    assert download_cli.main(['--check', '--dir', str(folder), '--quiet']) == 0
     # Flip a byte inside the bytes of a kernel, so the graph still parses: only the
     # sha256 can tell. (The serialized attribute order varies between runs, so a
     # fixed offset from the end may hit a protobuf tag instead.)
@@ -103,7 +104,7 @@ def test_cadl_source_is_checked_before_it_is_put_in_place(server, tmp_path, monk
         byte = f.read(1)
         f.seek(offset)
         f.write(bytes([byte[0] ^ 1]))
-    assert download.main(['--check', '--dir', str(folder)]) == 1
+    assert download_cli.main(['--check', '--dir', str(folder)]) == 1
     assert 'sha256' in capsys.readouterr().out
 
 
@@ -118,7 +119,7 @@ def test_nothing_reachable_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
         size=keras.size, md5=keras.md5, preprocess='caffe', description='test'))
     monkeypatch.setattr(download, 'fetch', _fast_fetch(download.fetch))
     folder = tmp_path / 'models'
-    assert download.main(['--dir', str(folder), '--quiet']) == 1
+    assert download_cli.main(['--dir', str(folder), '--quiet']) == 1
     err = capsys.readouterr().err
     assert 'Could not download %s' % keras.filename in err and 'save it as %s' % (folder / keras.filename) in err
     assert 'md5 %s' % keras.md5 in err
@@ -138,12 +139,12 @@ def test_real_weight_file_over_loopback(server, tmp_path, mri_weights, capsys):
     server.serve('/vgg16-mri-notop.h5', Behaviour(body=body, drop_after=20_000_000))
     folder = tmp_path / 'models'
     url = server.url('/vgg16-mri-notop.h5')
-    assert download.main(['--url', url, '--md5', md5, '--preprocess', 'unit', '--dir', str(folder),
+    assert download_cli.main(['--url', url, '--md5', md5, '--preprocess', 'unit', '--dir', str(folder),
                           '--quiet']) == 0
     ranges = [r['range'] for r in server.requests('/vgg16-mri-notop.h5')]
     assert ranges[0] is None and ranges[1].startswith('bytes=') and len(ranges) == 2
     model = vgg16.VGG16(str(folder / 'vgg16.tfmodel'))
     assert 'brain MRI' in model.description and model.channels('conv5_3') == 512
-    assert download.main(['--url', url, '--md5', md5, '--preprocess', 'unit', '--dir', str(folder),
+    assert download_cli.main(['--url', url, '--md5', md5, '--preprocess', 'unit', '--dir', str(folder),
                           '--quiet']) == 0
     assert len(server.requests('/vgg16-mri-notop.h5')) == 2

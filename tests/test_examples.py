@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cluster
-import examples
-import network
-import quiet
-import vgg16
+from filtervis import cluster
+from filtervis.analysis import examples
+from filtervis.core import network
+from filtervis.util import quiet
+from filtervis.models import vgg16
 
 tf = quiet.import_tensorflow()
 from conftest import make_model, one_layer_model, random_weights
+from filtervis import plots
+from filtervis.cli import examples as examples_cli
 
 # R - G - B at every position of a 5x5 window: large only where a patch is pure red.
 RED_KERNEL = np.tile(np.array([1.0, -1.0, -1.0], np.float32), (5, 5, 1))
@@ -113,9 +115,9 @@ def test_a_filter_that_never_fires_has_no_examples(red_folder):
     model = one_layer_model(RED_KERNEL, bias=-100.0)
     found = examples.find(model, red_folder, [0], size=SIDE, progress=False)
     assert found.count == 6 and found.records == [] and found.filters == [('conv1_1', 0)]
-    (_, _, tiles, _), = examples.rows_of(model, red_folder, found)
+    (_, _, tiles, _), = plots.rows_of(model, red_folder, found)
     assert tiles.shape == (0, 5, 5, 3)
-    fig = examples.plot_found(model, red_folder, found, synthetic_images=np.zeros((1, 8, 8, 3)))
+    fig = plots.plot_found(model, red_folder, found, synthetic_images=np.zeros((1, 8, 8, 3)))
     assert 'off on every image' in [t.get_text() for ax in fig.axes for t in ax.texts]
 
 
@@ -123,13 +125,13 @@ def test_rows_follow_the_filters_asked_for_repeats_too(red_model, red_folder):
     # As visualize --filters 0,0 asks: two pictures of filter 0, so two rows of its examples.
     found = examples.find(red_model, red_folder, [0], k=2, filters=[0, 0], size=SIDE, progress=False)
     assert found.filters == [('conv1_1', 0)] and len(found.records) == 2
-    rows = examples.rows_of(red_model, red_folder, found, [(0, 0), ('conv1_1', 0)])
+    rows = plots.rows_of(red_model, red_folder, found, [(0, 0), ('conv1_1', 0)])
     assert [(layer, f, len(records)) for layer, f, _, records in rows] == [('conv1_1', 0, 2)] * 2
     np.testing.assert_array_equal(rows[0][2], rows[1][2])
-    fig = examples.plot_found(red_model, red_folder, found, np.zeros((2, 8, 8, 3)), filters=[(0, 0), (0, 0)])
+    fig = plots.plot_found(red_model, red_folder, found, np.zeros((2, 8, 8, 3)), filters=[(0, 0), (0, 0)])
     assert len(fig.axes) == 2 * (1 + 2)
     with pytest.raises(ValueError, match='did not look for examples of conv1_1 filter 1'):
-        examples.rows_of(red_model, red_folder, found, [(0, 1)])
+        plots.rows_of(red_model, red_folder, found, [(0, 1)])
 
 
 @pytest.mark.parametrize('side, dtype', [(6, 'float32'), (7, 'bfloat16'), (112, 'float32'), (112, 'bfloat16'),
@@ -316,11 +318,11 @@ def test_16_bit_and_float_greyscale_read_like_their_8_bit_version(tmp_path):
 
 def test_plot_examples_draws_a_row_per_filter():
     patches = [np.zeros((3, 5, 5, 3), np.float32), np.full((2, 5, 5, 3), 255, np.float32)]
-    fig = examples.plot_examples(np.zeros((2, 8, 8, 3)), patches, [['a', 'b', 'c'], ['d', 'e']],
+    fig = plots.plot_examples(np.zeros((2, 8, 8, 3)), patches, [['a', 'b', 'c'], ['d', 'e']],
                                  row_labels=['f0', 'f1'], title='t')
     assert len(fig.axes) == 2 * 4
     with pytest.raises(ValueError, match='1 synthetic pictures for 2 rows'):
-        examples.plot_examples(np.zeros((1, 8, 8, 3)), patches)
+        plots.plot_examples(np.zeros((1, 8, 8, 3)), patches)
 
 
 def test_command_line_writes_figure_and_records(red_folder, tmp_path, capsys):
@@ -332,7 +334,7 @@ def test_command_line_writes_figure_and_records(red_folder, tmp_path, capsys):
     write_png(os.path.join(str(tmp_path / 'images'), 'square.png'), np.full((SIDE, SIDE, 3), (255, 0, 0)))
     (tmp_path / 'images' / 'bad.png').write_text('not a picture')
     out, records = str(tmp_path / 'ex.png'), str(tmp_path / 'ex.json')
-    code = examples.main([str(tmp_path / 'images'), '--model', model_path, '--layers', 'conv1_1',
+    code = examples_cli.main([str(tmp_path / 'images'), '--model', model_path, '--layers', 'conv1_1',
                           '--filters', '0', '--size', str(SIDE), '--out', out, '--json', records, '--verbose'])
     assert code == 0 and os.path.getsize(out) > 0
     data = json.load(open(records))
@@ -341,7 +343,7 @@ def test_command_line_writes_figure_and_records(red_folder, tmp_path, capsys):
     assert data[0]['activation'] == pytest.approx(25.0)
     err = capsys.readouterr().err
     assert 'skipped 1 of 2 files' in err and 'bad.png' in err
-    code = examples.main([str(tmp_path / 'nowhere'), '--model', model_path, '--out', out])
+    code = examples_cli.main([str(tmp_path / 'nowhere'), '--model', model_path, '--out', out])
     assert code == 2 and 'does not exist' in capsys.readouterr().err
 
 
@@ -357,14 +359,14 @@ def test_command_line_checks_where_it_saves_before_the_scan(red_folder, tmp_path
                                     (str(tmp_path / 'a_file' / 'ex.png'), None, 'a_file is a file, not a folder'),
                                     (str(tmp_path / 'ok.png'), str(tmp_path / 'ok.png'), 'give two files')):
         argv = [str(tmp_path / 'no-images'), '--model', model_path, '--out', out, '--quiet']
-        code = examples.main(argv + (['--json', json_path] if json_path else []))
+        code = examples_cli.main(argv + (['--json', json_path] if json_path else []))
         err = capsys.readouterr().err
         assert code == 2 and err.startswith('error: ') and message in err and 'Traceback' not in err
     # What the file system refuses while saving (full disk, no permission) is one line too.
     def refuse(path, write):
         raise PermissionError(13, 'Permission denied', path)
     monkeypatch.setattr(examples.files, 'write_atomic', refuse)
-    code = examples.main([red_folder, '--model', model_path, '--layers', 'conv1_1', '--filters', '0',
+    code = examples_cli.main([red_folder, '--model', model_path, '--layers', 'conv1_1', '--filters', '0',
                           '--size', str(SIDE), '--out', str(tmp_path / 'ex.png'), '--json', str(tmp_path / 'ex.json'),
                           '--quiet'])
     assert code == 2 and 'error: [Errno 13] Permission denied' in capsys.readouterr().err

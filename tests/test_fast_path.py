@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import vgg16
+from filtervis.models import vgg16
 import visualize
 
 SIZE = 32          # the tiny model still has a 2x2 map at conv5 (after four pools)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-import files
+from filtervis.util import files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +51,7 @@ def test_two_writers_of_one_path_each_leave_a_whole_file(tmp_path):
 def test_a_write_past_the_file_size_limit_names_the_file_and_the_cause_and_leaves_nothing(tmp_path):
     # ulimit -f is in blocks of 1024 bytes; the kernel refuses the write past it (EFBIG).
     target = str(tmp_path / 'big.bin')
-    code = ('import files, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n'
+    code = ('import signal, sys; from filtervis.util import files; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n'
             'try:\n    files.write_atomic(sys.argv[1], lambda f: f.write(b"x" * 200000))\n'
             'except OSError as error:\n    print(error)\n')
     result = subprocess.run(['bash', '-c', 'ulimit -f 64; "$0" -c "$1" "$2"', sys.executable, code, target],

@@ -9,9 +9,9 @@ every unit, border units included (where a wrong SAME padding would show).
 import numpy as np
 import pytest
 
-import geometry
-from geometry import Field, GeometryError
-import quiet
+from filtervis.core import geometry
+from filtervis.core.geometry import Field, GeometryError
+from filtervis.util import quiet
 
 tf = quiet.import_tensorflow()
 

@@ -1,4 +1,4 @@
-"""Every feature on a Keras CNN of the user's own, through the command lines (visualize.main, examples.main).
+"""Every feature on a Keras CNN of the user's own, through the command lines (visualize.main, examples_cli.main).
 
 The networks are small and built here: a greyscale mini-Xception like the
 shared fer network (fixed 24x24 input, conv -> batch norm -> ReLU, a separable
@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import examples
-import keras_model
+from filtervis.analysis import examples
+from filtervis.models import keras_model
 import keras_nets
-import measures
-import network
+from filtervis.analysis import measures
+from filtervis.core import network
 import visualize
 from conftest import ROOT
+from filtervis.cli import examples as examples_cli
 
 FER = os.path.join(ROOT, '..', 'shared', 'models', 'fer-emotion-minixception.hdf5')
 SIZE = 24
@@ -151,7 +152,7 @@ def write_images(folder):
 def test_examples_on_a_greyscale_network(nets, tmp_path):
     folder = write_images(tmp_path / 'images')
     records_path, out = tmp_path / 'examples.json', tmp_path / 'examples.png'
-    assert examples.main([folder] + model_flags(nets['live']) + [
+    assert examples_cli.main([folder] + model_flags(nets['live']) + [
         '--layers', 'activation_1,add_1', '--filters', '0-1', '--k', '3', '--json', str(records_path),
         '--out', str(out), '--quiet']) == 0
     records = json.loads(records_path.read_text())
@@ -178,7 +179,7 @@ def test_a_fixed_size_network_refuses_another_size(nets, tmp_path, capsys, monke
     flags = model_flags(nets['live']) + ['--filters', '0-3', '--size', '32']
     commands = [(visualize.main, flags + ['--out', 'grid.png', '--npz', 'a.npz']),
                 (visualize.main, flags + ['--method', 'regularized']),
-                (examples.main, [folder] + flags + ['--json', 'e.json'])]
+                (examples_cli.main, [folder] + flags + ['--json', 'e.json'])]
     for main, argv in commands:
         assert main(argv) == 2
         error = capsys.readouterr().err

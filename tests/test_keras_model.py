@@ -15,9 +15,10 @@ import os
 import numpy as np
 import pytest
 
-import keras_model
+from filtervis.models import keras_model
 import keras_nets
-import network
+from filtervis.core import network
+from filtervis.core import units
 from conftest import ROOT, gradient_energy
 
 tf = network.tf
@@ -226,7 +227,7 @@ def test_objective_rises_for_every_layer_type(frozen):
 
 def _ascent_ops(net, index):
     ids_t = tf.placeholder(tf.int32, [None])
-    objective_t = network.channel_objective(net, index, ids_t)
+    objective_t = units.channel_objective(net, index, ids_t)
     gradient_t = tf.gradients(tf.reduce_sum(objective_t), net.input)[0]
     return ids_t, gradient_t, objective_t
 

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-import measures
+from filtervis.analysis import measures
 from conftest import SOBEL_X, make_model, one_layer_model
 
 

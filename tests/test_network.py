@@ -8,9 +8,11 @@ graph does not grow; a spec round trip gives the same network.
 import numpy as np
 import pytest
 
-import network
-import precision
-import quiet
+from filtervis.core import network
+
+from filtervis.core import units
+from filtervis.core import precision
+from filtervis.util import quiet
 import visualize
 from conftest import SOBEL_X, gradient_energy, make_model, random_weights
 
@@ -93,7 +95,7 @@ def test_the_objective_is_the_mean_of_the_units_channel(residual_net, index, pre
     ids = [0, 3, 1]
     key = ('test_objective', index, pre_relu)
     ids_t, objective_t = residual_net.cached_ops(key, lambda: (
-        lambda ids_t: (ids_t, network.channel_objective(residual_net, index, ids_t, pre_relu)))(
+        lambda ids_t: (ids_t, units.channel_objective(residual_net, index, ids_t, pre_relu)))(
             tf.placeholder(tf.int32, [None])))
     sess = network.session(residual_net)
     got = sess.run(objective_t, {residual_net.input: images, ids_t: ids})
@@ -253,10 +255,10 @@ def test_sampled_values_are_the_units_values_at_every_nth_row_and_column():
     for side in (23, 24):
         images = rng.uniform(0, 255, (2, side, side, 3)).astype(np.float32)
         for index, name in enumerate(names):
-            whole = sess.run(network.unit_values(net, index), {net.input: images})
+            whole = sess.run(units.unit_values(net, index), {net.input: images})
             for every in (2, 3):
                 with net.graph.as_default():
-                    sampled_t = network.sampled_values(net, index, every)
+                    sampled_t = units.sampled_values(net, index, every)
                 # Only the sampled positions are computed: the conv runs at `every` times its own stride.
                 conv_op = sampled_t.op.inputs[0].op.inputs[0].op if name != 'linear' else sampled_t.op.inputs[0].op
                 assert conv_op.type == 'Conv2D' and conv_op.get_attr('padding') == b'VALID'
@@ -269,8 +271,8 @@ def test_sampled_values_are_the_units_values_at_every_nth_row_and_column():
     images = rng.uniform(0, 255, (2, 24, 24, 3)).astype(np.float32)
     for index in range(1, len(names)):
         with net.graph.as_default():
-            whole_t = network.unit_values(net, index, precision_name='bfloat16')
-            sampled_t = network.sampled_values(net, index, 2, precision_name='bfloat16')
+            whole_t = units.unit_values(net, index, precision_name='bfloat16')
+            sampled_t = units.sampled_values(net, index, 2, precision_name='bfloat16')
             assert sampled_t.dtype == tf.bfloat16
             fetches = [tf.cast(whole_t, tf.float32), tf.cast(sampled_t, tf.float32)]
         whole, sampled = sess.run(fetches, {net.input: images})
@@ -280,6 +282,6 @@ def test_sampled_values_are_the_units_values_at_every_nth_row_and_column():
     images = rng.uniform(0, 255, (1, 17, 17, 3)).astype(np.float32)
     sess = network.session(residual)
     with residual.graph.as_default():
-        sampled_t = network.sampled_values(residual, 1, 2)
-    whole, sampled = sess.run([network.unit_values(residual, 1), sampled_t], {residual.input: images})
+        sampled_t = units.sampled_values(residual, 1, 2)
+    whole, sampled = sess.run([units.unit_values(residual, 1), sampled_t], {residual.input: images})
     np.testing.assert_array_equal(sampled, whole[:, ::2, ::2])

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-import vgg16
+from filtervis.models import vgg16
 from conftest import ROOT, random_weights
 
 papermill = pytest.importorskip('papermill')

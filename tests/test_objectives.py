@@ -15,9 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-import measures
-import network
-import objectives as obj
+from filtervis.analysis import measures
+from filtervis.core import network
+from filtervis.optvis import objectives as obj
 import visualize
 from conftest import MRI_WEIGHTS, ROOT, make_model, one_layer_model, random_weights
 from test_network import UNITS, residual_graph_def
@@ -149,7 +149,7 @@ def test_the_diversity_measure(tiny):
 def mri(tmp_path_factory):
     if not os.path.exists(MRI_WEIGHTS):
         pytest.skip('real weights %s absent' % MRI_WEIGHTS)
-    import vgg16
+    from filtervis.models import vgg16
     path = vgg16.convert_h5(MRI_WEIGHTS, 'unit', str(tmp_path_factory.mktemp('mri') / 'vgg16.tfmodel'))
     return vgg16.VGG16(path)
 
@@ -201,7 +201,7 @@ def test_objectives_resolve_on_a_network_with_clear_errors(tiny):
 def run_cli(tmp_path, *args):
     model_path = str(tmp_path / 'tiny.tfmodel')
     if not os.path.exists(model_path):
-        import vgg16
+        from filtervis.models import vgg16
         with open(model_path, 'wb') as f:
             f.write(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
     out = tmp_path / 'out'
@@ -239,7 +239,7 @@ def test_command_line_views_and_expression(tmp_path):
 ])
 def test_bad_objectives_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
     model_path = str(tmp_path / 'tiny.tfmodel')
-    import vgg16
+    from filtervis.models import vgg16
     with open(model_path, 'wb') as f:
         f.write(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
     out = tmp_path / 'out'
@@ -254,7 +254,7 @@ def test_bad_objectives_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
 
 def test_an_expression_with_layer_or_filters_and_scattered_groups_are_refused(tiny, tmp_path, capsys):
     model_path = str(tmp_path / 'tiny.tfmodel')
-    import vgg16
+    from filtervis.models import vgg16
     with open(model_path, 'wb') as f:
         f.write(vgg16.build_graph_def(random_weights(), 'unit').SerializeToString())
     for extra in (['--layer', 'conv1_1'], ['--filters', '0-3']):

@@ -11,12 +11,14 @@ import re
 import numpy as np
 import pytest
 
-import network
-import objectives
-import precision
-import quiet
-import regularized
-import vgg16
+from filtervis.core import network
+
+from filtervis.core import units
+from filtervis.optvis import objectives
+from filtervis.core import precision
+from filtervis.util import quiet
+from filtervis.optvis import regularized
+from filtervis.models import vgg16
 import visualize
 from conftest import make_model, random_weights
 from test_fast_path import STEP_SIZE, Reference
@@ -171,7 +173,7 @@ def test_one_bfloat16_copy_per_op_however_many_terms_read_the_path():
     fresh = make_model(random_weights())
     sess, images = network.session(model), np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3))
     with model.graph.as_default():
-        shared, = network.bfloat16_chain(model, [model.layer_tensors[model.layer_index('conv4_1')]])
+        shared, = units.bfloat16_chain(model, [model.layer_tensors[model.layer_index('conv4_1')]])
     with fresh.graph.as_default():
         alone, = precision.bfloat16_tensors(fresh.graph, fresh.input,
                                             [fresh.layer_tensors[fresh.layer_index('conv4_1')]])

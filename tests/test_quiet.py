@@ -10,12 +10,14 @@ import sys
 
 import pytest
 
-import download
-import vgg16
+from filtervis.cli import download as download_cli
+from filtervis.util import download
+from filtervis.models import vgg16
 from conftest import ROOT, random_weights
 
 PYTHON_SNIPPET_NOISE = '''
-import os, sys, quiet
+import os, sys
+from filtervis.util import quiet
 try:
     with quiet.stderr_captured(show=%s):
         os.write(2, b"noise from C++\\n")
@@ -89,7 +91,7 @@ def test_offline_download_names_each_url_once_and_says_what_to_do(monkeypatch, c
     # No network at all, as on a machine without internet: every name lookup
     # fails inside urllib3's real connection code.
     monkeypatch.setattr(socket, 'getaddrinfo', no_name_resolves)
-    status = download.main(['--dir', str(tmp_path)])
+    status = download_cli.main(['--dir', str(tmp_path)])
     captured = capsys.readouterr()
     lines = [line for line in (captured.out + captured.err).split('\n') if line.strip()]
     assert status == 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import measures
-import regularized
+from filtervis.analysis import measures
+from filtervis.optvis import regularized
 import visualize
 from conftest import ROOT, gradient_energy, one_layer_model
 

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-import files
-import vgg16
+from filtervis.util import files
+from filtervis.models import vgg16
 from conftest import ROOT, TINY_CHANNELS, make_model, random_weights
 
 

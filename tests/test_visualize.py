@@ -8,6 +8,7 @@ import tensorflow.compat.v1 as tf
 
 import visualize
 from conftest import SOBEL_X, gradient_energy, one_layer_model
+from filtervis.core import checks
 
 def vertical_edge_model():
     return one_layer_model(SOBEL_X, 0.0, 'none')
@@ -239,11 +240,11 @@ def test_plot_images_errors():
 
 
 def test_parse_filters():
-    assert visualize.parse_filters('0-5', 8) == [0, 1, 2, 3, 4, 5]
-    assert visualize.parse_filters('1,4,6', 8) == [1, 4, 6]
-    assert visualize.parse_filters('all', 3) == [0, 1, 2]
+    assert checks.parse_filters('0-5', 8) == [0, 1, 2, 3, 4, 5]
+    assert checks.parse_filters('1,4,6', 8) == [1, 4, 6]
+    assert checks.parse_filters('all', 3) == [0, 1, 2]
     with pytest.raises(ValueError, match="--filters 'a-b'"):
-        visualize.parse_filters('a-b', 8)
+        checks.parse_filters('a-b', 8)
 
 
 @pytest.mark.parametrize('kwargs, message', [

@@ -8,7 +8,7 @@ only op attributes and constant inputs are read, so a 600-op graph takes a
 few milliseconds. `smallest_input` searches such walks for the smallest input
 each tensor accepts.
 
-    import geometry
+    from filtervis.core import geometry
     fields = geometry.walk(graph, 'images:0', 224)
     fields['conv3_3/conv3_3:0']    # Field(side=56, size=40, stride=4, offset=-18)
     geometry.smallest_input(graph, 'images:0', ['conv5_3/conv5_3:0'])    # {'conv5_3/conv5_3:0': 16}
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import quiet
+from filtervis.util import quiet
 
 tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode
 

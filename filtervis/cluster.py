@@ -7,7 +7,7 @@ and each worker process loads the model once and keeps it.
     python atlas.py OUT --workers 2                  # a LocalCluster: 2 worker processes, 1 task each at a time
     python atlas.py OUT --scheduler tcp://HOST:8786  # a running cluster (`dask scheduler`, `dask worker ...`)
 
-    import cluster
+    from filtervis import cluster
     cluster.add_arguments(parser)                    # --workers N, --scheduler ADDRESS, --threads T
     spec = cluster.ModelSpec.of(net, threads=net.threads)   # net: a network.Network loaded from its file
     with cluster.client_from_args(args) as client:   # None: run in this process
@@ -20,24 +20,24 @@ and each worker process loads the model once and keeps it.
         model = cluster.worker_model(spec)           # loaded on the first task, kept for the next ones
 
 Workers need only requirements.txt installed: on connecting, the client
-uploads this project's modules to every worker (and to workers that join
-later), and a worker loads a network from its frozen graph file and its spec
+uploads the package to every worker (and to workers that join later), and a worker loads a network from its frozen graph file and its spec
 (network.Network.spec), whatever made it.
 """
 
 import contextlib
-import glob
 import json
 import logging
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 
-import files
-import network
+from filtervis.util import files
+from filtervis.core import network
+from filtervis.core import checks
 
-# The project's modules, uploaded to the workers of a cluster (ship_project).
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+# The package, uploaded to the workers of a cluster (ship_project).
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Tells the process that imported this copy of the module (and its forks) from
 # every other: a scheduler or worker running inside the client's own process
 # (a LocalCluster started there) already has the project, and must keep it.
@@ -92,7 +92,7 @@ class ModelSpec:
         if not os.path.isfile(net.path):
             raise FileNotFoundError('no model file at %s' % net.path)
         if threads is not None:
-            threads = network.check_int('threads', threads, 1)
+            threads = checks.check_int('threads', threads, 1)
         spec = cls(net.path, files.md5sum(net.path), net.spec(), threads)
         if net.threads == threads:
             # This process holds the network already: worker_model(spec) here
@@ -152,7 +152,7 @@ def add_arguments(parser):
 def threads_from_args(args):
     """TensorFlow threads per worker for the parsed --threads and --workers (None: TensorFlow's default)."""
     if args.threads is not None:
-        return network.check_int('--threads', args.threads, 1)
+        return checks.check_int('--threads', args.threads, 1)
     return threads_per_worker(args.workers)
 
 
@@ -173,7 +173,7 @@ def connect(workers=None, scheduler=None, timeout=CONNECT_TIMEOUT):
     # Imported here: a run in this process needs no Dask at all.
     from dask.distributed import Client, LocalCluster
     if workers is not None:
-        workers = network.check_int('workers', workers, 1)
+        workers = checks.check_int('workers', workers, 1)
         # Worker processes, not threads: TensorFlow sessions and the GIL would share one process.
         # No dashboard; the scheduler's HTTP server (health checks) on a free port, not 8787.
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -192,67 +192,97 @@ def connect(workers=None, scheduler=None, timeout=CONNECT_TIMEOUT):
 
 
 def ship_project(client):
-    """Put the project's modules (every top-level .py) on the client's scheduler and workers, now and later.
+    """Put the package (every file of filtervis/) on the client's scheduler and workers, now and later.
 
     Workers, and the scheduler, then need only requirements.txt installed.
-    The scheduler needs them too: it unpickles each task graph, whose
-    functions and arguments (atlas.run_task_on_worker, atlas.Task, ...) name
-    the project's modules, and so imports them (TensorFlow included).
-    Each file goes into each server's folder on its sys.path. Workers that
-    join later get the files from one plugin per file, named after it, so
-    that connecting again replaces the scheduler's copy instead of piling up
-    one more per run; the files are not imported on arrival (a joining
-    worker runs its plugins in no fixed order), but when a task needs them.
-    A server that imported older copies in an earlier run forgets them, and
-    imports the new files when it next needs them.
+    The scheduler needs the package too: it unpickles each task graph, whose
+    functions and arguments (filtervis.atlas.tasks.run_task_on_worker, Task,
+    ...) name its modules, and so imports them (TensorFlow included).
+    The files travel inside one small Python module, written by
+    package_bootstrap(), that unpacks them into the server's folder on its
+    sys.path when it is imported: workers import it from one plugin, named
+    after it (so that connecting again replaces it instead of piling up one
+    more per run), which also runs on workers that join later; the scheduler
+    runs the same source. A server that imported older copies of the
+    package forgets them, and imports the new files when it next needs them.
     """
     from distributed.diagnostics.plugin import UploadFile
-    contents = {}
-    for path in sorted(glob.glob(os.path.join(PROJECT_DIR, '*.py'))):
-        name = os.path.basename(path)
-        client.register_plugin(UploadFile(path, load=False), name='project-file:' + name)
-        with open(path, 'rb') as f:
-            contents[name] = f.read()
-    install = _installer(contents, PROCESS_MARK)
-    client.run(install)
-    client.run_on_scheduler(install)
+    source = package_bootstrap(PROCESS_MARK)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, BOOTSTRAP_NAME + '.py')
+        with open(path, 'w') as f:
+            f.write(source)
+        client.register_plugin(UploadFile(path, load=True), name='project-package')
+    client.run_on_scheduler(_source_runner(source))
 
 
-def _installer(contents, mark):
-    """A function for client.run and client.run_on_scheduler that writes `contents` ({file name: bytes}) into
-    the server's folder on its sys.path and drops the modules of those names it imported before.
+# The module that carries the package to a server: unpacks it beside itself when imported.
+BOOTSTRAP_NAME = 'filtervis_bootstrap'
+_BOOTSTRAP = """# Written by filtervis.cluster.ship_project: unpacks the package beside this file when imported.
+import importlib, os, sys, tempfile
+FILES = %(files)r
+MARK = %(mark)r
 
-    Built here, not at module level, so that it travels by value: a server
-    may hold an older copy of this module, or none. A server inside the
-    process whose PROCESS_MARK is `mark` (the client's) is left as it is.
-    """
-    def install(dask_worker=None, dask_scheduler=None):
-        import importlib
-        import importlib.util
-        import os
-        import sys
-        import tempfile
-        if getattr(sys.modules.get('cluster'), 'PROCESS_MARK', None) == mark:
-            return
-        folder = (dask_worker or dask_scheduler).local_directory
-        for name, data in contents.items():
-            path = os.path.join(folder, name)
-            descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=name + '.tmp')
-            try:
-                with os.fdopen(descriptor, 'wb') as f:
-                    f.write(data)
-                os.replace(temporary, path)
-            finally:
-                if os.path.exists(temporary):
-                    os.remove(temporary)
-            # A file replaced within the same second by one of the same size would pass the .pyc's check.
+
+def unpack(folder):
+    # A server inside the client's own process (a LocalCluster started there) already has the package.
+    if getattr(sys.modules.get('filtervis.cluster'), 'PROCESS_MARK', None) == MARK:
+        return
+    for name, data in FILES.items():
+        path = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-')
+        try:
+            with os.fdopen(descriptor, 'wb') as f:
+                f.write(data)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        # A file replaced within the same second by one of the same size would pass the .pyc's check.
+        if path.endswith('.py'):
             try:
                 os.remove(importlib.util.cache_from_source(path))
             except OSError:
                 pass
-            sys.modules.pop(name[:-len('.py')], None)
-        importlib.invalidate_caches()
-    return install
+    for module in [m for m in sys.modules if m == 'filtervis' or m.startswith('filtervis.')]:
+        del sys.modules[module]
+    importlib.invalidate_caches()
+
+
+if __name__ != '__filtervis_scheduler__':
+    unpack(os.path.dirname(os.path.abspath(__file__)))
+"""
+
+
+def package_bootstrap(mark):
+    """The source of a module that, imported on a server, writes every file of the package (.py and the
+    page's .html) into the folder it sits in and drops the package's modules imported before."""
+    files_by_name = {}
+    for folder, dirs, names in os.walk(PACKAGE_DIR):
+        dirs[:] = sorted(d for d in dirs if d != '__pycache__')
+        for name in sorted(names):
+            if name.endswith(('.py', '.html')):
+                path = os.path.join(folder, name)
+                with open(path, 'rb') as f:
+                    files_by_name[os.path.relpath(path, os.path.dirname(PACKAGE_DIR))] = f.read()
+    return _BOOTSTRAP % {'files': files_by_name, 'mark': mark}
+
+
+def _source_runner(source):
+    """A function for client.run_on_scheduler that runs the bootstrap `source` in the scheduler's folder.
+
+    Built here, not at module level, so that it travels by value: the
+    scheduler has no copy of this module, or an older one.
+    """
+    def run(dask_scheduler=None):
+        namespace = {'__name__': '__filtervis_scheduler__'}
+        exec(compile(source, BOOTSTRAP_NAME, 'exec'), namespace)
+        namespace['unpack'](dask_scheduler.local_directory)
+        import sys
+        if dask_scheduler.local_directory not in sys.path:
+            sys.path.insert(0, dask_scheduler.local_directory)
+    return run
 
 
 def worker_address():

@@ -11,11 +11,11 @@ printed only when the import fails or when asked for (--verbose), so a real
 error is never hidden. This module imports nothing heavy itself: every other
 module stands on it.
 
-    import quiet
+    from filtervis.util import quiet
     tf = quiet.import_tensorflow()                 # tensorflow.compat.v1, graph mode
 
     if __name__ == '__main__':                     # at the top of a command-line script
-        import quiet
+        from filtervis.util import quiet
         quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
 """
 

@@ -10,7 +10,7 @@ running.
     python visualize.py --model fer-emotion-minixception.hdf5 --preprocess tf --layer activation_3
     python visualize.py --model my_model.keras --preprocess tf --list-layers --all
 
-    import keras_model
+    from filtervis.models import keras_model
     net = keras_model.load('fer-emotion-minixception.hdf5', preprocess='tf')   # a network.Network
     net.short_names[:2]                        # ['activation_1', 'activation_2']: one unit per convolution
     keras_model.load(path, 'tf', all_layers=True)   # every layer with a 4-D output is a unit
@@ -55,10 +55,10 @@ import sys
 import zipfile
 from dataclasses import asdict
 
-import files
-import geometry
-import network
-import quiet
+from filtervis.util import files
+from filtervis.core import geometry
+from filtervis.core import network
+from filtervis.util import quiet
 
 tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode
 
@@ -303,7 +303,7 @@ def _cache_folders(path):
     home_cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     # The model's folder in the fallback's name keeps two x.h5 from different folders apart.
     key = hashlib.md5(parent.encode()).hexdigest()[:12]
-    return [os.path.join(parent, CACHE_FOLDER), os.path.join(home_cache, 'cnn-filters', CACHE_FOLDER, key)]
+    return [os.path.join(parent, CACHE_FOLDER), os.path.join(home_cache, 'filtervis', CACHE_FOLDER, key)]
 
 
 def _writable_folder(candidates):

@@ -4,7 +4,7 @@ file writes it through `write_atomic`, so a picture, an array, a graph or a
 record is either complete at its path or absent; `md5sum` names what a file
 holds; `exclusive_lock` keeps two processes from building the same file.
 
-    import files
+    from filtervis.util import files
     files.check_output('out/filters.png')                    # before an hour of work, not after
     files.write_atomic('out/filters.png', lambda f: fig.savefig(f, format='png'))
     files.md5sum('vgg16.tfmodel')                            # '3372a1ab...'

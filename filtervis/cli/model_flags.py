@@ -7,7 +7,7 @@ Which network the user means: the model flags every command line shares
     python visualize.py --model fer-emotion-minixception.hdf5 --preprocess tf --list-layers
     python visualize.py --model my.keras --preprocess tf --layer block_3_expand_relu
 
-    import models
+    from filtervis.cli import model_flags as models
     models.add_model_arguments(parser)       # --model, --weights, --preprocess, --precision, --unsafe
     net = models.network_from_args(args, layers=['conv3_2'])
     again = models.model_args(args)          # flags that load the same network in another command
@@ -15,9 +15,9 @@ Which network the user means: the model flags every command line shares
 
 import os
 
-import keras_model
-import precision
-import vgg16
+from filtervis.models import keras_model
+from filtervis.core import precision
+from filtervis.models import vgg16
 
 
 def add_model_arguments(parser):

@@ -12,12 +12,12 @@ objectives.gram_similarity.) `bfloat16_tensors` clones that part
 of any frozen graph with its dtype switched, so VGG16, a MobileNetV2 or a
 hand-built test graph all go through the same code.
 
-    import precision
+    from filtervis.core import precision
     precision.resolve_precision('auto')                   # 'bfloat16' on a CPU with avx512_bf16, else 'float32'
     x_t, = precision.bfloat16_tensors(graph, images_t, [conv3_1_relu_t])   # bfloat16 copy of the tensor
 """
 
-import quiet
+from filtervis.util import quiet
 
 tf = quiet.import_tensorflow()
 

@@ -11,7 +11,7 @@ returns one number per picture:
 
     python benchmarks/methods.py        # the comparison on the MRI weights
 
-    import measures
+    from filtervis.analysis import measures
     values = measures.measure_all(model, 'conv3_2', [0, 1], images)   # images [2, H, W, 3], RGB 0..255
     measures.caption(values, 0)          # 'act 50.3 · dead 0.00 · blur 0.70'
 
@@ -26,9 +26,11 @@ import math
 
 import numpy as np
 
-import network
-import objectives
-import quiet
+from filtervis.core import network
+
+from filtervis.core import checks
+from filtervis.optvis import objectives
+from filtervis.util import quiet
 
 tf = quiet.import_tensorflow()
 
@@ -51,7 +53,7 @@ BATCH_SIZE = 8
 def _check(model, layer_id, feature_ids, images):
     """The public functions' one check: (objectives.Bound per picture, images as float32)."""
     layer_index = model.layer_index(layer_id)
-    feature_ids = network.check_feature_ids(model, layer_index, feature_ids)
+    feature_ids = checks.check_feature_ids(model, layer_index, feature_ids)
     images = _check_images(model, images, len(feature_ids), 'filter ids')
     smallest = model.layer_min_sizes[layer_index]
     if min(images.shape[1:3]) < smallest:
@@ -83,7 +85,7 @@ def _check_objectives(model, objective_list, images):
     bounds = [objectives.bind(model, o, images.shape[1]) for o in kept]
     objectives.check_form(bounds)
     for index in objectives.layers_of(bounds[0].form):
-        network.check_size(model, index, images.shape[1])
+        checks.check_size(model, index, images.shape[1])
     return bounds, images
 
 
@@ -235,7 +237,7 @@ def diversity(model, layer_id, images):
     """
     layer_index = model.layer_index(layer_id)
     images = _check_images(model, images, len(images), 'pictures')
-    network.check_size(model, layer_index, images.shape[1])
+    checks.check_size(model, layer_index, images.shape[1])
     if len(images) < 2:
         raise ValueError('diversity needs a group of 2 or more pictures, got %d' % len(images))
 

@@ -15,7 +15,7 @@ here is made of four parts:
 - transform: each step the network sees the picture padded, jittered, scaled,
   rotated and jittered again, at random, so only patterns that survive small
   moves raise the objective.
-- objective: network.channel_objective, the mean of the filter over its
+- objective: units.channel_objective, the mean of the filter over its
   feature map, before the ReLU by default: a start on which the filter is off
   still has a gradient.
 - render: Adam on the Fourier coefficients.
@@ -27,7 +27,7 @@ seeds, the step counter and start spectra are fed.
     python visualize.py --method regularized --layer conv3_2 --filters 0-5 --iters 200
     python benchmarks/methods.py          # against the post's method on the MRI weights
 
-    import regularized
+    from filtervis.optvis import regularized
     result = regularized.render(model, 5, [0, 1, 2], 200, seed=0)   # result.images: [3, 224, 224, 3]
     result = regularized.render(model, 5, [0], 200, config=regularized.Config(rotation_degrees=0))
 """
@@ -38,12 +38,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import network
-import objectives
-import quiet
+
+from filtervis.core import units
+
+from filtervis.core import checks
+from filtervis.optvis import objectives
+from filtervis.util import quiet
 # The one render loop (render.py); this module's own render() is the method's public entry point.
-import render as loop
-from precision import resolve_precision
+from filtervis.optvis import render as loop
+from filtervis.core.precision import resolve_precision
 
 tf = quiet.import_tensorflow()
 
@@ -258,7 +261,7 @@ def _network_copy(model, layer_indices, images_t):
     """Import the network's ops up to the units at `layer_indices` once more, reading images_t.
 
     Returns the import prefix (e.g. 'regularized_conv3_2/network/') for
-    network.channel_objective. The copy's constants (weights, preprocessing)
+    units.channel_objective. The copy's constants (weights, preprocessing)
     become placeholders mapped to the original's tensors, so the weights are
     held once however many copies exist.
     """
@@ -313,7 +316,7 @@ def render_ops(model, form, config, size, precision='float32'):
 
     form: an objectives form, e.g. (('channel', 5),).
     precision: 'float32' or 'bfloat16' (resolved), the precision of the
-    network's convolutions after the first layer (network.channel_maps).
+    network's convolutions after the first layer (units.channel_maps).
     The Fourier basis, colours, sigmoid, transforms and Adam stay float32 in
     both, each for the reason written beside it.
     """
@@ -436,15 +439,15 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
     Result.precision: 'float32' or 'bfloat16', what `precision` resolved to
     """
     layer_index = model.layer_index(layer_id)
-    size = network.check_size(model, layer_index, size)
-    feature_ids = network.check_feature_ids(model, layer_index, feature_ids)
+    size = checks.check_size(model, layer_index, size)
+    feature_ids = checks.check_feature_ids(model, layer_index, feature_ids)
     job = loop.Job([objectives.bind(model, objectives.channel(layer_index, f), size) for f in feature_ids],
                    list(feature_ids), list(range(len(feature_ids))), list(feature_ids),
                    '%s filter(s)' % model.short_names[layer_index])
-    precision_name = network.unit_precision(model, layer_index, resolve_precision(precision),
+    precision_name = units.unit_precision(model, layer_index, resolve_precision(precision),
                                             auto=precision == 'auto')
-    return run(model, job, network.check_int('iters', iters, 1), config=check_config(config),
-               seed=network.check_seed(seed), size=size, batch_size=network.check_int('batch_size', batch_size, 1),
+    return run(model, job, checks.check_int('iters', iters, 1), config=check_config(config),
+               seed=checks.check_seed(seed), size=size, batch_size=checks.check_int('batch_size', batch_size, 1),
                progress=progress, precision=precision_name)
 
 
@@ -452,7 +455,7 @@ def run(model, job, iters, *, config, seed, size, batch_size, progress, precisio
     """render() for arguments already checked: a render.Job.
 
     visualize.ascend(..., method='regularized') calls this after its own checks.
-    precision: 'float32' or 'bfloat16', already resolved (network.unit_precision).
+    precision: 'float32' or 'bfloat16', already resolved (units.unit_precision).
     """
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))

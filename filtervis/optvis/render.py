@@ -4,7 +4,7 @@ progress bar, which pictures moved, the warning for filters that never had a
 gradient, and the Result. A method (visualize.py's 'blog', regularized.py)
 supplies only its start and its step.
 
-    import render
+    from filtervis.optvis import render
     result = render.run(net, job, iters, method, batch_size=4, progress=True)
     result.images        # float32 [N, size, size, C]
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import network
+from filtervis.core import network
 
 # A picture whose pixels all stayed within this many grey levels of its start never moved: its
 # gradient was zero, or too small to move a pixel (a kernel of 1e-34 behind a batch norm gives 1e-38).

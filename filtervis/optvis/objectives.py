@@ -15,7 +15,7 @@ Objectives of one *form* (the same kinds of terms on the same units) are built
 once as graph ops and fed through placeholders, like the filter ids always
 were: a batch of them moves in one session.run, and the graph does not grow.
 
-    import objectives as obj
+    from filtervis.optvis import objectives as obj
     o = obj.channel('conv4_3', 12) - 0.5 * obj.channel('conv5_1', 7)
     o = obj.parse('conv3_2:0 - 0.5 * conv4_1:7@3,4')       # LAYER:N a channel, LAYER:N@Y,X a neuron
     visualize.render_objectives(model, [o], 100)            # a render.Result
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import network
-import quiet
+
+from filtervis.core import units
+from filtervis.util import quiet
 
 tf = quiet.import_tensorflow()
 
@@ -235,9 +236,9 @@ def build(net, form, pre_relu=False, prefix='', precision_name='float32', input_
     """The ObjectiveOps of `form` on net's graph (or its copy under `prefix`, reading input_t).
 
     Call under net.graph (inside net.cached_ops). Channel and neuron terms use
-    network.channel_maps (the fast path that computes only the wanted channel
-    wherever the unit allows it); direction terms network.direction_maps;
-    diversity terms every channel of the unit at every GRAM_EVERY-th row and column (network.sampled_values).
+    units.channel_maps (the fast path that computes only the wanted channel
+    wherever the unit allows it); direction terms units.direction_maps;
+    diversity terms every channel of the unit at every GRAM_EVERY-th row and column (units.sampled_values).
     """
     slots, term_ts = [], []
     groups_t = tf.placeholder(tf.int32, [None], name='groups')
@@ -245,9 +246,9 @@ def build(net, form, pre_relu=False, prefix='', precision_name='float32', input_
         slot = {'weight': tf.placeholder(tf.float32, [None], name='weight')}
         if kind in ('channel', 'neuron'):
             slot['n'] = tf.placeholder(tf.int32, [None], name='n')
-            maps_t = network.channel_maps(net, index, slot['n'], pre_relu, prefix, precision_name, input_t)
+            maps_t = units.channel_maps(net, index, slot['n'], pre_relu, prefix, precision_name, input_t)
             if kind == 'channel':
-                value_t = network.map_mean(maps_t)
+                value_t = units.map_mean(maps_t)
             else:
                 slot['y'] = tf.placeholder(tf.int32, [None], name='y')
                 slot['x'] = tf.placeholder(tf.int32, [None], name='x')
@@ -256,10 +257,10 @@ def build(net, form, pre_relu=False, prefix='', precision_name='float32', input_
                 value_t = tf.cast(tf.gather_nd(maps_t, where_t), tf.float32)
         elif kind == 'direction':
             slot['vector'] = tf.placeholder(tf.float32, [None, net.layer_channels[index]], name='vector')
-            value_t = network.map_mean(network.direction_maps(net, index, slot['vector'], pre_relu, prefix,
+            value_t = units.map_mean(units.direction_maps(net, index, slot['vector'], pre_relu, prefix,
                                                               precision_name, input_t))
         else:
-            value_t = _similarity(network.sampled_values(net, index, GRAM_EVERY, prefix, precision_name, input_t),
+            value_t = _similarity(units.sampled_values(net, index, GRAM_EVERY, prefix, precision_name, input_t),
                                   groups_t)
         slots.append(slot)
         term_ts.append(value_t)

@@ -4,7 +4,7 @@ greyscale in grey. Every figure of the project (visualize.py, examples.py,
 atlas.py) draws through these two functions, so a greyscale network's
 pictures look the same everywhere.
 
-    import pictures
+    from filtervis.util import pictures
     pictures.show(ax, image)                 # image [H, W, 3] or [H, W, 1], any range
     pictures.normalize_image(image)          # float32, same shape, 0..1
 """

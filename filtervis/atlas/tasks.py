@@ -1,0 +1,224 @@
+"""
+Running an atlas: one task (render, measure, write its pictures and, last,
+its record), the same task on a Dask worker, the tasks of a run in this
+process or on a cluster, the real-image examples, and make(), which does it
+all and lays out the page.
+
+    from filtervis import atlas
+    atlas.make(out, net, settings, tasks, atlas.make_header(net, settings, command=''))
+"""
+
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+
+from filtervis import cluster
+from filtervis.analysis import examples
+from filtervis.analysis import measures
+from filtervis.atlas.page import examples_file, write_index
+from filtervis.atlas.store import ATLAS_FILE, number_text, picture_of, save_image, claim, done_views, header_differences, pending, picture_base, read_json, without_views, write_picture
+from filtervis.atlas.views import TaskError, parse_view, unit_folder
+from filtervis.optvis import ascent
+from filtervis.util import files
+
+# Real-image patches per filter with --examples.
+EXAMPLES_K = 6
+
+
+def run_task(task, spec, out, settings, header):
+    """Render, measure and write one task's filters, then its record; returns the record (dict).
+
+    Runs on a Dask worker (through run_task_on_worker) or in this process;
+    the worker's network is loaded once (cluster.worker_model). out: the
+    absolute path of the atlas folder, the same for every worker; header: its
+    atlas.json as the run claimed it (claim()). A worker that finds another atlas.json there (another folder
+    at that path, or a relative path read from another working folder)
+    refuses before it writes anything. task.view: which view of its filters.
+    """
+    started = time.perf_counter()
+    net = cluster.worker_model(spec)
+    folder = os.path.join(out, task.folder)
+    path = os.path.join(out, ATLAS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError('this worker (pid %d) cannot see %s: every worker must see the output folder at '
+                                'that path, e.g. a folder shared by all machines' % (os.getpid(), out))
+    there = read_json(path, who='this worker (pid %d)' % os.getpid())
+    # Views are left out: another run may add views to the atlas while this one runs.
+    if without_views(there) != without_views(header):
+        differences = header_differences(there, header) or [
+            '%s: %r there, %r sent' % (key, there.get(key), header.get(key))
+            for key in sorted(set(there) | set(header)) if there.get(key) != header.get(key)]
+        raise ValueError('this worker (pid %d) finds another atlas at %s than the one this run claimed (%s): every '
+                         'worker must see the same output folder at that path'
+                         % (os.getpid(), path, '; '.join(differences)))
+    os.makedirs(folder, exist_ok=True)
+    ids = list(task.filters)
+    view = parse_view(task.view)
+    with warnings.catch_warnings():
+        # Filters that never had a gradient are marked in the catalog; a warning per task would break the bar.
+        warnings.simplefilter('ignore', RuntimeWarning)
+        # batch_size: the task's filters, so a diversity view's session.run holds as many pictures as a
+        # channel view's (or one group, when a group is larger).
+        result = ascent.ascend(net, task.layer_index, ids, settings.iters, settings.step_size,
+                                  seed=settings.seed, size=settings.size, batch_size=len(ids),
+                                  method=settings.method, precision=settings.precision, objective=view.objective,
+                                  diversity=view.diversity,
+                                  diversity_weight=settings.diversity_weight if view.diversity else None)
+    per = view.pictures
+    # Picture p is group p % per of filter ids[p // per]; each is measured by its own objective, after the ReLU
+    # but for a negative view, whose filter ends up off there (as visualize.py measures it).
+    values = measures.measure_objectives(
+        net, [ascent.filter_objective(view.objective, task.layer_index, f) for f in ids for _ in range(per)],
+        result.images, pre_relu=view.objective == 'negative')
+    entries = []
+    for i, f in enumerate(ids):
+        pictures = [write_picture(out, picture_base(task.layer_index, task.layer, f, task.view, g),
+                                  result.images[p], result.objectives[:, p], result.dead[p],
+                                  {k: v[p] for k, v in values.items()}, whole=view.objective != 'neuron')
+                    for g, p in enumerate(range(i * per, (i + 1) * per))]
+        entry = {'layer': task.layer, 'layer_index': task.layer_index, 'filter': f, 'view': task.view,
+                 'pictures': pictures}
+        if view.diversity:
+            entry['diversity'] = number_text(measures.diversity(net, task.layer_index,
+                                                            result.images[i * per:(i + 1) * per]))
+        entries.append(entry)
+    record = {'layer': task.layer, 'view': task.view, 'filters': ids, 'entries': entries,
+              'seconds': round(time.perf_counter() - started, 3)}
+    data = json.dumps(record, indent=1).encode('utf8')
+    # Last: the filters' view counts as done only from here on.
+    files.write_atomic(os.path.join(folder, task.record_name), lambda f: f.write(data))
+    return record
+
+
+def run_task_on_worker(task, spec, out, settings, header):
+    """run_task on a Dask worker; any error comes back as one TaskError naming the task, the worker and the reason.
+
+    The worker's traceback would reach the user as pages of Dask and
+    TensorFlow frames; the reason is in the message already.
+    """
+    try:
+        return run_task(task, spec, out, settings, header)
+    except Exception as error:
+        raise TaskError('%s failed on worker %s: %s' % (task, cluster.worker_address(), _reason(error))) from None
+
+
+def _reason(error):
+    """An exception as one line; its type first unless the message says what went wrong (ValueError, OSError)."""
+    text = ' '.join(str(error).split())
+    if isinstance(error, (ValueError, OSError)) and text:
+        return text
+    return '%s: %s' % (type(error).__name__, text) if text else type(error).__name__
+
+
+def write_examples(out, net, folder, tasks, *, precision, client=None, progress=True, k=EXAMPLES_K):
+    """For each filter of `tasks`: the k patches of the images in `folder` that excite it most (examples.py).
+
+    Writes UNIT/NNNN-example-R.png (the unit's receptive field, as the
+    network sees it: RGB or greyscale) and then UNIT/NNNN-examples.json, each
+    atomically; write_index() puts them into the catalog. A shard finds the
+    examples of its own filters only (each once, whatever its views).
+    """
+    filters = {}
+    for task in tasks:
+        filters.setdefault(task.layer_index, set()).update(task.filters)
+    filters = {index: sorted(ids) for index, ids in filters.items()}
+    if not filters:
+        return 0
+    found = examples.find(net, folder, sorted(filters), k=k, filters=filters, progress=progress, client=client,
+                          precision=precision)
+    by_filter = {}
+    for record in found.records:
+        by_filter.setdefault((record['layer'], record['filter']), []).append(record)
+    for index, ids in filters.items():
+        layer = net.short_names[index]
+        unit = unit_folder(index, layer)
+        for feature_id in ids:
+            records = by_filter.get((layer, feature_id), [])
+            tiles = examples.patches(net, folder, records, found.size) if records else []
+            shown = []
+            for record, tile in zip(records, tiles):
+                name = '%s/%04d-example-%d.png' % (unit, feature_id, record['rank'])
+                picture = picture_of(np.clip(np.round(tile), 0, 255).astype(np.uint8))
+                save_image(os.path.join(out, name), picture, 'PNG')
+                shown.append({'png': name, 'file': record['file'], 'activation': number_text(record['activation'])})
+            data = json.dumps({'folder': os.path.abspath(folder), 'images': found.count, 'examples': shown},
+                              indent=1).encode('utf8')
+            files.write_atomic(os.path.join(out, examples_file(unit, feature_id)), lambda f: f.write(data))
+    return len(found.records)
+
+
+def render(out, spec, settings, header, tasks, client=None, progress=True):
+    """Run the tasks not finished yet in `out`, in this process (client None) or on Dask; returns pictures rendered now.
+
+    One tqdm bar over pictures (a diversityN view has N per filter), which starts at those already done.
+    """
+    from tqdm import tqdm
+    left = pending(tasks, done_views(out))
+    total = sum(task.pictures for task in tasks)
+    bar = tqdm(total=total, initial=total - sum(task.pictures for task in left), unit='picture', desc='atlas',
+               disable=not progress, smoothing=0.1)
+    rendered = 0
+    try:
+        if client is None:
+            for task in left:
+                run_task(task, spec, out, settings, header)
+                rendered += task.pictures
+                bar.update(task.pictures)
+        else:
+            from dask.distributed import as_completed
+            futures = {client.submit(run_task_on_worker, task, spec, out, settings, header, pure=False): task
+                       for task in left}
+            try:
+                for future in as_completed(futures):
+                    task = futures[future]
+                    _result(future, task)
+                    rendered += task.pictures
+                    bar.update(task.pictures)
+            finally:
+                client.cancel(list(futures))
+    finally:
+        bar.close()
+    return rendered
+
+
+def _result(future, task):
+    """The record of a finished task's future; TaskError (one line) when it failed."""
+    from dask.distributed import KilledWorker
+    try:
+        return future.result()
+    except TaskError:
+        raise
+    except KilledWorker as error:
+        raise TaskError('%s failed on worker %s: the worker died while running it (tried on %d worker(s); out of '
+                        'memory? see the workers\' logs)'
+                        % (task, getattr(error.last_worker, 'address', error.last_worker),
+                           error.allowed_failures + 1)) from None
+    except Exception as error:
+        # Raised before run_task_on_worker could run, e.g. by a scheduler or worker that cannot load this module.
+        raise TaskError('%s failed on the cluster: %s' % (task, _reason(error))) from None
+
+
+def make(out, net, settings, tasks, header, *, client=None, examples_folder=None, progress=True):
+    """Claim OUT for header, run the tasks not finished, find examples, and write the page; returns the catalog.
+
+    net: a network.Network loaded from a file (workers load it from there, at
+    the same path); tasks: from plan() (and shard_of()); header: make_header();
+    client: a dask.distributed Client, or None for this process;
+    examples_folder: a folder of images for write_examples, or None.
+    ValueError when OUT holds another atlas; TaskError when a task failed on
+    a worker; files.WriteError when a file could not be written. The page is
+    written from what is finished even then.
+    """
+    spec = cluster.ModelSpec.of(net, threads=net.threads)
+    header = claim(out, header)
+    try:
+        render(out, spec, settings, header, tasks, client, progress=progress)
+        if examples_folder:
+            write_examples(out, net, examples_folder, tasks, precision=settings.precision, client=client,
+                           progress=progress)
+    finally:
+        catalog = write_index(out)
+    return catalog

@@ -1,0 +1,225 @@
+"""
+The command line of visualize.py: render what filters (or an objective) of a
+network respond to, save the grid as PNG and, optionally, the arrays.
+
+    python visualize.py                                   # the post's demo: conv3_2, filters 0-5
+    python visualize.py --layer conv3_2 --filters 0-5 --iters 150 --step-size 2 --out filters.png
+    python visualize.py --weights ../shared/models/vgg16-mri-notop.h5 --preprocess unit
+    python visualize.py --model my_model.keras --preprocess tf --list-layers
+"""
+
+import argparse
+import math
+import sys
+
+import numpy as np
+
+from filtervis import plots
+from filtervis.analysis import examples, measures
+from filtervis.cli import model_flags
+from filtervis.core.checks import parse_filters
+from filtervis.models import keras_model
+from filtervis.optvis import objectives
+from filtervis.optvis.ascent import (DEFAULT_DIVERSITY_WEIGHT, METHOD_CHOICES, OBJECTIVE_CHOICES, ascend,
+                                     filter_objective, render_objectives)
+from filtervis.optvis.blog import NORMALIZE_CHOICES
+from filtervis.util import files
+
+def _layer_arg(text):
+    return int(text) if text.lstrip('-').isdigit() else text
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description='Render what filters of a CNN respond to, by gradient ascent on a noise image. With no '
+                    "arguments: the post's demo on VGG16 (layer 5 = conv3_2, filters 0-5, 150 steps, step size 2). "
+                    'Any Keras CNN works with --model FILE.')
+    parser.add_argument('--layer', type=_layer_arg, default=None,
+                        help='unit: an index or a name (VGG16: conv1_1 .. conv5_3, default 5 = conv3_2; a Keras '
+                             'model: any layer with a 4-D output, default the middle convolution unit; '
+                             '--list-layers names them)')
+    parser.add_argument('--filters', default=None,
+                        help="filter ids: a range '0-5', a list '1,4,9' or 'all' (default 0-5)")
+    parser.add_argument('--objective', default='channel', metavar='channel|neuron|negative|EXPRESSION',
+                        help='what each picture maximizes: channel (the mean of the filter, the default), neuron '
+                             '(the centre unit of the filter\'s map), negative (minus the mean: what turns the filter '
+                             'off), or an expression such as "conv3_2:0 - 0.5 * conv4_1:7" (LAYER:N a channel, '
+                             'LAYER:N@Y,X a neuron; numbers, + - * and parentheses), which renders one picture '
+                             'and takes no --layer or --filters')
+    parser.add_argument('--diversity', type=int, default=None, metavar='N',
+                        help='render N >= 2 pictures of each filter, pushed apart by their Gram similarity '
+                             '(Distill, Feature Visualization, 2017)')
+    parser.add_argument('--diversity-weight', type=float, default=None, metavar='W',
+                        help='with --diversity: how hard the pictures push apart, a share of their activation '
+                             '(default %g for --method blog, %g for regularized; 0: the same N starts, no push)'
+                             % (DEFAULT_DIVERSITY_WEIGHT['blog'], DEFAULT_DIVERSITY_WEIGHT['regularized']))
+    parser.add_argument('--iters', type=int, default=150,
+                        help='ascent steps (default 150); Adam steps for --method regularized')
+    parser.add_argument('--step-size', type=float, default=None,
+                        help="blog method: step size (default 2, the post's demo); with --normalize max the "
+                             'pixel with the largest gradient moves by this much per step')
+    parser.add_argument('--method', choices=METHOD_CHOICES, default='blog',
+                        help="blog: the post's plain gradient ascent (default); regularized: Fourier-basis "
+                             "image, random transforms and Adam (see regularized.py), sharper pictures")
+    parser.add_argument('--normalize', choices=NORMALIZE_CHOICES, default=None,
+                        help='blog method: scale the step by the largest |gradient| (max, the default) or by '
+                             'its std')
+    parser.add_argument('--pre-relu', action='store_true', default=None,
+                        help='maximize the filter before its activation (avoids dead starts; the regularized '
+                             'method does so by default)')
+    parser.add_argument('--size', type=int, default=None,
+                        help="image side in pixels (default: the network's fixed input size, else 224)")
+    parser.add_argument('--examples', default=None, metavar='DIR',
+                        help='also draw, beside each picture, the 9 patches of the images in DIR (PNG, JPEG, '
+                             'recursively) that excite the filter most (examples.py)')
+    parser.add_argument('--seed', type=int, default=None, help='random seed of the start noise')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='images per session.run (default: the fastest batch that keeps memory under 4 GB)')
+    parser.add_argument('--out', default='filters.png', help='PNG file for the grid (default filters.png)')
+    parser.add_argument('--cols', type=int, default=None,
+                        help='images per row of the grid (default 3, or a square grid for more than 12)')
+    parser.add_argument('--npz', default=None,
+                        help='also save the raw images (float32 [N, size, size, C]), filter ids, group index and '
+                             'objectives to this .npz file')
+    parser.add_argument('--list-layers', action='store_true',
+                        help='print the units (name, type, channels, output size, receptive field) and exit')
+    parser.add_argument('--all', action='store_true',
+                        help='with --list-layers and a Keras model: every layer with a 4-D output, not only '
+                             'one unit per convolution')
+    model_flags.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision, --unsafe
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show TensorFlow's own start-up and log lines (hidden by default)")
+    return parser
+
+
+def unit_lines(model, size=None):
+    """One line per unit of a network: name, kind, channels, output side and receptive field for size x size
+    pictures (default: the fixed input size, else 224)."""
+    size = size or model.input_size or 224
+    return [model.unit_line(index, size) for index in range(len(model.units))]
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        expression = None
+        if args.objective not in OBJECTIVE_CHOICES:
+            # Parsed before anything is loaded: a typo costs a second.
+            expression = objectives.parse(args.objective)
+            if args.diversity is not None:
+                raise ValueError('--diversity renders N pictures of each filter; an expression renders one '
+                                 'picture: leave out one of them')
+            if args.layer is not None or args.filters is not None:
+                raise ValueError('an expression names its own layers and filters (LAYER:N); leave out --layer '
+                                 'and --filters')
+        if args.diversity is not None and args.diversity < 2:
+            raise ValueError('--diversity %d: expected 2 or more pictures per filter' % args.diversity)
+        if args.diversity_weight is not None and args.diversity is None:
+            raise ValueError('--diversity-weight needs --diversity N')
+        if args.all and not args.list_layers:
+            raise ValueError('--all goes with --list-layers')
+        for path in (args.out, args.npz):
+            # Checked first: finding a missing folder after an hour of ascent loses the hour.
+            if path and not args.list_layers:
+                files.check_output(path)
+        if args.examples:
+            if expression is not None:
+                raise ValueError('--examples shows the patches of filters; an expression has no single filter')
+            examples.list_images(args.examples)   # a bad folder fails before the ascent, not after
+        if args.method == 'regularized' and (args.step_size is not None or args.normalize is not None):
+            raise ValueError('--step-size and --normalize belong to --method blog; the regularized method '
+                             'uses Adam with the learning rate of regularized.Config')
+        wanted = [t.layer for _, t in expression.terms] if expression is not None else [args.layer]
+        model = model_flags.network_from_args(args, quiet=args.quiet, layers=[w for w in wanted if w is not None],
+                                         all_layers=args.all)
+        if args.list_layers:
+            if model_flags.is_keras(args):
+                size = model.input_size or 224      # keras_model.unit_lines' size
+                lines = keras_model.unit_lines(model, args.all)
+            else:
+                size = args.size or model.input_size or 224
+                lines = unit_lines(model, size)
+            print('\n'.join(['%s: %d units; sizes for %dx%d pictures' % (model.description, len(model.units),
+                                                                        size, size)] + lines))
+            return 0
+        size = args.size or model.input_size or 224
+        step_size = None
+        if args.method == 'blog':
+            step_size = 2.0 if args.step_size is None else args.step_size
+        options = dict(seed=args.seed, size=size, normalize=args.normalize, pre_relu=args.pre_relu,
+                       batch_size=args.batch_size, progress=not args.quiet, method=args.method,
+                       precision=args.precision, step_size=step_size)
+        if expression is not None:
+            result = render_objectives(model, [expression], args.iters, **options)
+            picture_objectives, group_index, feature_ids, per = [expression], [0], [-1], 1
+            subject = str(expression)
+            values = measures.measure_objectives(model, picture_objectives, result.images)
+            captions = ['%s\n%s' % (expression, c) for c in measures.captions(values)]
+        else:
+            layer_index = model.layer_index(model.default_layer() if args.layer is None else args.layer)
+            layer = model.short_names[layer_index]
+            requested = parse_filters(args.filters or '0-5', model.layer_channels[layer_index])
+            result = ascend(model, layer_index, requested, args.iters, objective=args.objective,
+                            diversity=args.diversity, diversity_weight=args.diversity_weight, **options)
+            per = args.diversity or 1
+            feature_ids = [f for f in requested for _ in range(per)]
+            group_index = [g for _ in requested for g in range(per)]
+            picture_objectives = [filter_objective(args.objective, layer_index, f) for f in feature_ids]
+            subject = '%s%s' % (layer, '' if args.objective == 'channel' else ', %s' % args.objective)
+            captions = None
+        if args.npz:
+            # Saved before plotting: a whole layer takes long, and the arrays are the result.
+            plots.save_arrays(args.npz, images=result.images, filter_ids=np.array(feature_ids),
+                        group_index=np.array(group_index), objectives=result.objectives, dead=result.dead,
+                        objective=args.objective, layer='' if expression is not None else layer,
+                        weights=model.description, precision=result.precision)
+        many = len(feature_ids) > 12
+        if captions is None:
+            if many:
+                captions = ['%d' % f for f in feature_ids]
+            else:
+                # The three measures of measures.py, the same for both methods and every objective:
+                # after the ReLU, but for a negative view, whose filter ends up off there.
+                values = measures.measure_objectives(model, picture_objectives, result.images,
+                                                     pre_relu=args.objective == 'negative')
+                captions = ['filter %d%s\n%s' % (f, '' if per == 1 else ' #%d' % g, c)
+                            for f, g, c in zip(feature_ids, group_index, measures.captions(values))]
+                if per > 1:
+                    for start in range(0, len(feature_ids), per):
+                        score = measures.diversity(model, layer_index, result.images[start:start + per])
+                        captions[start] += ' · group diversity %.3f' % score
+        if args.method == 'blog':
+            how = '%s%s, %d steps of size %g' % (subject, ' (pre-ReLU)' if args.pre_relu else '', args.iters,
+                                                 step_size)
+        else:
+            how = '%s, regularized, %d steps' % (subject, args.iters)
+        if args.diversity:
+            weight = DEFAULT_DIVERSITY_WEIGHT[args.method] if args.diversity_weight is None else args.diversity_weight
+            how += ', %d pictures per filter %s' % (args.diversity, 'pushed apart (weight %g)' % weight if weight
+                                                    else 'from their own starts, no push (weight 0)')
+        title = '%s\n%s, %s' % (model.description, how, result.precision)
+        ncols = args.cols or (math.ceil(math.sqrt(len(feature_ids))) if many else (per if 1 < per <= 6 else 3)
+                              if expression is None else 1)
+        if args.examples:
+            # The precision the pictures were made in, resolved once by ascend().
+            found = examples.find(model, args.examples, [layer_index], filters=requested,
+                                  precision=result.precision, progress=not args.quiet, size=size)
+            title += '\nbeside each: its top %d patches of %d images in %s' % (examples.DEFAULT_K, found.count,
+                                                                                args.examples)
+            # Rows follow the pictures, repeats too (find() looks for each filter once).
+            rows = [(layer_index, f) for f in feature_ids]
+            plots.save_figure(examples.plot_found(model, args.examples, found, result.images, captions, title, rows),
+                        args.out)
+        else:
+            plots.save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
+    except (ValueError, OSError) as error:
+        print('error: %s' % error, file=sys.stderr)
+        return 2
+    if not args.quiet:
+        if expression is not None:
+            print('saved 1 picture of %s to %s' % (expression, args.out))
+        else:
+            print('saved %d filters of %s%s to %s' % (len(requested), subject,
+                                                      ', %d pictures each' % per if per > 1 else '', args.out))
+    return 0

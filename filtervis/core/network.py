@@ -1,0 +1,293 @@
+"""
+Any convolutional network as the rest of the project sees it: a frozen graph
+with an image input and named units, plus the objective every method
+maximizes. VGG16 (vgg16.py) and users' Keras models are adapters over this.
+
+A Network is a frozen GraphDef and what the project needs to know about it:
+- the input tensor: float32 [N, H, W, C], C = 1 (greyscale) or 3 (RGB), pixels
+  0..255 always; the preprocessing the weights expect lives inside the graph;
+  H = W fixed (input_size) or free (None);
+- its units, in network order: a name, the tensor [N, h, w, channels], the
+  pre-activation tensor where one exists, and, from one walk of the graph
+  (geometry.py), the output side for an input side, the receptive field and
+  the smallest input it accepts;
+- its session and the ops built on it, each built once (cached_ops).
+
+    from filtervis.core import network
+    net = network.Network(graph_def, [network.Unit('conv1', 'conv1/Relu:0', 'conv1/BiasAdd:0', 'Conv2D')])
+    net.layer_index('conv1')                  # 0
+    net.receptive_field(0, 224)               # (3, 1, -1): size, stride, offset in pixels
+    net.spec()                                # a dict: with the graph file, all a worker needs to load it
+"""
+
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from filtervis.core import geometry
+from filtervis.core.checks import check_int
+from filtervis.util import quiet
+
+tf = quiet.import_tensorflow()
+
+# The version of spec(): a worker refuses a spec of another one.
+SPEC_FORMAT = 1
+INPUT_CHANNELS = (1, 3)
+# Activations whose input is a unit's pre-activation tensor.
+ACTIVATION_OPS = ('Relu', 'Relu6', 'Elu', 'Selu', 'LeakyRelu', 'Softplus', 'Tanh', 'Sigmoid')
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of a network: a 4-D tensor whose channels can be visualized.
+
+    name:   what users call it ('conv3_2', or a Keras layer name)
+    tensor: its tensor's name in the graph, float32 [N, h, w, channels]
+    pre:    the tensor before its activation, or None where there is none
+    kind:   the layer type, for listings ('Conv2D', 'SeparableConv2D', ...)
+    """
+    name: str
+    tensor: str
+    pre: str = None
+    kind: str = ''
+
+
+def load_graph_def(path, fix=None):
+    """Parse a frozen GraphDef file; FileNotFoundError / ValueError with `fix`, the next step, in the message."""
+    fix = fix or 'make it again'
+    if not os.path.exists(path):
+        raise FileNotFoundError('no model at %s; %s' % (path, fix))
+    graph_def = tf.GraphDef()
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        graph_def.ParseFromString(data)
+    except Exception as error:  # protobuf raises its own DecodeError
+        raise ValueError('%s is not a valid frozen graph (%s: %s); %s'
+                         % (path, type(error).__name__, error, fix)) from None
+    return graph_def
+
+
+class Network:
+    """A frozen graph with an image input and named units, with its session and cached ops.
+
+    net.graph          tf.compat.v1.Graph holding only this network (and the ops built on it once)
+    net.input          the input tensor, float32 [N, H, W, input_channels], pixels 0..255
+    net.input_channels 1 (greyscale) or 3 (RGB)
+    net.input_size     the fixed input side, or None when any side works
+    net.units          [Unit], in network order
+    net.short_names    unit names; net.layer_names the names of their ops
+    net.layer_tensors, net.pre_tensors   per unit: the tensor and its pre-activation (or the tensor itself)
+    net.layer_channels, net.layer_min_sizes   per unit: channels, smallest input side
+    net.description    what made the weights, for captions
+    net.md5            identity of the weights (stamp md5, file md5 or the graph's bytes)
+    net.preprocess     the input scaling inside the graph ('unit', 'caffe', 'tf', 'torch', 'none') or None if unknown
+    net.path           the graph file (absolute), or None for a graph given in memory
+    """
+
+    def __init__(self, graph_def, units, *, input_name='images:0', description='a frozen graph', md5=None,
+                 preprocess=None, path=None, threads=None):
+        self.path = None if path is None else os.path.abspath(path)
+        self.threads = None if threads is None else check_int('threads', threads, 1)
+        self.graph_def = graph_def
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.import_graph_def(graph_def, name='')
+        try:
+            self.input = self.graph.get_tensor_by_name(input_name)
+        except (KeyError, ValueError):
+            raise ValueError('the graph has no input tensor %r' % input_name) from None
+        shape = self.input.shape
+        if shape.rank != 4:
+            raise ValueError('input %s has shape %s: expected an image batch [N, H, W, C]' % (input_name, shape))
+        shape = shape.as_list()
+        self.input_channels = shape[3]
+        if self.input_channels not in INPUT_CHANNELS:
+            raise ValueError('input %s has %s channels: only greyscale (1) and RGB (3) images are supported'
+                             % (input_name, self.input_channels))
+        self.input_size = shape[1] if shape[1] is not None and shape[1] == shape[2] else None
+        if shape[1] != shape[2]:
+            raise ValueError('input %s is %sx%s: only square inputs are supported' % (input_name, shape[1], shape[2]))
+        if not units:
+            raise ValueError('the network has no units to visualize')
+        self.units = list(units)
+        self.short_names = [u.name for u in self.units]
+        if len(set(self.short_names)) != len(self.short_names):
+            raise ValueError('unit names repeat: %s' % ', '.join(sorted({n for n in self.short_names
+                                                                          if self.short_names.count(n) > 1})))
+        self.layer_tensors = [self._tensor(u.tensor, u.name) for u in self.units]
+        self.pre_tensors = [self._tensor(u.pre, u.name) if u.pre else t for u, t in zip(self.units, self.layer_tensors)]
+        self.layer_names = [t.op.name for t in self.layer_tensors]
+        for unit, tensor in zip(self.units, self.layer_tensors):
+            if tensor.shape.rank != 4 or tensor.shape[3] is None:
+                raise ValueError('unit %s (%s) has shape %s: expected [N, h, w, channels]'
+                                 % (unit.name, unit.tensor, tensor.shape))
+        self.layer_channels = [int(t.shape[3]) for t in self.layer_tensors]
+        smallest = geometry.smallest_input(self.graph, self.input.name, [t.name for t in self.layer_tensors])
+        self.layer_min_sizes = [smallest[t.name] for t in self.layer_tensors]
+        self.description = description
+        self.preprocess = preprocess
+        # The graph's bytes in protobuf's deterministic order when nothing
+        # better names the weights: node attributes are a map, whose default
+        # order varies between processes.
+        self.md5 = md5 or hashlib.md5(graph_def.SerializeToString(deterministic=True)).hexdigest()
+        self.session = None   # made on first use by session(), one per network
+        self.cache = {}       # ops built once, keyed by what they compute (cached_ops)
+
+    def _tensor(self, name, unit):
+        try:
+            return self.graph.get_tensor_by_name(name)
+        except (KeyError, ValueError):
+            raise ValueError('unit %s: the graph has no tensor %r' % (unit, name)) from None
+
+    # -- what a worker needs to load the same network
+
+    def spec(self):
+        """A JSON-able dict that, with the graph file, makes the same Network (from_spec)."""
+        return {'format': SPEC_FORMAT, 'input': self.input.name, 'units': [asdict(u) for u in self.units],
+                'description': self.description, 'md5': self.md5, 'preprocess': self.preprocess}
+
+    @classmethod
+    def from_spec(cls, path, spec, threads=None):
+        """The Network of spec() over the graph file at path."""
+        if spec.get('format') != SPEC_FORMAT:
+            raise ValueError('network spec format %r: this code reads format %d' % (spec.get('format'), SPEC_FORMAT))
+        return cls(load_graph_def(path), [Unit(**u) for u in spec['units']], input_name=spec['input'],
+                   description=spec['description'], md5=spec['md5'], preprocess=spec['preprocess'],
+                   path=path, threads=threads)
+
+    # -- session and ops built once
+
+    def cached_ops(self, key, build):
+        """build() under this graph the first time `key` is asked for, then the same result.
+
+        key: a hashable tuple naming what the ops compute (e.g. ('ascent',
+        layer index, precision)). The graph grows once per key, never per call.
+        """
+        if key not in self.cache:
+            with self.graph.as_default():
+                self.cache[key] = build()
+        return self.cache[key]
+
+    def close(self):
+        """Close the session opened for this network, if any."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- units
+
+    def layer_index(self, layer_id):
+        """Index into units of an int index or a unit name (or its op name, e.g. 'conv3_2/conv3_2').
+
+        Public entry points resolve a layer once with this; everything below
+        them takes the index.
+        """
+        count = len(self.units)
+        if isinstance(layer_id, (int, np.integer)) and not isinstance(layer_id, bool):
+            if -count <= layer_id < count:
+                return int(layer_id) % count
+            raise ValueError('layer %d is out of range: this network has %d units, 0..%d (%s ... %s)'
+                             % (layer_id, count, count - 1, self.short_names[0], self.short_names[-1]))
+        if isinstance(layer_id, str):
+            if layer_id in self.short_names:
+                return self.short_names.index(layer_id)
+            if layer_id in self.layer_names:
+                return self.layer_names.index(layer_id)
+            close = difflib.get_close_matches(layer_id, self.short_names, n=3, cutoff=0)
+            listed = ', '.join(self.short_names) if count <= 16 else 'closest: %s' % ', '.join(close)
+            raise ValueError('unknown layer %r: use an index 0..%d or a unit name (%s)' % (layer_id, count - 1, listed))
+        raise ValueError('layer %r: expected an index or a unit name such as %r' % (layer_id, self.short_names[0]))
+
+    def default_layer(self):
+        """The unit a command line shows when none is named: the middle one (VGG16: the post's conv3_2)."""
+        return len(self.units) // 2
+
+    def scope(self, layer_index):
+        """A graph name scope for ops built on a unit: its name where TensorFlow allows it, else unitN."""
+        name = self.short_names[layer_index]
+        return name if re.fullmatch(r'[A-Za-z0-9.][A-Za-z0-9_.\-]*', name) else 'unit%d' % layer_index
+
+    def min_size(self, layer_id):
+        """Smallest input side the unit accepts (every op on its path gives at least one pixel)."""
+        return self.layer_min_sizes[self.layer_index(layer_id)]
+
+    def channels(self, layer_id):
+        """Number of channels (filters) of a unit."""
+        return self.layer_channels[self.layer_index(layer_id)]
+
+    def geometry(self, size):
+        """{tensor name: geometry.Field} for size x size inputs, from one walk of the graph; kept per size."""
+        return self.cached_ops(('geometry', size), lambda: geometry.walk(self.graph, self.input.name, size))
+
+    def output_side(self, layer_index, size):
+        """Side of the unit's feature map for size x size inputs."""
+        return self._field(layer_index, size).side
+
+    def receptive_field(self, layer_index, size=None):
+        """(size, stride, offset) in input pixels of a unit (layer_index) for inputs of `size` (default: the
+        fixed input size, else 224).
+
+        Unit (y, x) sees input rows offset + stride * y ... offset + stride * y
+        + size - 1, and the same for columns; offset is negative where the
+        field starts in the padding. Exact for 'SAME' padding at this size.
+        """
+        field = self._field(layer_index, size or self.input_size or 224)
+        return field.size, field.stride, field.offset
+
+    def _field(self, layer_index, size):
+        name = self.layer_tensors[layer_index].name
+        fields = self.geometry(size)
+        if name not in fields:
+            raise ValueError('the receptive field of %s is not known: its path holds an op that moves pixels in '
+                             'a way geometry.py does not follow' % self.short_names[layer_index])
+        return fields[name]
+
+    def unit_line(self, layer_index, size, kind=None):
+        """One line for --list-layers: name, kind, channels, output side and receptive field at size x size."""
+        field, stride, _ = self.receptive_field(layer_index, size)
+        side = self.output_side(layer_index, size)
+        return ('%-32s %-20s %5d channels  %4dx%-4d  receptive field %d, stride %d'
+                % (self.short_names[layer_index], kind or self.units[layer_index].kind or '-',
+                   self.layer_channels[layer_index], side, side, field, stride))
+
+    def create_feed_dict(self, image):
+        """{input: image with a batch axis} for an image [H, W, C] or a batch [N, H, W, C], 0..255.
+
+        The array is not copied (np.expand_dims gives a view), so a caller who
+        updates `image` in place, as the post's loop does, feeds the new pixels.
+        """
+        image = np.asarray(image)
+        if image.ndim == 3:
+            image = np.expand_dims(image, axis=0)
+        if image.ndim != 4 or image.shape[-1] != self.input_channels:
+            raise ValueError('image of shape %s: expected [H, W, %d] or [N, H, W, %d], %s 0..255'
+                             % (image.shape, self.input_channels, self.input_channels,
+                                'RGB' if self.input_channels == 3 else 'greyscale'))
+        return {self.input: image}
+
+
+def session(net):
+    """The network's session, made on first use and kept (one per network).
+
+    Sized by net.threads when set. net.close() closes it. Both precisions
+    share it: bfloat16 is written into the ops, not into the session's
+    configuration.
+    """
+    if net.session is None:
+        config = tf.ConfigProto()
+        if net.threads is not None:
+            config.intra_op_parallelism_threads = net.threads
+            config.inter_op_parallelism_threads = net.threads
+        net.session = tf.Session(graph=net.graph, config=config)
+    return net.session

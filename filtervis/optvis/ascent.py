@@ -1,0 +1,270 @@
+"""
+Which method renders a job, in batches of which size: the one entry below
+the post's facade (visualize.py), the atlas and the command lines. It turns
+filters of a unit, or objectives, into a render.Job, picks the method's
+config (the post's BlogConfig or regularized.Config), the precision and the
+batch size, and runs the job.
+
+    from filtervis.optvis import ascent
+    result = ascent.ascend(net, 'conv3_2', [0, 1], 150, 2, seed=0)   # .images float32 [2, 224, 224, 3]
+    result = ascent.ascend(net, 5, range(8), 200, method='regularized', diversity=4)
+    image = ascent.visual(net, 'conv3_2', 0, 150, 2, seed=0)        # the post's visual()
+"""
+
+from dataclasses import replace
+
+
+from filtervis.core import units
+from filtervis.core.checks import check_feature_ids, check_int, check_seed, check_size
+from filtervis.core.precision import resolve_precision
+from filtervis.optvis import objectives, regularized, render
+from filtervis.optvis.blog import BlogConfig, BlogMethod, start_images
+
+# 'blog': the post's plain gradient ascent. 'regularized': a Fourier-basis
+# image, random transforms and Adam (regularized.py).
+METHOD_CHOICES = ('blog', 'regularized')
+# Bytes the automatic batch size may spend on the images of one batch, so that a
+# whole layer stays under 4 GB beside TF, the model and the ascent ops (their
+# measured share is in the README, Performance).
+MEMORY_BUDGET_BYTES = 2 << 30
+# Every image of a batch computes all of the batch's channels of the target
+# layer (channel_objective), so a batch past channels/16 images costs more than
+# it saves (benchmarks/ascent.py --batch-sweep).
+CHANNELS_PER_BATCH_IMAGE = 16
+MAX_BATCH_SIZE = 16
+# float32 maps per conv output up to the target that one image of a batch
+# keeps alive (see activation_bytes_per_image).
+MEMORY_FACTOR = 2
+
+
+def activation_bytes_per_image(model, layer_index, size):
+    """Estimated peak bytes one image costs when ascending on layer `layer_index`.
+
+    MEMORY_FACTOR float32 maps of the size of each unit's output up to the
+    target: the activations kept for the backward pass, gradients, pool
+    indices (the factor is measured in benchmarks/ascent.py --memory).
+    """
+    total = sum(model.output_side(i, size) ** 2 * model.layer_channels[i] for i in range(layer_index + 1))
+    return MEMORY_FACTOR * 4 * total
+
+
+def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES):
+    """Images per session.run: the fastest batch that fits in `budget` bytes (1 .. MAX_BATCH_SIZE)."""
+    return _auto_batch_size(model, model.layer_index(layer_id), size, budget)
+
+
+def _auto_batch_size(model, layer_index, size, budget=MEMORY_BUDGET_BYTES):
+    per_image = activation_bytes_per_image(model, layer_index, size)
+    fastest = max(4, model.layer_channels[layer_index] // CHANNELS_PER_BATCH_IMAGE)
+    return int(max(1, min(MAX_BATCH_SIZE, fastest, budget // max(per_image, 1))))
+
+
+def method_config(method, config=None, *, step_size=None, normalize=None, init=None, pre_relu=None):
+    """The config of `method` ('blog' -> BlogConfig, 'regularized' -> regularized.Config), built from the
+    knobs given; the one place that refuses a knob of the other method.
+
+    config: None (the method's defaults) or the method's config; the knobs,
+    when given, override it. init (an array) belongs to 'blog' and is not
+    part of its config (it is no setting but a start).
+    """
+    if method not in METHOD_CHOICES:
+        raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
+    if method == 'regularized':
+        given = [name for name, value in (('step_size', step_size), ('normalize', normalize), ('init', init))
+                 if value is not None]
+        if given:
+            raise ValueError("%s belong(s) to method='blog'; the regularized method takes its knobs from "
+                             "config=regularized.Config(...) (learning_rate, ...)" % ', '.join(given))
+        config = regularized.check_config(config)
+    else:
+        if config is None:
+            config = BlogConfig()
+        elif not isinstance(config, BlogConfig):
+            raise ValueError("config=%r: method='blog' takes a visualize.BlogConfig or None" % (config,))
+        changes = {name: value for name, value in (('step_size', step_size), ('normalize', normalize))
+                   if value is not None}
+        config = replace(config, **changes)
+    if pre_relu is not None:
+        config = replace(config, pre_relu=bool(pre_relu))
+    return config
+
+
+# What --objective and ascend(objective=...) name, beside an expression (objectives.parse).
+OBJECTIVE_CHOICES = ('channel', 'neuron', 'negative')
+# The diversity penalty's weight when none is given, per method: a share of each
+# picture's activation (objectives.diversity), chosen on the MRI weights so that
+# pictures keep 70 % of their activation (README, Objectives). The post's steps
+# are normalized by the largest gradient, which dilutes the push: it needs more.
+DEFAULT_DIVERSITY_WEIGHT = {'blog': 1.0, 'regularized': 0.5}
+
+
+def filter_objective(kind, layer, feature_id):
+    """The objective of view `kind` ('channel', 'neuron' or 'negative') for one filter of a unit."""
+    if kind == 'channel':
+        return objectives.channel(layer, feature_id)
+    if kind == 'negative':
+        return -objectives.channel(layer, feature_id)
+    if kind == 'neuron':
+        return objectives.neuron(layer, feature_id)
+    raise ValueError('objective=%r: expected one of %s (render_objectives takes objectives.Objective values)'
+                     % (kind, ', '.join(OBJECTIVE_CHOICES)))
+
+
+def filter_job(model, layer_index, feature_ids, size, objective='channel', diversity=None, diversity_weight=None,
+               method='blog'):
+    """The render.Job of some filters of one unit: a picture per filter, or `diversity` pictures per filter
+    pushed apart (group index g in each filter's start key: picture 0 of a group starts as the filter's
+    plain picture does)."""
+    layer = model.short_names[layer_index]
+    if diversity is None:
+        if diversity_weight is not None:
+            raise ValueError('diversity_weight=%r needs diversity=N (pictures per filter)' % (diversity_weight,))
+        objs = [filter_objective(objective, layer, f) for f in feature_ids]
+        return render.Job([objectives.bind(model, o, size) for o in objs], list(feature_ids),
+                          list(range(len(feature_ids))), list(feature_ids), '%s filter(s)' % layer)
+    diversity = check_int('diversity', diversity, 1)
+    if diversity < 2:
+        raise ValueError('diversity=%d: expected 2 or more pictures per filter (1 is the plain picture)' % diversity)
+    weight = DEFAULT_DIVERSITY_WEIGHT[method] if diversity_weight is None else diversity_weight
+    bounds, keys, groups, labels = [], [], [], []
+    for position, f in enumerate(feature_ids):
+        # Weight 0 keeps the same form (and starts), with no push.
+        bound = objectives.bind(model, filter_objective(objective, layer, f) + objectives.diversity(layer, weight),
+                                size)
+        for g in range(diversity):
+            bounds.append(bound)
+            keys.append(f if g == 0 else (f, g))
+            groups.append(position)
+            labels.append('%d#%d' % (f, g))
+    return render.Job(bounds, keys, groups, labels, '%s filter(s)' % layer)
+
+
+def objective_job(model, objective_list, size, groups=None):
+    """The render.Job of objectives.Objective values, one picture each; picture i starts from (seed, i, 0)."""
+    if isinstance(objective_list, objectives.Objective):
+        objective_list = [objective_list]
+    objective_list = list(objective_list)
+    if not objective_list:
+        raise ValueError('no objectives given')
+    bounds = [objectives.bind(model, o, size) for o in objective_list]
+    objectives.check_form(bounds)
+    count = len(bounds)
+    groups = list(range(count)) if groups is None else [int(g) for g in groups]
+    if len(groups) != count:
+        raise ValueError('%d groups for %d objectives' % (len(groups), count))
+    if sum(1 for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]) != len(set(groups)):
+        raise ValueError('groups %s: the pictures of a group must be next to each other, e.g. [0, 0, 1, 1]'
+                         % groups)
+    return render.Job(bounds, [(i, 0) for i in range(count)], groups, [str(o) for o in objective_list],
+                      'objective(s)')
+
+
+def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
+           normalize=None, init=None, pre_relu=None, batch_size=None, progress=False,
+           method='blog', config=None, precision='auto', objective='channel', diversity=None,
+           diversity_weight=None):
+    """Gradient ascent for several filters of one layer; returns a render.Result.
+
+    model: a network.Network (vgg16.VGG16 is one).
+    layer_id: index into model.layer_names or a name such as 'conv3_2'.
+    feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
+    iters: steps (>= 1). size: image side, at least model.min_size(layer_id)
+    (a network with a fixed input size takes that size only).
+    The layer is resolved here, once; everything below takes its index.
+    seed: int >= 0 or None (numpy's global generator, as in the post).
+    Images go through in batches of batch_size (default: auto_batch_size(),
+    the fastest batch that keeps a whole layer under 4 GB) with one
+    session.run per step; progress shows a tqdm bar.
+    method: 'blog' (the post's algorithm; config a BlogConfig, or the knobs
+    step_size (default 0.5), normalize ('max'), init and pre_relu (False)) or
+    'regularized' (regularized.py: `iters` Adam steps with the knobs of
+    `config`, a regularized.Config; pre_relu, when given, overrides
+    config.pre_relu; step_size, normalize and init belong to 'blog' and are
+    refused, see method_config).
+    precision: 'auto' (bfloat16 where the CPU does it natively, else
+    float32), 'float32' or 'bfloat16': the precision of the network's
+    convolutions after the first layer; everything else stays float32.
+    Where bfloat16 cannot run on the unit's path, float32 runs and a warning
+    says so. Result.precision says which one ran.
+    objective: what each filter's picture maximizes: 'channel' (the post's
+    mean of the filter), 'neuron' (the centre unit of the filter's map) or
+    'negative' (minus the mean: what turns the filter off).
+    diversity: None, or N >= 2 pictures per filter, pushed apart by
+    diversity_weight (default DEFAULT_DIVERSITY_WEIGHT[method]; 0 gives the same N
+    starts with no push) times their Gram similarity at the unit; the result
+    then holds N pictures per filter, in the order of feature_ids.
+    """
+    config = method_config(method, config, step_size=step_size, normalize=normalize, init=init,
+                           pre_relu=pre_relu)
+    layer_index = model.layer_index(layer_id)
+    feature_ids = check_feature_ids(model, layer_index, feature_ids)
+    size = check_size(model, layer_index, size)
+    job = filter_job(model, layer_index, feature_ids, size, objective, diversity, diversity_weight, method)
+    return _render(model, job, iters, method, config, seed=seed, size=size, init=init, batch_size=batch_size,
+                   progress=progress, precision=precision)
+
+
+def render_objectives(model, objective_list, iters, *, groups=None, seed=None, size=224, method='blog',
+                      config=None, step_size=None, normalize=None, init=None, pre_relu=None, batch_size=None,
+                      progress=False, precision='auto'):
+    """Pictures that maximize objectives (objectives.Objective, all of one form), one each; a render.Result.
+
+    groups: int per objective; pictures of a group push apart when the
+    objectives hold a diversity term (default: each alone). The other
+    arguments are ascend()'s.
+    """
+    config = method_config(method, config, step_size=step_size, normalize=normalize, init=init,
+                           pre_relu=pre_relu)
+    job = objective_job(model, objective_list, size, groups)
+    for index in objectives.layers_of(job.bounds[0].form):
+        check_size(model, index, size)
+    return _render(model, job, iters, method, config, seed=seed, size=size, init=init, batch_size=batch_size,
+                   progress=progress, precision=precision)
+
+
+def _render(model, job, iters, method, config, *, seed, size, init, batch_size, progress, precision):
+    """A job through render.run with either method, arguments checked here."""
+    check_int('iters', iters, 1)
+    seed = check_seed(seed)
+    precision_name = resolve_precision(precision)
+    layers = objectives.layers_of(job.bounds[0].form)
+    deepest = max(layers)
+    if batch_size is None:
+        batch_size = _auto_batch_size(model, deepest, size)
+    batch_size = check_int('batch_size', batch_size, 1)
+    for index in layers:
+        precision_name = units.unit_precision(model, index, precision_name, auto=precision == 'auto')
+    names = ', '.join(model.short_names[i] for i in layers)
+    if method == 'regularized':
+        return regularized.run(model, job, iters, config=config, seed=seed, size=size, batch_size=batch_size,
+                               progress=progress, precision=precision_name)
+    starts = start_images(job.keys, size, seed, init, model.input_channels)
+    blog = BlogMethod(model, job, config, starts, precision_name)
+    return render.run(model, job, iters, blog, batch_size=batch_size, progress=progress, desc=names)
+
+
+def visual(model, layer_id, feature_id, iters, step_size=None, *, seed=None, size=224,
+           normalize=None, init=None, pre_relu=None, method='blog', config=None, precision='auto'):
+    """The post's visual(): the image that maximizes one filter, float32 [size, size, C], ~0..255.
+
+    Same positional signature as the post (step_size None means the post's
+    default, 0.5). Starts from noise uniform(0, 1) + 128 (or `init`), then
+    `iters` steps of img += step_size / (max|grad| + 1e-8) * grad.
+    method='regularized' uses regularized.py instead; precision 'auto',
+    'float32' or 'bfloat16' (see ascend()).
+    """
+    return ascend(model, layer_id, [feature_id], iters, step_size, seed=seed, size=size,
+                  normalize=normalize, init=init, pre_relu=pre_relu, method=method,
+                  config=config, precision=precision).images[0]
+
+
+def visualize_filters(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
+                      batch_size=None, progress=True, normalize=None, init=None, pre_relu=None,
+                      method='blog', config=None, precision='auto'):
+    """visual() for many filters, batched: float32 [N, size, size, C], image i for feature_ids[i].
+
+    For the same seed, image i equals visual(model, layer_id, feature_ids[i], ...).
+    """
+    return ascend(model, layer_id, feature_ids, iters, step_size, seed=seed, size=size,
+                  normalize=normalize, init=init, pre_relu=pre_relu, batch_size=batch_size,
+                  progress=progress, method=method, config=config, precision=precision).images

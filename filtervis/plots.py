@@ -1,0 +1,177 @@
+"""
+Pictures as matplotlib Figures, and files written whole: a grid of images
+with captions, a grid saved as PNG, arrays saved as .npz. Compute returns
+arrays; these take arrays and return a Figure (no display needed).
+
+    from filtervis import plots
+    fig = plots.plot_images(images, captions, title='conv3_2')   # images [N, H, W, C], any range
+    plots.save_grid(images, 'grid.png', captions)
+    plots.save_arrays('out.npz', images=images)
+"""
+
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from filtervis.analysis.examples import patches, receptive_field
+from filtervis.util import files, pictures
+
+def plot_image(image, title=None, size=4):
+    """A Figure showing one image [H, W, 3] or [H, W, 1] (any range; scaled by normalize_image)."""
+    fig = Figure(figsize=(size, size), layout='constrained')
+    ax = fig.add_subplot(1, 1, 1)
+    pictures.show(ax, image)
+    ax.axis('off')
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_images(images, captions=None, title=None, ncols=3, size=4):
+    """A Figure with a grid of any number of images [N, H, W, 3] or [N, H, W, 1], each scaled by itself.
+
+    captions: one string per image, shown under it; title: shown above the grid.
+    """
+    images = list(images)
+    if not images:
+        raise ValueError('plot_images needs at least one image')
+    if captions is not None and len(captions) != len(images):
+        raise ValueError('%d captions for %d images' % (len(captions), len(images)))
+    ncols = max(1, min(ncols, len(images)))
+    nrows = (len(images) + ncols - 1) // ncols
+    # Constrained layout keeps captions clear of the row below and the title clear of the top row.
+    fig = Figure(figsize=(size * ncols, size * nrows + (0.5 if title else 0)), layout='constrained')
+    for i in range(nrows * ncols):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= len(images):
+            ax.axis('off')
+            continue
+        pictures.show(ax, images[i])
+        if captions is not None:
+            ax.set_xlabel(captions[i], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def save_figure(fig, path, dpi=100):
+    """Save a Figure to PNG without ever leaving half a file at `path`."""
+    files.check_output(path)
+    return files.write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format='png'))
+
+
+def save_grid(images, path, captions=None, title=None, ncols=3, size=4):
+    """plot_images() saved to a PNG file; returns the path."""
+    return save_figure(plot_images(images, captions, title, ncols, size), path)
+
+
+def save_arrays(path, **arrays):
+    """np.savez to `path` without ever leaving half a file there."""
+    files.check_output(path)
+    return files.write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+
+def plot_examples(synthetic_images, patches, captions=None, *, synthetic_captions=None, row_labels=None,
+                  title=None, tile=1.1):
+    """A Figure with one row per filter: its synthetic picture (if given), then its top patches.
+
+    synthetic_images: None or [rows, S, S, 3] (any range; each scaled by its
+    own min and max). patches: one float32 [n, p, p, 3] array per row, RGB
+    0..255, shown as they are (n may differ between rows, p between layers).
+    captions: per row, one string per patch; synthetic_captions: one string
+    per synthetic picture (default 'synthetic'); row_labels: one string per
+    row, shown left of the row; tile: inches per patch (a synthetic picture
+    gets twice that).
+    """
+    patches = [np.asarray(p) for p in patches]
+    rows = len(patches)
+    if rows == 0:
+        raise ValueError('plot_examples needs at least one row of patches')
+    if synthetic_images is not None and len(synthetic_images) != rows:
+        raise ValueError('%d synthetic pictures for %d rows of patches' % (len(synthetic_images), rows))
+    for name, values in (('captions', captions), ('synthetic_captions', synthetic_captions),
+                         ('row_labels', row_labels)):
+        if values is not None and len(values) != rows:
+            raise ValueError('%d %s for %d rows of patches' % (len(values), name, rows))
+    first = 1 if synthetic_images is not None else 0
+    columns = first + max(1, max(len(p) for p in patches))
+    # A synthetic picture is drawn twice as wide as a patch: it holds the whole input, a patch a part.
+    widths = [2] * first + [1] * (columns - first)
+    height = 2 * tile if first else tile
+    fig = Figure(figsize=(tile * sum(widths) + (1.0 if row_labels else 0),
+                          (height + 0.3) * rows + (0.6 if title else 0)), layout='constrained')
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={'width_ratios': widths})
+    for row in range(rows):
+        for column in range(columns):
+            ax = axes[row, column]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            number = column - first
+            if column < first:
+                pictures.show(ax, synthetic_images[row])
+                ax.set_xlabel(synthetic_captions[row] if synthetic_captions else 'synthetic', fontsize=7)
+            elif number < len(patches[row]):
+                pictures.show(ax, patches[row][number], scale=False)
+                if captions is not None:
+                    ax.set_xlabel(captions[row][number], fontsize=6)
+            else:
+                ax.set_frame_on(False)   # not axis('off'), which would hide the row label too
+                if number == 0:
+                    ax.text(0.5, 0.5, 'off on every image', ha='center', va='center', fontsize=7,
+                            transform=ax.transAxes)
+            if column == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[row], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def rows_of(model, folder, found, filters=None):
+    """[(layer, filter, patches float32 [n, p, p, 3], records)], one per (layer, filter) pair, in order.
+
+    filters: the pairs (layer name or index, filter id) to give rows for, each
+    one that find() looked for; a pair given twice gets its row twice (as
+    when the same filter was ascended twice). Default found.filters.
+    n is 0 for a filter that fired on no image.
+    """
+    groups = {key: [] for key in found.filters}
+    for record in found.records:
+        groups[record['layer'], record['filter']].append(record)
+    keys = found.filters
+    if filters is not None:
+        keys = [(model.short_names[model.layer_index(layer)], int(filter_id)) for layer, filter_id in filters]
+        missing = [key for key in keys if key not in groups]
+        if missing:
+            raise ValueError('find() did not look for examples of %s (it was given %s)'
+                             % (', '.join('%s filter %d' % key for key in missing),
+                                ', '.join('%s filter %d' % key for key in found.filters)))
+    rows, tiles_of = [], {}
+    for key in keys:
+        if key not in tiles_of:
+            layer, records = key[0], groups[key]
+            side = receptive_field(model, model.layer_index(layer), found.size)[0]
+            tiles_of[key] = (patches(model, folder, records, found.size) if records
+                             else np.zeros((0, side, side, model.input_channels), np.float32))
+        rows.append(key + (tiles_of[key], groups[key]))
+    return rows
+
+
+def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=None, title=None, filters=None):
+    """plot_examples() of everything find() found: one row per filter, captions file and activation.
+
+    synthetic_images: None, or one picture per row, e.g. Result.images of
+    visualize.ascend. filters: the rows' (layer, filter) pairs, repeats
+    allowed (see rows_of), e.g. the filter ids that ascend was given;
+    default found.filters, the order find() was given the filters in
+    without repeats.
+    """
+    rows = rows_of(model, folder, found, filters)
+    captions = [['%s\n%.3g' % (os.path.splitext(os.path.basename(r['file']))[0], r['activation'])
+                 for r in records] for _, _, _, records in rows]
+    labels = ['%s\nfilter %d' % (layer, filter_id) for layer, filter_id, _, _ in rows]
+    return plot_examples(synthetic_images, [p for _, _, p, _ in rows], captions,
+                         synthetic_captions=synthetic_captions, row_labels=labels, title=title)
