@@ -15,9 +15,5 @@ The library is the package filtervis/atlas/; this is its command line
 import sys
 
 if __name__ == '__main__':
-    # Before anything imports TensorFlow, so that --verbose can show its start-up lines.
-    from filtervis.util import quiet
-    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
-    quiet.one_line_warnings()
-    from filtervis.cli.atlas import main
-    sys.exit(main())
+    from filtervis import cli
+    sys.exit(cli.atlas())

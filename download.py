@@ -16,6 +16,6 @@ import sys
 from filtervis.util import download as _download
 
 if __name__ == '__main__':
-    from filtervis.cli.download import main
-    sys.exit(main())
+    from filtervis import cli
+    sys.exit(cli.download())
 sys.modules[__name__] = _download

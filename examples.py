@@ -10,9 +10,5 @@ is its command line (`filtervis-examples` once the package is installed).
 import sys
 
 if __name__ == '__main__':
-    # Before anything imports TensorFlow, so that --verbose can show its start-up lines.
-    from filtervis.util import quiet
-    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
-    quiet.one_line_warnings()
-    from filtervis.cli.examples import main
-    sys.exit(main())
+    from filtervis import cli
+    sys.exit(cli.examples())

@@ -20,19 +20,13 @@ the plots in filtervis/plots.py, the command line in filtervis/cli/visualize.py.
 import sys
 
 if __name__ == '__main__':
-    # Before anything imports TensorFlow, so that its start-up lines are held
-    # back (and shown with --verbose).
-    from filtervis.util import quiet
-    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
-    quiet.one_line_warnings()
+    from filtervis import cli
+    sys.exit(cli.visualize())
 
-from filtervis.cli.visualize import main  # noqa: E402
+from filtervis.cli.visualize import main  # noqa: E402,F401
 from filtervis.core.network import session  # noqa: E402,F401
 from filtervis.optvis.ascent import (ascend, auto_batch_size, render_objectives, visual,  # noqa: E402,F401
                                      visualize_filters)
 from filtervis.optvis.blog import cost, start_images  # noqa: E402,F401
 from filtervis.plots import plot_image, plot_images, save_figure, save_grid  # noqa: E402,F401
 from filtervis.util.pictures import normalize_image  # noqa: E402,F401
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, random_weights
+from builders import ROOT, random_weights
 from test_vgg16 import write_keras1_h5
 from filtervis import atlas
 from filtervis import cluster

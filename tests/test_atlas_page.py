@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import random_weights
+from builders import random_weights
 from test_vgg16 import write_keras1_h5
 from filtervis import atlas
 from filtervis.cli import atlas as atlas_cli

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from filtervis.models import vgg16
-from conftest import random_weights
+from builders import random_weights
 
 # ---- the post's code, unchanged but for the import line --------------------
 import tensorflow.compat.v1 as tf; tf.disable_v2_behavior()  # noqa: E702

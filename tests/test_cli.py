@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from filtervis.models import vgg16
-from conftest import ROOT, random_weights
+from builders import ROOT, random_weights
 
 SCRIPT = os.path.join(ROOT, 'visualize.py')
 

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from builders import ROOT
 from test_atlas import RUN, assert_same_atlas
 from filtervis import atlas
 from filtervis import cluster
@@ -139,7 +139,7 @@ def test_workers_without_the_project_render_the_same_bytes_as_one_process(model_
     assert atlas_cli.main([out, '--model', model_file, '--scheduler', scheduler] + RUN) == 0
     assert_same_atlas(out, reference)
     with Client(scheduler) as client:
-        homes = client.run(lambda dask_worker: (os.path.dirname(os.path.dirname(sys.modules['filtervis.atlas'].__file__)),
+        homes = client.run(lambda dask_worker: (os.path.dirname(os.path.dirname(sys.modules['filtervis'].__file__)),
                                                 dask_worker.local_directory))
     assert all(home == local for home, local in homes.values()), homes
 

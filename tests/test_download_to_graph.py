@@ -12,7 +12,7 @@ import pytest
 from filtervis.util import download
 from filtervis.util import files
 from filtervis.models import vgg16
-from conftest import random_weights
+from builders import random_weights
 from httpserver import Behaviour, LocalServer
 from test_vgg16 import numpy_vgg16, write_keras2_h5
 from filtervis.cli import download as download_cli

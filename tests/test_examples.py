@@ -14,7 +14,7 @@ from filtervis.util import quiet
 from filtervis.models import vgg16
 
 tf = quiet.import_tensorflow()
-from conftest import make_model, one_layer_model, random_weights
+from builders import make_model, one_layer_model, random_weights
 from filtervis import plots
 from filtervis.cli import examples as examples_cli
 

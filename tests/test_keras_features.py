@@ -25,7 +25,7 @@ import keras_nets
 from filtervis.analysis import measures
 from filtervis.core import network
 import visualize
-from conftest import ROOT
+from builders import ROOT
 from filtervis.cli import examples as examples_cli
 
 FER = os.path.join(ROOT, '..', 'shared', 'models', 'fer-emotion-minixception.hdf5')

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from filtervis.analysis import measures
-from conftest import SOBEL_X, make_model, one_layer_model
+from builders import SOBEL_X, make_model, one_layer_model
 
 
 def numpy_conv_same(image, kernel, bias):

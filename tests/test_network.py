@@ -14,7 +14,7 @@ from filtervis.core import units
 from filtervis.core import precision
 from filtervis.util import quiet
 import visualize
-from conftest import SOBEL_X, gradient_energy, make_model, random_weights
+from builders import SOBEL_X, gradient_energy, make_model, random_weights
 
 tf = quiet.import_tensorflow()
 

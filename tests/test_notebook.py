@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from filtervis.models import vgg16
-from conftest import ROOT, random_weights
+from builders import ROOT, random_weights
 
 papermill = pytest.importorskip('papermill')
 

@@ -19,7 +19,7 @@ from filtervis.analysis import measures
 from filtervis.core import network
 from filtervis.optvis import objectives as obj
 import visualize
-from conftest import MRI_WEIGHTS, ROOT, make_model, one_layer_model, random_weights
+from builders import MRI_WEIGHTS, ROOT, make_model, one_layer_model, random_weights
 from test_network import UNITS, residual_graph_def
 
 # Fires on bright-left / dark-right edges: left column minus right column.

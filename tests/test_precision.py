@@ -20,7 +20,7 @@ from filtervis.util import quiet
 from filtervis.optvis import regularized
 from filtervis.models import vgg16
 import visualize
-from conftest import make_model, random_weights
+from builders import make_model, random_weights
 from test_fast_path import STEP_SIZE, Reference
 
 tf = quiet.import_tensorflow()

@@ -13,7 +13,7 @@ import pytest
 from filtervis.cli import download as download_cli
 from filtervis.util import download
 from filtervis.models import vgg16
-from conftest import ROOT, random_weights
+from builders import ROOT, random_weights
 
 PYTHON_SNIPPET_NOISE = '''
 import os, sys

@@ -11,7 +11,7 @@ import tensorflow.compat.v1 as tf
 from filtervis.analysis import measures
 from filtervis.optvis import regularized
 import visualize
-from conftest import ROOT, gradient_energy, one_layer_model
+from builders import ROOT, gradient_energy, one_layer_model
 
 SIZE = 48
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import visualize
-from conftest import SOBEL_X, gradient_energy, one_layer_model
+from builders import SOBEL_X, gradient_energy, one_layer_model
 from filtervis.core import checks
 
 def vertical_edge_model():
