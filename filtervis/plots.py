@@ -164,7 +164,7 @@ def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=N
     """plot_examples() of everything find() found: one row per filter, captions file and activation.
 
     synthetic_images: None, or one picture per row, e.g. Result.images of
-    visualize.ascend. filters: the rows' (layer, filter) pairs, repeats
+    ascent.ascend. filters: the rows' (layer, filter) pairs, repeats
     allowed (see rows_of), e.g. the filter ids that ascend was given;
     default found.filters, the order find() was given the filters in
     without repeats.

@@ -1,6 +1,6 @@
 """
 Numbers that tell a readable filter picture from one the filter barely sees,
-so that two methods (visualize.py's 'blog', regularized.py) can be compared
+so that two methods (optvis/blog.py, the post's, and optvis/regularized.py) can be compared
 without squinting. Each takes the pictures of several filters of one layer and
 returns one number per picture:
 
@@ -17,7 +17,7 @@ returns one number per picture:
 
 Ops are built once per (model, layer, pre_relu) and fed through placeholders.
 Measures always run in float32, whatever precision made the pictures
-(visualize.ascend's `precision`): a yardstick that changed with what it
+(ascent.ascend's `precision`): a yardstick that changed with what it
 measures could not compare a bfloat16 picture with a float32 one, and a
 measure costs one forward and backward pass per picture, under 1 % of an ascent.
 """

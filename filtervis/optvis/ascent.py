@@ -80,7 +80,7 @@ def method_config(method, config=None, *, step_size=None, normalize=None, init=N
         if config is None:
             config = BlogConfig()
         elif not isinstance(config, BlogConfig):
-            raise ValueError("config=%r: method='blog' takes a visualize.BlogConfig or None" % (config,))
+            raise ValueError("config=%r: method='blog' takes a blog.BlogConfig or None" % (config,))
         changes = {name: value for name, value in (('step_size', step_size), ('normalize', normalize))
                    if value is not None}
         config = replace(config, **changes)

@@ -18,7 +18,7 @@ were: a batch of them moves in one session.run, and the graph does not grow.
     from filtervis.optvis import objectives as obj
     o = obj.channel('conv4_3', 12) - 0.5 * obj.channel('conv5_1', 7)
     o = obj.parse('conv3_2:0 - 0.5 * conv4_1:7@3,4')       # LAYER:N a channel, LAYER:N@Y,X a neuron
-    visualize.render_objectives(model, [o], 100)            # a render.Result
+    ascent.render_objectives(model, [o], 100)            # a render.Result
 
     python visualize.py --layer conv3_2 --filters 0-3 --objective negative
     python visualize.py --objective "conv3_2:0 - 0.5 * conv4_1:7"

@@ -1,6 +1,6 @@
 """
 A regularized way to render what a VGG16 filter responds to, beside the post's
-plain gradient ascent (visualize.py, method 'blog').
+plain gradient ascent (blog.py, method 'blog').
 
 The post moves every pixel on its own. Where every ReLU on the path to the
 filter is off, the gradient is exactly zero and the start noise stays (grey
@@ -430,7 +430,7 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
       np.random.seed works as in the post.
     precision: 'auto' (bfloat16 where the CPU does it natively, else float32),
       'float32' or 'bfloat16': the network's convolutions after the first layer.
-    Other objectives than the channel: visualize.ascend(..., method='regularized').
+    Other objectives than the channel: ascent.ascend(..., method='regularized').
 
     Result.images: float32 [N, size, size, C], 0..255 (C: the network's input channels)
     Result.objectives: float32 [iters, N], the objective (pre-ReLU when
@@ -454,7 +454,7 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
 def run(model, job, iters, *, config, seed, size, batch_size, progress, precision='float32'):
     """render() for arguments already checked: a render.Job.
 
-    visualize.ascend(..., method='regularized') calls this after its own checks.
+    ascent.ascend(..., method='regularized') calls this after its own checks.
     precision: 'float32' or 'bfloat16', already resolved (units.unit_precision).
     """
     if seed is None:

@@ -1,7 +1,7 @@
 """
 The one loop that renders pictures, whatever the method: batching, the
 progress bar, which pictures moved, the warning for filters that never had a
-gradient, and the Result. A method (visualize.py's 'blog', regularized.py)
+gradient, and the Result. A method (blog.py, the post's; regularized.py)
 supplies only its start and its step.
 
     from filtervis.optvis import render
@@ -30,7 +30,7 @@ MOVED_GREY_LEVELS = 1e-3
 
 @dataclass
 class Result:
-    """What one ascent made, by either method (visualize.ascend, regularized.render).
+    """What one ascent made, by either method (ascent.ascend, regularized.render).
 
     images:     float32 [N, size, size, C] (C = the network's input channels),
                 around 0..255 (not clipped)
