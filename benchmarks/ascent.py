@@ -4,7 +4,7 @@ visualize.ascend, timed in one run on one model, image size, layer, filters
 and step count, next to the machine's own convolution rate measured in the
 same run, so that "fast" means a fraction of what the CPU allows.
 
-    python benchmarks/ascent.py --quick        # 112x112, conv3_2, filters 0-5, 3 steps x 3 repeats: ~20 s
+    python benchmarks/ascent.py --quick        # 112x112, conv3_2, filters 0-5, 3 steps x 3 repeats: ~1 min
     python benchmarks/ascent.py                # the demo case: 224x224, conv3_2, filters 0-5, 10 steps x 5: ~2 min
     python benchmarks/ascent.py --layer conv1_2,conv3_2,conv5_3 --markdown   # README table, ~6 min
     python benchmarks/ascent.py --steps 150 --repeats 1                      # the full demo, ~4 min
@@ -14,10 +14,13 @@ same run, so that "fast" means a fraction of what the CPU allows.
     python benchmarks/ascent.py --precision float32,auto --regularized        # float32 against bfloat16 (auto)
     python benchmarks/ascent.py --precision float32,auto --memory 16 --filters all   # whole layer, both
 
-(Run times on 2 cores of an AVX-512 AMD EPYC, where a 3x3 conv runs at ~490
-GFLOP/s, 250 per CPU-second; about twice as long while another job holds a
-core. The model is the real MRI weights in ../shared/models when present,
-full-size random weights otherwise.)
+(Run times: --quick's is from the 2-core Intel Xeon with avx512_bf16 and
+amx_bf16 that runs these benchmarks now; the others were measured on 2 cores
+of an AVX-512 AMD EPYC, an older build machine where a 3x3 conv ran at ~490
+GFLOP/s, and are a guide only here. All take about twice as long while
+another job holds a core. The model is the real MRI weights in
+../shared/models when present, full-size random weights otherwise;
+benchmarks/harness.py loads it, describes the machine and takes the times.)
 
 Per-step time is steady, so timings use a few steps and several repeats
 (interleaved post, fast, post, fast, ... so that load from other processes
@@ -51,83 +54,33 @@ import argparse
 import cProfile
 import json
 import os
-import platform
 import pstats
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-if __name__ == '__main__':
-    # Before anything imports TensorFlow, so that its start-up lines are held
-    # back (and shown with --verbose).
-    from filtervis.util import quiet
-    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+# harness.py sits beside this file; a test that loads this file by path has not put the folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (first: the repository root on sys.path, TensorFlow imported quietly)
 
 import numpy as np  # noqa: E402
 
-from filtervis.core import network  # noqa: E402
-
-from filtervis.core import units
-from filtervis.core.precision import PRECISION_CHOICES, cpu_has_bf16, resolve_precision  # noqa: E402
-from filtervis.util import quiet  # noqa: E402
-from filtervis.models import vgg16  # noqa: E402
 import visualize  # noqa: E402
-from filtervis.core import checks  # noqa: E402
+from filtervis.core import checks, units  # noqa: E402
+from filtervis.core.precision import PRECISION_CHOICES, cpu_has_bf16, resolve_precision  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
 from filtervis.optvis import ascent  # noqa: E402
+from filtervis.util import quiet  # noqa: E402
 
 tf = quiet.import_tensorflow()
 
-MRI_WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
-# Full-size VGG16 channels, for random weights when the real file is absent (same FLOPs).
-VGG16_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 STEP_SIZE = 2.0          # the post's demo
 MEMORY_LIMIT_BYTES = 4 << 30   # the issue: a whole layer at 224x224 stays under this
 
 
 # ---------------------------------------------------------------------------
-# Machine, model, FLOPs
-
-def machine_description():
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    onednn = os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (TF default: on for x86 Linux)')
-    return ('%d CPUs (nproc), %s, TensorFlow %s, TF_ENABLE_ONEDNN_OPTS=%s, default session threads'
-            % (os.cpu_count(), cpu, tf.__version__, onednn))
-
-
-def load_model_file(weights, folder):
-    """Write vgg16.tfmodel into `folder`; returns (path, description).
-
-    The real weights when the file exists, else full-size random weights,
-    which cost the same FLOPs (pictures and dead filters differ, speed not).
-    """
-    path = os.path.join(folder, vgg16.MODEL_FILENAME)
-    if weights and os.path.exists(weights):
-        vgg16.convert_h5(weights, 'unit', path)
-        return path, 'real weights %s (preprocess unit)' % os.path.basename(weights)
-    rng = np.random.default_rng(0)
-    layers, fan_in = [], 3
-    for out in VGG16_CHANNELS:
-        kernel = rng.normal(0, np.sqrt(2.0 / (9 * fan_in)), (3, 3, fan_in, out)).astype(np.float32)
-        layers.append((kernel, np.zeros(out, np.float32)))
-        fan_in = out
-    with open(path, 'wb') as f:
-        f.write(vgg16.build_graph_def(layers, 'unit').SerializeToString())
-    return path, 'full-size VGG16 with random weights (%s absent; same FLOPs)' % weights
-
+# FLOPs
 
 def conv_shapes(model, layer_index, size):
     """(name, side, k, in, out) of every conv layer up to layer_index for size x size images."""
@@ -152,72 +105,6 @@ def fast_flops_per_filter(shapes, count, batch_size):
     """Mean FLOPs per filter-step of visualize.ascend: a chunk of c images computes c channels each."""
     chunks = [min(batch_size, count - start) for start in range(0, count, batch_size)]
     return sum(c * step_flops(shapes, c) for c in chunks) / count
-
-
-# ---------------------------------------------------------------------------
-# The convolution rate of this machine
-
-def timed(function, *args, **kwargs):
-    """(wall seconds, CPU seconds of this process, all threads) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    function(*args, **kwargs)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-class ConvRate:
-    """The machine's convolution rate: one 3x3 'SAME' conv2d, forward and gradient to its input.
-
-    precision: 'float32' or 'bfloat16', the dtype of input, kernel and gradient
-    (what visualize.ascend's convolutions use in that precision).
-
-    Each run times both in a session of their own, in wall and CPU seconds.
-    Runs happen between the repeats of the other timings, so that each repeat
-    is compared with the rate under the same load from other processes.
-    Inputs are variables: with constants, grappler folds the conv away.
-    """
-
-    def __init__(self, shape=(8, 56, 56, 256), out=256, precision='float32'):
-        self.shape, self.out, self.precision = shape, out, precision
-        dtype = tf.as_dtype(precision)
-        self.flops = 2 * 9 * shape[3] * out * shape[1] * shape[2] * shape[0]   # of each op
-        graph = tf.Graph()
-        with graph.as_default():
-            rng = np.random.default_rng(0)
-            input_t, kernel_t, grad_t = (
-                tf.Variable(tf.cast(value, dtype)) for value in (
-                    rng.uniform(size=shape).astype(np.float32),
-                    rng.normal(0, 0.01, (3, 3, shape[3], out)).astype(np.float32),
-                    rng.normal(size=shape[:3] + (out,)).astype(np.float32)))
-            # Scalar fetches, so that copying outputs to numpy is not timed;
-            # summed in float32, as a bfloat16 sum would saturate.
-            self.forward_t = tf.reduce_sum(tf.cast(tf.nn.conv2d(input_t, kernel_t, 1, 'SAME'), tf.float32))
-            self.backward_t = tf.reduce_sum(tf.cast(
-                tf.nn.conv2d_backprop_input(shape, kernel_t, grad_t, [1, 1, 1, 1], 'SAME'), tf.float32))
-            self.session = tf.Session(graph=graph)
-            self.session.run(tf.global_variables_initializer())
-        self.session.run([self.forward_t, self.backward_t])
-        self.forward, self.backward = [], []   # (wall, cpu) per run
-
-    def measure(self, runs=2):
-        for _ in range(runs):
-            self.forward.append(timed(self.session.run, self.forward_t))
-            self.backward.append(timed(self.session.run, self.backward_t))
-
-    def rates(self, since=0):
-        """GFLOP/s over the runs from index `since`: forward (wall), forward + backward (wall), same (CPU)."""
-        forward = [r[0] for r in self.forward[since:]]
-        both = [f[0] + b[0] for f, b in zip(self.forward[since:], self.backward[since:])]
-        both_cpu = [f[1] + b[1] for f, b in zip(self.forward[since:], self.backward[since:])]
-        return (self.flops / statistics.median(forward) / 1e9, 2 * self.flops / statistics.median(both) / 1e9,
-                2 * self.flops / statistics.median(both_cpu) / 1e9)
-
-    def describe(self):
-        n, h, w, c = self.shape
-        forward, both, both_cpu = self.rates()
-        return ('%s 3x3 conv2d %dx%dx%d->%d, batch %d (%.1f GFLOP), median of %d runs: forward %.1f ms = %.0f '
-                'GFLOP/s; forward + gradient to input %.0f GFLOP/s (%.0f per CPU-second)'
-                % (self.precision, h, w, c, self.out, n, self.flops / 1e9, len(self.forward),
-                   1e3 * statistics.median(r[0] for r in self.forward), forward, both, both_cpu))
 
 
 # ---------------------------------------------------------------------------
@@ -287,13 +174,21 @@ def precision_label(precision):
     return precision if precision == resolved else '%s (%s)' % (precision, resolved)
 
 
-def time_fast(model, layer_index, feature_ids, steps, size, batch_size, precision='float32', method='blog'):
-    """(wall, CPU) seconds of one visualize.ascend call."""
+def ascend_call(model, layer_index, feature_ids, steps, size, batch_size, precision='float32', method='blog'):
+    """One visualize.ascend call with these arguments, as a function of no arguments."""
     options = dict(step_size=STEP_SIZE) if method == 'blog' else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # dead filters do not change the cost
-        return timed(visualize.ascend, model, layer_index, feature_ids, steps, seed=0, size=size,
-                     batch_size=batch_size, progress=False, precision=precision, method=method, **options)
+
+    def call():
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')   # dead filters do not change the cost
+            visualize.ascend(model, layer_index, feature_ids, steps, seed=0, size=size, batch_size=batch_size,
+                             progress=False, precision=precision, method=method, **options)
+    return call
+
+
+def time_fast(*args, **kwargs):
+    """(wall, CPU) seconds of one visualize.ascend call; the arguments are ascend_call's."""
+    return harness.timed(ascend_call(*args, **kwargs))[:2]
 
 
 # ---------------------------------------------------------------------------
@@ -380,11 +275,9 @@ def whole_layer_times(model, layer, args, rows):
     feature_ids = list(range(model.channels(layer_index)))
     batch_size = args.batch_size or visualize.auto_batch_size(model, layer_index, args.size)
     steps = args.whole_layer_steps
-    runs = {p: [] for p in args.precision}
-    for _ in range(max(1, args.repeats // 3)):
-        for p in args.precision:
-            seconds = time_fast(model, layer_index, feature_ids, steps, args.size, batch_size, p)
-            runs[p].append(1e3 * np.array(seconds) / (len(feature_ids) * steps))
+    times = harness.interleaved({p: ascend_call(model, layer_index, feature_ids, steps, args.size, batch_size, p)
+                                 for p in args.precision}, max(1, args.repeats // 3))
+    runs = {p: 1e3 * np.array(times[p]) / (len(feature_ids) * steps) for p in args.precision}
     post = rows[0]['post_proj']
     print('\nwhole layer %s: %d filters, batch %d, %d steps x %d repeats, ms per filter-step, wall | CPU; '
           "speedup against the post's loop @%d steps (%.1f | %.1f ms)"
@@ -403,12 +296,9 @@ def regularized_times(model, layer, args):
     batch_size = args.batch_size or len(feature_ids)
     for p in args.precision:   # warm-up: ops, first-use costs
         time_fast(model, layer_index, feature_ids[:batch_size], 1, args.size, batch_size, p, 'regularized')
-    runs = {p: [] for p in args.precision}
-    for _ in range(args.repeats):
-        for p in args.precision:
-            seconds = time_fast(model, layer_index, feature_ids, args.steps, args.size, batch_size, p, 'regularized')
-            runs[p].append(1e3 * np.array(seconds) / (len(feature_ids) * args.steps))
-    times = {p: np.median(runs[p], axis=0) for p in args.precision}
+    runs = harness.interleaved({p: ascend_call(model, layer_index, feature_ids, args.steps, args.size, batch_size, p,
+                                               'regularized') for p in args.precision}, args.repeats)
+    times = {p: 1e3 * np.array(harness.medians(runs[p])) / (len(feature_ids) * args.steps) for p in args.precision}
     print('\nregularized method, %s, %dx%d, %d filters, batch %d, %d steps x %d repeats (interleaved): '
           'ms per image-step, wall | CPU' % (model.short_names[layer_index], args.size, args.size,
                                              len(feature_ids), batch_size, args.steps, args.repeats))
@@ -497,7 +387,7 @@ def batch_sweep(model, layer, args, conv, batch_sizes):
     print('  %6s %15s %11s %14s   %s' % ('batch', 'ms/filter/step', 'CPU ms', 'GFLOP counted',
                                          'efficiency fwd / fwd+grad / CPU (minimal %.2f GFLOP)' % (minimal / 1e9)))
     for b in batch_sizes:
-        ms, cpu_ms, forward, both, both_cpu = (statistics.median(column) for column in zip(*runs[b]))
+        ms, cpu_ms, forward, both, both_cpu = harness.medians(runs[b])
         print('  %6d %15.1f %11.1f %14.2f   %4.0f%% / %4.0f%% / %4.0f%%'
               % (b, ms, cpu_ms, step_flops(shapes, b) / 1e9, 100 * forward, 100 * both, 100 * both_cpu))
 
@@ -545,19 +435,6 @@ def host_profile(model_path, model, layer, args):
 # ---------------------------------------------------------------------------
 # Peak memory, one child process per configuration
 
-def maxrss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
-
-
-def status_bytes(field):
-    """A memory line of /proc/self/status, e.g. 'VmRSS' (now) or 'VmHWM' (peak), in bytes."""
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError('no %s in /proc/self/status' % field)
-
-
 def child_memory(args):
     """Runs in a fresh process: ascend once, print RSS figures in bytes as JSON.
 
@@ -572,7 +449,7 @@ def child_memory(args):
     model = vgg16.VGG16(args.model_path)
     layer_index = model.layer_index(args.layer[0])
     feature_ids = checks.parse_filters(args.filters, model.channels(layer_index))
-    load_peak, before = maxrss_bytes(), status_bytes('VmRSS')
+    load_peak, before = harness.maxrss_bytes(), harness.status_bytes('VmRSS')
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')
     start = time.perf_counter()
@@ -580,20 +457,17 @@ def child_memory(args):
         warnings.simplefilter('ignore')
         visualize.ascend(model, layer_index, feature_ids, args.steps, STEP_SIZE, seed=0, size=args.size,
                          batch_size=args.batch_size, progress=False, precision=args.precision[0])
-    print(json.dumps({'load_peak': load_peak, 'before': before, 'ascend_peak': status_bytes('VmHWM'),
-                      'peak': maxrss_bytes(), 'seconds': time.perf_counter() - start}))
+    print(json.dumps({'load_peak': load_peak, 'before': before, 'ascend_peak': harness.status_bytes('VmHWM'),
+                      'peak': harness.maxrss_bytes(), 'seconds': time.perf_counter() - start}))
 
 
-def run_child(model_path, layer, filters, batch_size, steps, size, precision):
-    command = [sys.executable, os.path.abspath(__file__), '--child-memory', '--model-path', model_path,
-               '--layer', layer, '--filters', filters, '--steps', str(steps), '--size', str(size),
-               '--precision', precision]
+def memory_child(model_path, layer, filters, batch_size, steps, size, precision):
+    """child_memory's figures, from a fresh process of this script."""
+    command = [os.path.abspath(__file__), '--child-memory', '--model-path', model_path, '--layer', layer,
+               '--filters', filters, '--steps', str(steps), '--size', str(size), '--precision', precision]
     if batch_size:
         command += ['--batch-size', str(batch_size)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError('memory child failed: %s\n%s' % (' '.join(command), done.stderr[-2000:]))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return harness.run_child(command)
 
 
 def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_steps, whole_batch_size=None,
@@ -614,7 +488,7 @@ def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_step
         raw = ascent.activation_bytes_per_image(model, layer_index, size) / ascent.MEMORY_FACTOR
         peaks = []
         for b in batch_sizes:
-            r = run_child(model_path, layer, '0-%d' % (b - 1), b, 2, size, precision)
+            r = memory_child(model_path, layer, '0-%d' % (b - 1), b, 2, size, precision)
             peaks.append(r['ascend_peak'])
             print('  %-8s %6d %10.0f %12.0f %12.0f %8.0f %9.1f'
                   % (layer, b, r['load_peak'] / mb, r['before'] / mb, r['ascend_peak'] / mb,
@@ -626,7 +500,7 @@ def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_step
                   % (layer, intercept / mb, slope / mb, layer, raw / mb, slope / raw))
         if whole_layer_steps:
             batch = whole_batch_size or visualize.auto_batch_size(model, layer_index, size)
-            r = run_child(model_path, layer, 'all', batch, whole_layer_steps, size, precision)
+            r = memory_child(model_path, layer, 'all', batch, whole_layer_steps, size, precision)
             whole = r['peak']
             print('  %-8s whole layer: %d filters, %s batch %d, %d step: ascend peak %.0f MB, whole %.0f MB, '
                   '%s the %.0f MB limit (%.0f s)'
@@ -662,9 +536,9 @@ def parse_args(argv=None):
     parser.add_argument('--project-steps', type=int, default=150,
                         help='steps of the demo the setup costs are spread over (default 150, the post)')
     parser.add_argument('--quick', action='store_true',
-                        help='under a minute: 112x112, 3 steps x 3 repeats')
+                        help='about a minute: 112x112, 3 steps x 3 repeats')
     parser.add_argument('--markdown', action='store_true', help='also print a README-ready table')
-    parser.add_argument('--weights', default=MRI_WEIGHTS,
+    parser.add_argument('--weights', default=harness.MRI_WEIGHTS,
                         help='Keras VGG16 h5 weights (default: the shared MRI weights; random if absent)')
     parser.add_argument('--batch-sweep', type=_batch_list, default=None,
                         help="fast path only: ms/filter/step for these batch sizes, e.g. '1,3,6,12,24'")
@@ -712,8 +586,8 @@ def main(argv=None):
 
 def run(args):
     with tempfile.TemporaryDirectory() as folder:
-        model_path, description = load_model_file(args.weights, folder)
-        print('machine: %s' % machine_description())
+        model_path, description = harness.load_model_file(args.weights, folder)
+        harness.print_machine()
         print('model: %s' % description)
         model = vgg16.VGG16(model_path)
         for layer in args.layer:   # bad names or filter ids fail here, before minutes of timing
@@ -725,7 +599,7 @@ def run(args):
               % (', '.join('%s -> %s' % (p, resolve_precision(p)) for p in args.precision),
                  'yes' if cpu_has_bf16() else 'no'))
         # float32 always (the post's loop runs in it), bfloat16 when a precision asks for it.
-        convs = {p: ConvRate(precision=p)
+        convs = {p: harness.ConvRate(precision=p)
                  for p in ('float32', 'bfloat16') if p == 'float32' or
                  p in [resolve_precision(q) for q in args.precision]}
         for conv in convs.values():

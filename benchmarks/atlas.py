@@ -24,45 +24,24 @@ protects, more than the absolute numbers.
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Before this script's own folder, which holds benchmarks/atlas.py: `import atlas` means the top-level one.
-sys.path.insert(0, ROOT)
-from filtervis.util import quiet  # noqa: E402
+# harness.py sits beside this file; a test that loads this file by path has not put the folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (first: the repository root on sys.path, TensorFlow imported quietly)
 
-quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
-
-from filtervis import atlas  # noqa: E402
-from filtervis import cluster  # noqa: E402
+import visualize  # noqa: E402
+from filtervis import atlas, cluster  # noqa: E402
 from filtervis.core import precision  # noqa: E402
 from filtervis.models import vgg16  # noqa: E402
-import visualize  # noqa: E402
-from ascent import load_model_file, machine_description  # noqa: E402
-import dataclasses  # noqa: E402
 
-MRI_WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
 MACHINE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-def timed(function, *args, **kwargs):
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return time.perf_counter() - started, result
-
-
-def timed_cpu(function, *args, **kwargs):
-    """(wall seconds, CPU seconds of every thread of this process, result): CPU time barely moves when other
-    jobs take the cores, so it shows a few per cent where wall time swings by tens."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = function(*args, **kwargs)
-    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def prepared_out(folder, settings, net):
@@ -90,13 +69,12 @@ def overhead(spec, work, layer, count, settings, repeats):
                                                progress=False, method=settings.method,
                                                precision=settings.precision)
 
+    def with_files():
+        return atlas.run_task(task, spec, out, settings, atlas.read_header(out))
+
     plain()                       # builds the ops of both, untimed
-    atlas.run_task(task, spec, out, settings, atlas.read_header(out))
-    times = {'plain': [], 'atlas': []}
-    for _ in range(repeats):
-        times['plain'].append(timed_cpu(plain)[:2])
-        times['atlas'].append(timed_cpu(atlas.run_task, task, spec, out, settings, atlas.read_header(out))[:2])
-    return times
+    with_files()
+    return harness.interleaved({'plain': plain, 'atlas': with_files}, repeats)
 
 
 def engines(model_path, work, flags, repeats):
@@ -105,8 +83,9 @@ def engines(model_path, work, flags, repeats):
     for repeat in range(repeats):
         for name, extra in (('one process', []), ('--workers 2', ['--workers', '2'])):
             out = os.path.join(work, 'engines-%d-%s' % (repeat, 'workers' if extra else 'one'))
-            command = [sys.executable, os.path.join(ROOT, 'atlas.py'), out, '--model', model_path, '--quiet']
-            seconds, result = timed(subprocess.run, command + flags + extra, capture_output=True, text=True)
+            command = [sys.executable, os.path.join(harness.ROOT, 'atlas.py'), out, '--model', model_path, '--quiet']
+            seconds, _, result = harness.timed(subprocess.run, command + flags + extra, capture_output=True,
+                                               text=True)
             if result.returncode != 0:
                 raise RuntimeError('%s failed: %s' % (' '.join(command + flags + extra), result.stderr))
             times[name].append(seconds)
@@ -118,14 +97,15 @@ def views(spec, work, layer, count, settings, repeats, names=('channel', 'negati
     model = cluster.worker_model(spec)
     index = model.layer_index(layer)
     out = prepared_out(os.path.join(work, 'views'), settings, model)
-    tasks = {name: atlas.Task(index, model.short_names[index], tuple(range(count)), name) for name in names}
-    for task in tasks.values():       # builds the ops of each view, untimed
-        atlas.run_task(task, spec, out, settings, atlas.read_header(out))
-    times = {name: [] for name in names}
-    for _ in range(repeats):
-        for name, task in tasks.items():
-            times[name].append(timed(atlas.run_task, task, spec, out, settings, atlas.read_header(out))[0])
-    return times
+
+    def view_task(name):
+        task = atlas.Task(index, model.short_names[index], tuple(range(count)), name)
+        return lambda: atlas.run_task(task, spec, out, settings, atlas.read_header(out))
+
+    runs = {name: view_task(name) for name in names}
+    for run in runs.values():       # builds the ops of each view, untimed
+        run()
+    return {name: [wall for wall, _ in times] for name, times in harness.interleaved(runs, repeats).items()}
 
 
 def disk_per_filter(out):
@@ -159,7 +139,7 @@ def estimate(spec, work, settings, steps=(1, 4), repeats=2):
         for number, count in enumerate((1,) + tuple(steps) * repeats):
             step_settings = atlas.Settings(**dict(dataclasses.asdict(settings), iters=count))
             out = prepared_out(os.path.join(work, 'estimate-%d-%d' % (settings.size, count)), step_settings, model)
-            seconds = timed(atlas.run_task, task, spec, out, step_settings, atlas.read_header(out))[0]
+            seconds = harness.timed(atlas.run_task, task, spec, out, step_settings, atlas.read_header(out)).wall
             if number > 0:      # the first run builds the layer's ops: not timed
                 runs.setdefault(count, []).append(seconds)
         low, high = (statistics.median(runs[count]) for count in steps)
@@ -212,9 +192,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(machine_description())
+    harness.print_machine()
     with tempfile.TemporaryDirectory(prefix='atlas-bench-') as work:
-        model_path, description = load_model_file(MRI_WEIGHTS, work)
+        model_path, description = harness.load_model_file(harness.MRI_WEIGHTS, work)
         spec = cluster.ModelSpec.of(vgg16.VGG16(model_path))
         print('model: %s; precision %s' % (description, precision.resolve_precision(args.precision)), flush=True)
 
@@ -224,9 +204,9 @@ def main(argv=None):
             times = overhead(spec, work, layer, count, settings, args.repeats)
             print('\noverhead, %s filters 0-%d, blog, %d px, %d steps, one task of %d, %d interleaved repeats:'
                   % (layer, count - 1, size, iters, count, args.repeats))
+            medians = {name: harness.medians(pairs) for name, pairs in times.items()}
             for which, column in (('wall', 0), ('CPU', 1)):
-                plain = statistics.median(t[column] for t in times['plain'])
-                with_files = statistics.median(t[column] for t in times['atlas'])
+                plain, with_files = medians['plain'][column], medians['atlas'][column]
                 print('  %-4s visualize_filters %.2f s, atlas.run_task %.2f s (medians): %+.1f %%  [all: %s | %s]'
                       % (which, plain, with_files, 100 * (with_files / plain - 1),
                          ' '.join('%.2f' % t[column] for t in times['plain']),

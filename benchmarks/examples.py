@@ -25,57 +25,26 @@ free cores.
 """
 
 import argparse
+import functools
+import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from filtervis.util import quiet  # noqa: E402
-
-tf = quiet.import_tensorflow()
+# harness.py sits beside this file; a test that loads this file by path has not put the folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (first: the repository root on sys.path, TensorFlow imported quietly)
 
 import numpy as np  # noqa: E402
 
 from filtervis.analysis import examples  # noqa: E402
 from filtervis.core import network  # noqa: E402
-from filtervis.core.precision import cpu_has_bf16  # noqa: E402
 from filtervis.models import vgg16  # noqa: E402
+from filtervis.util import quiet  # noqa: E402
 
-MRI_WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
-MRI_SLICES = os.path.join(ROOT, '..', 'shared', 'data', 'mri-slices')
-VGG16_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+tf = quiet.import_tensorflow()
 
-
-def machine_description():
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return '%d CPUs (nproc), %s, TensorFlow %s' % (os.cpu_count(), cpu, tf.__version__)
-
-
-def load_model_file(weights, folder):
-    """vgg16.tfmodel in `folder` from the real weights, or full-size random ones; (path, description)."""
-    path = os.path.join(folder, vgg16.MODEL_FILENAME)
-    if weights and os.path.exists(weights):
-        vgg16.convert_h5(weights, 'unit', path)
-        return path, 'real weights %s (preprocess unit)' % os.path.basename(weights)
-    rng, layers, fan_in = np.random.default_rng(0), [], 3
-    for out in VGG16_CHANNELS:
-        layers.append((rng.normal(0, np.sqrt(2.0 / (9 * fan_in)), (3, 3, fan_in, out)).astype(np.float32),
-                       np.zeros(out, np.float32)))
-        fan_in = out
-    with open(path, 'wb') as f:
-        f.write(vgg16.build_graph_def(layers, 'unit').SerializeToString())
-    return path, 'full-size VGG16 with random weights (%s absent; same FLOPs)' % weights
+MRI_SLICES = os.path.join(harness.ROOT, '..', 'shared', 'data', 'mri-slices')
 
 
 def forward_gflop(model, size):
@@ -86,12 +55,6 @@ def forward_gflop(model, size):
         total += 2 * 9 * fan_in * out * model.output_side(index, size) ** 2
         fan_in = out
     return total / 1e9
-
-
-def timed(function):
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 class Parts:
@@ -158,23 +121,25 @@ LABELS = {'forward': 'forward only (13 layers computed, nothing fetched)',
           'numpy_maps': 'forward, whole maps fetched, max/argmax in NumPy'}
 
 
-def interleaved(model, batches, repeats, k, precisions):
+def time_parts(model, batches, repeats, k, precisions):
     """{(precision, part): (wall, CPU) median seconds per image}; parts and precisions alternate batch by batch."""
     parts = {precision: Parts(model, batches[0], k, precision) for precision in precisions}
     for precision in precisions:
         for name in NAMES:
             getattr(parts[precision], name)(batches[0])   # first runs: graph optimisation, allocations
-    times = {(precision, name): [] for precision in precisions for name in NAMES}
-    for repeat in range(repeats):
-        for batch in batches:
-            for precision in precisions:
-                for name in NAMES:
-                    wall, cpu = timed(lambda: getattr(parts[precision], name)(batch))
-                    times[precision, name].append((wall / len(batch), cpu / len(batch)))
-        print('  repeat %d: ' % repeat + ', '.join('%s %s %.1f ms' % (p, n, 1e3 * times[p, n][-1][0])
-                                                   for p in precisions for n in ('forward', 'with_max')), flush=True)
-    return {key: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
-            for key, values in times.items()}
+    calls = {(precision, name, b): functools.partial(getattr(parts[precision], name), batch)
+             for b, batch in enumerate(batches) for precision in precisions for name in NAMES}
+    last = len(batches) - 1
+
+    def progress(times):
+        print('  repeat %d: ' % (len(times[precisions[0], 'forward', last]) - 1) + ', '.join(
+            '%s %s %.1f ms' % (p, n, 1e3 * times[p, n, last][-1][0] / len(batches[last]))
+            for p in precisions for n in ('forward', 'with_max')), flush=True)
+    times = harness.interleaved(calls, repeats, progress)
+    return {(precision, name): harness.medians((wall / len(batch), cpu / len(batch))
+                                               for b, batch in enumerate(batches)
+                                               for wall, cpu in times[precision, name, b])
+            for precision in precisions for name in NAMES}
 
 
 def folder_of(count, source, tmp):
@@ -190,24 +155,18 @@ def folder_of(count, source, tmp):
 
 def find_in_child(model_path, folder, k, batch_size, precision):
     """(wall s, CPU s, peak RSS MB) of one find() over `folder` in a fresh process: all layers, all filters."""
-    output = subprocess.run([sys.executable, __file__, '--child-find', folder, '--model-path', model_path,
-                             '--k', str(k), '--batch-size', str(batch_size), '--precision', precision],
-                            check=True, capture_output=True, text=True).stdout
-    return tuple(float(v) for v in output.split()[-3:])
+    r = harness.run_child([os.path.abspath(__file__), '--child-find', folder, '--model-path', model_path,
+                           '--k', str(k), '--batch-size', str(batch_size), '--precision', precision])
+    return r['wall'], r['cpu'], r['peak_rss_mb']
 
 
 def child_find(args):
     model = vgg16.VGG16(args.model_path)
     layers = list(range(len(model.layer_names)))
-    wall, cpu = timed(lambda: examples.find(model, args.child_find, layers, k=args.k, batch_size=args.batch_size,
-                                            progress=False, precision=args.precision))
-    print('%.3f %.3f %.0f' % (wall, cpu, peak_rss_mb()))
-
-
-def peak_rss_mb():
-    """This process's peak resident memory. Not ru_maxrss: Linux carries that over from the parent."""
-    with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1024
+    wall, cpu, _ = harness.timed(examples.find, model, args.child_find, layers, k=args.k,
+                                 batch_size=args.batch_size, progress=False, precision=args.precision)
+    # VmHWM, not ru_maxrss, which Linux carries over from the parent (harness.maxrss_bytes).
+    print(json.dumps({'wall': wall, 'cpu': cpu, 'peak_rss_mb': harness.status_bytes('VmHWM') / 2 ** 20}))
 
 
 def end_to_end(model_path, source, counts, k, batch_size, precisions, tmp):
@@ -227,7 +186,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--images', default=MRI_SLICES, help='folder of images (default: the MRI slices)')
-    parser.add_argument('--weights', default=MRI_WEIGHTS, help='Keras h5 weights (default: the MRI weights)')
+    parser.add_argument('--weights', default=harness.MRI_WEIGHTS, help='Keras h5 weights (default: the MRI weights)')
     parser.add_argument('--batches', type=int, default=3, help='batches per timing (default 3)')
     parser.add_argument('--batch-size', type=int, default=examples.DEFAULT_BATCH_SIZE)
     parser.add_argument('--repeats', type=int, default=5, help='interleaved repeats (default 5)')
@@ -253,7 +212,7 @@ def main(argv=None):
         return child_find(args)
     precisions = ('float32', 'bfloat16') if args.precision == 'both' else (args.precision,)
     with tempfile.TemporaryDirectory() as tmp:
-        path, weights = load_model_file(args.weights, tmp)
+        path, weights = harness.load_model_file(args.weights, tmp)
         model = vgg16.VGG16(path)
         names = examples.list_images(args.images)
         counts = [int(c) for c in args.counts.split(',')] if args.counts else [len(names) * m for m in (1, 2, 4)]
@@ -261,13 +220,13 @@ def main(argv=None):
         images = np.stack([examples.load_image(os.path.join(args.images, names[i % len(names)]), 224)
                            for i in range(needed)])
         batches = [images[i:i + args.batch_size] for i in range(0, needed, args.batch_size)]
-        decode = timed(lambda: [examples.load_image(os.path.join(args.images, n), 224) for n in names[:32]])
+        decode = harness.timed(lambda: [examples.load_image(os.path.join(args.images, n), 224) for n in names[:32]])
         gflop = forward_gflop(model, 224)
-        print('machine: %s; CPU bfloat16 flags: %s' % (machine_description(), cpu_has_bf16()))
+        harness.print_machine()
         print('model: %s; images: %s' % (weights, args.images))
         print('all %d layers at 224x224, %.2f GFLOP per image forward; batch %d, %d batches x %d repeats, '
               'interleaved' % (len(model.layer_names), gflop, args.batch_size, args.batches, args.repeats))
-        medians = interleaved(model, batches, args.repeats, args.k, precisions)
+        medians = time_parts(model, batches, args.repeats, args.k, precisions)
         table = []
         print('\n%-9s %-56s %8s %8s %9s %8s' % ('', 'per image, medians', 'wall ms', 'CPU ms', 'images/s',
                                                 'GFLOP/s'))

