@@ -2,7 +2,7 @@
 Small Keras networks for tests/test_keras_model.py, built here and saved as
 .keras and .h5, and what Keras itself computes for each of their layers.
 
-Between them the networks hold every layer type keras_model.py has to get
+Between them the networks hold every layer type keras_model has to get
 right: Conv2D with and without bias and with a fused activation, BatchNorm,
 ReLU, ReLU6, PReLU, LeakyReLU and swish, SeparableConv2D and DepthwiseConv2D,
 dilation, stride 2, SAME and VALID padding, Add and Concatenate, a nested

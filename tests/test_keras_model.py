@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from filtervis.models import keras_model
+from filtervis.models import preprocess as scaling
+from filtervis.models.keras_model import freeze
 import keras_nets
 from filtervis.core import network
 from filtervis.core import units
-from conftest import ROOT, gradient_energy
+from builders import ROOT, gradient_energy
 
 tf = network.tf
 SHARED = os.path.join(ROOT, '..', 'shared')
@@ -37,9 +39,9 @@ def scale(images, preprocess):
     if preprocess == 'unit':
         return images / 255.0
     if preprocess == 'torch':
-        return (images / 255.0 - np.array(keras_model.TORCH_MEAN)) / np.array(keras_model.TORCH_STD)
+        return (images / 255.0 - np.array(scaling.TORCH_MEAN)) / np.array(scaling.TORCH_STD)
     if preprocess == 'caffe':
-        return images[..., ::-1] - np.array(keras_model.CAFFE_MEAN_BGR)
+        return images[..., ::-1] - np.array(scaling.CAFFE_MEAN_BGR)
     return images
 
 
@@ -251,7 +253,7 @@ def test_lambda_refused_in_safe_mode(saved, tmp_path, extension):
 def test_preprocess_required_unless_the_model_scales(saved, tmp_path):
     message = one_line_error(ValueError, lambda: keras_model.load(saved[0]['basic', '.keras'], cache_dir=str(tmp_path)),
                              '--preprocess')
-    for choice in keras_model.PREPROCESS_CHOICES:
+    for choice in scaling.CHOICES:
         assert choice + ':' in message
     one_line_error(ValueError, lambda: keras_model.load(saved[0]['basic', '.keras'], 'imagenet'), 'imagenet', 'caffe')
     one_line_error(ValueError, lambda: keras_model.load(saved[0]['grey', '.keras'], 'caffe', cache_dir=str(tmp_path)),
@@ -280,7 +282,8 @@ def test_cache_is_reused_without_keras_and_rebuilt_on_change(saved, tmp_path, mo
         raise AssertionError('Keras ran for a cached model')
 
     with monkeypatch.context() as patch:
-        patch.setattr(keras_model, '_Plan', no_keras)
+        patch.setattr(freeze, 'keras_file', no_keras)
+        patch.setattr(freeze, 'saved_model', no_keras)
         again = keras_model.load(path, 'unit', quiet=True)
         keras_model.load(path, 'unit', quiet=True, all_layers=True)
     assert os.stat(stamp).st_mtime_ns == built

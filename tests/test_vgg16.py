@@ -8,7 +8,8 @@ import pytest
 
 from filtervis.util import files
 from filtervis.models import vgg16
-from conftest import ROOT, TINY_CHANNELS, make_model, random_weights
+from filtervis.models.preprocess import CAFFE_MEAN_BGR
+from builders import ROOT, TINY_CHANNELS, make_model, random_weights
 
 
 # --- a NumPy VGG16, to check the graph against --------------------------------
@@ -28,7 +29,7 @@ def numpy_conv_relu(x, kernel, bias):
 def numpy_vgg16(image, weights, preprocess):
     """{layer name: (pre-ReLU, post-ReLU)} for one image [H, W, 3] RGB 0..255."""
     if preprocess == 'caffe':
-        x = image[..., ::-1] - np.array(vgg16.CAFFE_MEAN_BGR)
+        x = image[..., ::-1] - np.array(CAFFE_MEAN_BGR)
     elif preprocess == 'unit':
         x = image / 255.0
     else:
@@ -287,8 +288,8 @@ def test_weights_md5_names_the_weights_and_is_the_same_in_every_process(tmp_path
     # them differently from one process to the next, so the md5 must not use it.
     import subprocess
     import sys
-    code = ('import sys; sys.path.insert(0, "tests"); import conftest; '
-            'print(conftest.make_model(conftest.random_weights()).weights_md5)')
+    code = ('import sys; sys.path.insert(0, "tests"); import builders; '
+            'print(builders.make_model(builders.random_weights()).weights_md5)')
     runs = {subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                            timeout=120).stdout.strip() for _ in range(2)}
     assert len(runs) == 1 and len(runs.pop()) == 32

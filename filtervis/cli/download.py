@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 
-from filtervis.util.download import (MD5_PATTERN, DEFAULT_SOURCE, PREPROCESS_CHOICES, SOURCES,
-                                     DownloadError)
+from filtervis.models import preprocess
+from filtervis.util.download import MD5_PATTERN, DEFAULT_SOURCE, SOURCES, DownloadError
 
 def _build_parser():
     source_lines = '\n'.join(f'  {name}: {source.description} '
@@ -32,9 +32,9 @@ def _build_parser():
                                       '(needs --md5)')
     parser.add_argument('--md5', help='md5 the --url download must have: 32 hexadecimal characters')
     parser.add_argument('--weights', metavar='FILE', help='bring your own: a local Keras-layout VGG16 .h5 file')
-    parser.add_argument('--preprocess', choices=PREPROCESS_CHOICES,
-                        help='pixel convention of --url/--weights weights: caffe = BGR 0..255 minus the '
-                             'ImageNet mean (default, as Keras weights), unit = RGB 0..1, none = RGB 0..255')
+    parser.add_argument('--preprocess', choices=preprocess.VGG16_CHOICES,
+                        help='pixel convention of --url/--weights weights (default caffe, as Keras weights): '
+                             + preprocess.describe(preprocess.VGG16_CHOICES))
     parser.add_argument('--force', action='store_true',
                         help='download and rebuild even if valid files are present (they are replaced '
                              'only once the new ones verify)')
@@ -105,7 +105,8 @@ def main(argv=None):
         print(f'error: {error}', file=sys.stderr)
         if not args.url:
             print('Then run `python download.py` again to verify it and build the graph, or build it from '
-                  'weights you have: `python download.py --weights FILE.h5 --preprocess caffe|unit|none`.',
+                  'weights you have: `python download.py --weights FILE.h5 --preprocess %s`.'
+                  % '|'.join(preprocess.VGG16_CHOICES),
                   file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as error:

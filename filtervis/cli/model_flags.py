@@ -15,9 +15,8 @@ Which network the user means: the model flags every command line shares
 
 import os
 
-from filtervis.models import keras_model
 from filtervis.core import precision
-from filtervis.models import vgg16
+from filtervis.models import keras_model, preprocess, vgg16
 
 
 def add_model_arguments(parser):
@@ -28,11 +27,11 @@ def add_model_arguments(parser):
                              '$VGG16_DIR or %s)' % vgg16.data_dir)
     parser.add_argument('--weights', default=None,
                         help='build VGG16 from this Keras VGG16 h5 weight file first (see download.py)')
-    parser.add_argument('--preprocess', choices=keras_model.PREPROCESS_CHOICES, default=None,
-                        help='input scaling the weights were trained with: caffe (BGR minus the ImageNet mean; '
-                             'the default for --weights), unit (pixels/255), none, tf (pixels/127.5 - 1: '
-                             'MobileNet, Xception, EfficientNet) or torch (pixels/255, then the ImageNet mean '
-                             'and std); a Keras model without its own Rescaling/Normalization needs it')
+    parser.add_argument('--preprocess', choices=preprocess.CHOICES, default=None,
+                        help='input scaling the weights were trained with: %s. VGG16 --weights take %s '
+                             '(default caffe); tf suits MobileNet, Xception and EfficientNet; a Keras model '
+                             'without its own Rescaling/Normalization needs it'
+                             % (preprocess.describe(), ', '.join(preprocess.VGG16_CHOICES)))
     parser.add_argument('--precision', choices=precision.PRECISION_CHOICES, default='auto',
                         help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
                              'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
@@ -64,9 +63,9 @@ def model_path_from_args(args, quiet=False):
     if args.weights or args.preprocess:
         if not args.weights:
             raise ValueError('--preprocess needs --weights FILE.h5 or a Keras --model FILE')
-        if args.preprocess not in (None,) + vgg16.PREPROCESS_CHOICES:
+        if args.preprocess not in (None,) + preprocess.VGG16_CHOICES:
             raise ValueError('--preprocess %s: VGG16 weights take %s' % (args.preprocess,
-                                                                      ', '.join(vgg16.PREPROCESS_CHOICES)))
+                                                                      ', '.join(preprocess.VGG16_CHOICES)))
         return vgg16.maybe_download(weights=args.weights, preprocess=args.preprocess, quiet=quiet)
     return vgg16.model_path()
 

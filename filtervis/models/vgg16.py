@@ -25,16 +25,16 @@ Graph contract (what other code may rely on):
   `convX_Y/BiasAdd:0` is the same layer before ReLU.
 """
 
-import json
 import os
 
 import numpy as np
 
 from filtervis.core import network
+from filtervis.models import build
+from filtervis.models import preprocess as scaling   # apart from the functions' `preprocess` arguments
 from filtervis.util import download, files, quiet
 
 tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode, start-up lines held back
-
 
 
 def _default_data_dir():
@@ -54,7 +54,7 @@ data_dir = _default_data_dir()
 MODEL_FILENAME = 'vgg16.tfmodel'
 # Beside a graph built from h5 weights: which weights and preprocessing made
 # it, so that new weights never meet a stale graph.
-STAMP_SUFFIX = '.json'
+STAMP_SUFFIX = build.STAMP_SUFFIX
 
 CONV_LAYERS = ('conv1_1', 'conv1_2',
                'conv2_1', 'conv2_2',
@@ -65,10 +65,6 @@ CONV_LAYERS = ('conv1_1', 'conv1_2',
 KERAS_NAMES = {name: 'block%s_conv%s' % tuple(name[4:].split('_')) for name in CONV_LAYERS}
 # A 2x2 max pool (stride 2, 'VALID' as in Keras) follows the last conv of each block.
 POOL_AFTER = ('conv1_2', 'conv2_2', 'conv3_3', 'conv4_3', 'conv5_3')
-
-# Caffe-style input of the ImageNet weights: BGR minus the ImageNet mean.
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-PREPROCESS_CHOICES = download.PREPROCESS_CHOICES
 
 
 def model_dir():
@@ -90,22 +86,16 @@ def build_graph_def(weights, preprocess='caffe'):
       in order (conv1_1, conv1_2, ...), kernel float32 [3, 3, in, out]
       (any odd size works), bias float32 [out]. Fewer than 13 layers make a
       truncated VGG16; tests use that to build small models.
-    preprocess: 'caffe' (RGB->BGR minus the ImageNet mean), 'unit' (pixels/255)
-      or 'none' (the first conv sees raw 0..255).
+    preprocess: one of preprocess.VGG16_CHOICES: 'caffe' (RGB->BGR minus the
+      ImageNet mean), 'unit' (pixels/255) or 'none' (the first conv sees raw 0..255).
     """
-    if preprocess not in PREPROCESS_CHOICES:
-        raise ValueError('preprocess=%r: expected one of %s' % (preprocess, ', '.join(PREPROCESS_CHOICES)))
+    scaling.check(preprocess, scaling.VGG16_CHOICES)
     if not 1 <= len(weights) <= len(CONV_LAYERS):
         raise ValueError('got %d conv layers of weights; VGG16 has 1 to %d' % (len(weights), len(CONV_LAYERS)))
     graph = tf.Graph()
     with graph.as_default():
         images = tf.placeholder(tf.float32, [None, None, None, 3], name='images')
-        if preprocess == 'caffe':
-            x = tf.reverse(images, axis=[3]) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
-        elif preprocess == 'unit':
-            x = images / 255.0
-        else:
-            x = tf.identity(images)
+        x = scaling.scale(images, preprocess)
         channels = 3
         for block_layer, (kernel, bias) in zip(CONV_LAYERS, weights):
             kernel = np.asarray(kernel, np.float32)
@@ -182,30 +172,24 @@ def convert_h5(weights_path, preprocess, out_path=None):
     """
     out_path = out_path or model_path()
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    build.write_graph(out_path, *_graph_and_stamp(weights_path, preprocess))
+    return out_path
+
+
+def _graph_and_stamp(weights_path, preprocess):
+    """(GraphDef, stamp dict) of the graph built from an h5 weight file."""
     graph_def = build_graph_def(read_h5_weights(weights_path), preprocess)
     stamp = {'weights': os.path.basename(weights_path),
              'weights_path': os.path.abspath(weights_path),
              'size': os.path.getsize(weights_path),
              'md5': files.md5sum(weights_path),
              'preprocess': preprocess}
-    # Graph first, then stamp: a crash in between leaves a graph without a
-    # stamp that matches, which the next call rebuilds.
-    stamp_path = out_path + STAMP_SUFFIX
-    if os.path.exists(stamp_path):
-        os.remove(stamp_path)
-    data = graph_def.SerializeToString()
-    files.write_atomic(out_path, lambda f: f.write(data))
-    files.write_atomic(stamp_path, lambda f: f.write(json.dumps(stamp, indent=1).encode('utf8')))
-    return out_path
+    return graph_def, stamp
 
 
 def read_stamp(path=None):
     """What made the graph at `path` (dict), or None for a graph loaded as is."""
-    try:
-        with open((path or model_path()) + STAMP_SUFFIX) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
-        return None
+    return build.read_stamp(path or model_path())
 
 
 def _stamp_matches(stamp, weights_path, preprocess):
@@ -227,8 +211,8 @@ def load_graph_def(path):
     if not os.path.exists(path):
         raise FileNotFoundError(
             'no model at %s. Run `python download.py` to fetch the weights and build it '
-            '(or `python download.py --weights FILE.h5 --preprocess unit|caffe|none` for your own), '
-            'or set VGG16_DIR to the folder that holds vgg16.tfmodel.' % path)
+            '(or `python download.py --weights FILE.h5 --preprocess %s` for your own), '
+            'or set VGG16_DIR to the folder that holds vgg16.tfmodel.' % (path, '|'.join(scaling.VGG16_CHOICES)))
     graph_def = network.load_graph_def(path, fix='delete it and run `python download.py --force`')
     check_graph_def(graph_def, path)
     return graph_def
@@ -281,8 +265,8 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
     """
     dir = dir or model_dir()
     out_path = model_path(dir)
-    if preprocess is not None and preprocess not in PREPROCESS_CHOICES:
-        raise ValueError('preprocess=%r: expected one of %s' % (preprocess, ', '.join(PREPROCESS_CHOICES)))
+    if preprocess is not None:
+        scaling.check(preprocess, scaling.VGG16_CHOICES)
     asked = source is not None or url is not None or weights is not None or preprocess is not None
     if not asked and not force and os.path.exists(out_path):
         load_graph_def(out_path)  # corrupt -> clear error instead of a later crash
@@ -322,22 +306,21 @@ def maybe_download(source=None, dir=None, url=None, md5=None, weights=None,
                                       size=spec.size, md5=spec.md5, force=force, quiet=quiet)
         preprocess = preprocess or spec.preprocess
 
-    def fresh():
-        return os.path.exists(out_path) and _stamp_matches(read_stamp(out_path), weights_path, preprocess)
+    # The lock file lives in the model folder, which a new VGG16_DIR may not have yet.
+    try:
+        os.makedirs(dir, exist_ok=True)
+    except OSError as error:
+        raise ValueError('cannot create the model folder %s (%s); set VGG16_DIR to a folder you can write'
+                         % (dir, error)) from None
 
-    if force or not fresh():
-        # The lock file lives in the model folder, which a new VGG16_DIR may not have yet.
-        try:
-            os.makedirs(dir, exist_ok=True)
-        except OSError as error:
-            raise ValueError('cannot create the model folder %s (%s); set VGG16_DIR to a folder you can write'
-                             % (dir, error)) from None
-        # Two processes building at once could leave the graph of one beside the stamp of the other.
-        with files.exclusive_lock(out_path + '.lock', timeout=600, quiet=quiet):
-            if force or not fresh():
-                if not quiet:
-                    print('building %s from %s (preprocess %s)' % (out_path, weights_path, preprocess))
-                convert_h5(weights_path, preprocess, out_path)
+    def make():
+        if not quiet:
+            print('building %s from %s (preprocess %s)' % (out_path, weights_path, preprocess))
+        return _graph_and_stamp(weights_path, preprocess)
+
+    # Under the lock: two processes building at once could leave the graph of one beside the stamp of the other.
+    build.build_once(out_path, lambda stamp: _stamp_matches(stamp, weights_path, preprocess), make,
+                     force=force, quiet=quiet)
     return out_path
 
 

@@ -39,7 +39,6 @@ USER_AGENT = 'vgg16-filter-visualization-downloader/1.0 (python-requests)'
 # a resume restarts at the last whole chunk: 64 KiB keeps that loss small
 # while still being few writes per second.
 CHUNK_SIZE = 64 * 1024
-PREPROCESS_CHOICES = ('caffe', 'unit', 'none')
 MD5_PATTERN = re.compile(r'[0-9a-fA-F]{32}')
 _CONTENT_RANGE_PATTERN = re.compile(r'bytes\s+(\d+)-(\d+)/(\d+|\*)')
 
