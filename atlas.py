@@ -15,5 +15,5 @@ The library is the package filtervis/atlas/; this is its command line
 import sys
 
 if __name__ == '__main__':
-    from filtervis import cli
-    sys.exit(cli.atlas())
+    from filtervis.cli import console
+    sys.exit(console.atlas())

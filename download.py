@@ -16,6 +16,6 @@ import sys
 from filtervis.util import download as _download
 
 if __name__ == '__main__':
-    from filtervis import cli
-    sys.exit(cli.download())
+    from filtervis.cli import console
+    sys.exit(console.download())
 sys.modules[__name__] = _download

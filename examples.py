@@ -10,5 +10,5 @@ is its command line (`filtervis-examples` once the package is installed).
 import sys
 
 if __name__ == '__main__':
-    from filtervis import cli
-    sys.exit(cli.examples())
+    from filtervis.cli import console
+    sys.exit(console.examples())

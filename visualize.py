@@ -20,8 +20,8 @@ the plots in filtervis/plots.py, the command line in filtervis/cli/visualize.py.
 import sys
 
 if __name__ == '__main__':
-    from filtervis import cli
-    sys.exit(cli.visualize())
+    from filtervis.cli import console
+    sys.exit(console.visualize())
 
 from filtervis.cli.visualize import main  # noqa: E402,F401
 from filtervis.core.network import session  # noqa: E402,F401

@@ -170,7 +170,7 @@ def test_the_checker_sees_imports_in_function_bodies_and_finds_a_circle(tmp_path
     assert find_cycle(graph) in (['pkg.high', 'pkg.low', 'pkg.high'], ['pkg.low', 'pkg.high', 'pkg.low'])
 
 
-@pytest.mark.parametrize('module', ['filtervis', 'filtervis.cli', 'filtervis.util.download', 'filtervis.util.quiet',
+@pytest.mark.parametrize('module', ['filtervis', 'filtervis.cli', 'filtervis.cli.console', 'filtervis.util.download', 'filtervis.util.quiet',
                                     'filtervis.util.files', 'filtervis.util.pictures', 'download'])
 def test_the_bottom_modules_load_without_tensorflow(module):
     code = 'import sys; import %s; print("tensorflow" in sys.modules)' % module

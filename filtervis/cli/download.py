@@ -20,7 +20,6 @@ def _build_parser():
                              f"(preprocess {source.preprocess or 'inside the graph'})"
                              for name, source in SOURCES.items())
     parser = argparse.ArgumentParser(
-        prog='download.py',
         description='Download and verify the VGG16 weights, then let vgg16.py build vgg16.tfmodel.\n'
                     'Downloads resume, retry, fall back to mirrors and are checksummed before use.',
         epilog=f'sources:\n{source_lines}\n\nThe model folder is $VGG16_DIR if set, else vgg16.data_dir.',
