@@ -30,3 +30,6 @@ from filtervis.optvis.ascent import (ascend, auto_batch_size, render_objectives,
 from filtervis.optvis.blog import cost, start_images  # noqa: E402,F401
 from filtervis.plots import plot_image, plot_images, save_figure, save_grid  # noqa: E402,F401
 from filtervis.util.pictures import normalize_image  # noqa: E402,F401
+
+__all__ = ['ascend', 'auto_batch_size', 'cost', 'main', 'normalize_image', 'plot_image', 'plot_images', 'render_objectives',
+           'save_figure', 'save_grid', 'session', 'start_images', 'visual', 'visualize_filters']
