@@ -70,7 +70,7 @@ import visualize  # noqa: E402
 from filtervis.core import checks, units  # noqa: E402
 from filtervis.core.precision import PRECISION_CHOICES, cpu_has_bf16, resolve_precision  # noqa: E402
 from filtervis.models import vgg16  # noqa: E402
-from filtervis.optvis import ascent  # noqa: E402
+from filtervis.core import memory  # noqa: E402
 from filtervis.util import quiet  # noqa: E402
 
 tf = quiet.import_tensorflow()
@@ -485,7 +485,7 @@ def memory_report(model_path, model, layers, batch_sizes, size, whole_layer_step
     for layer, precision in ((layer, precision) for layer in layers for precision in precisions):
         print('  %s, precision %s' % (layer, precision))
         layer_index = model.layer_index(layer)
-        raw = ascent.activation_bytes_per_image(model, layer_index, size) / ascent.MEMORY_FACTOR
+        raw = memory.per_image_bytes(model, [layer_index], size) / memory.MEMORY_FACTOR
         peaks = []
         for b in batch_sizes:
             r = memory_child(model_path, layer, '0-%d' % (b - 1), b, 2, size, precision)

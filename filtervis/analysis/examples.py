@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from filtervis import cluster
-from filtervis.core import checks, network, units
+from filtervis.core import checks, memory, network, units
 from filtervis.core.precision import resolve_precision
 from filtervis.util import quiet
 
@@ -410,6 +410,8 @@ def find(model, folder, layer_indices, *, k=DEFAULT_K, filters=None, batch_size=
     if precision_name == 'bfloat16':
         precision_name = units.unit_precision(model, max(layer_indices), precision_name, auto=precision == 'auto')
     filters = check_filters(model, layer_indices, filters)
+    # Before any image is read: one batch of a forward pass must fit.
+    memory.check(model, list(layer_indices), size, batch_size, 0, 'forward', what='finding examples')
     files = list_images(folder)
 
     if client is not None:

@@ -26,6 +26,7 @@ from filtervis.atlas.store import check_writable, make_header
 from filtervis.atlas.tasks import EXAMPLES_K, make
 from filtervis.atlas.views import Settings, TaskError, parse_view
 from filtervis.cli import model_flags
+from filtervis.core import memory
 from filtervis.optvis import ascent
 
 def build_parser():
@@ -127,6 +128,13 @@ def main(argv=None):
         if args.size is None and net.input_size:
             settings = replace(settings, size=net.input_size)
         tasks = shard_of(plan(net, settings, select(net, settings, args.layers, args.filters)), shard)
+        # Before the first step, on this machine: the largest task of each unit must fit (a task is one batch).
+        largest = {}
+        for task in tasks:
+            largest[task.layer_index] = max(largest.get(task.layer_index, 0), task.pictures)
+        for layer_index, pictures in largest.items():
+            memory.check(net, [layer_index], settings.size, pictures, pictures, settings.method,
+                         what='a task of %s' % net.short_names[layer_index])
         header = make_header(net, settings, visualize_command(settings, model_words(args)), weights=args.weights)
         with cluster.client_from_args(args) as client:
             catalog = make(args.out, net, settings, tasks, header, client=client, examples_folder=args.examples,

@@ -14,7 +14,7 @@ batch size, and runs the job.
 from dataclasses import replace
 
 
-from filtervis.core import units
+from filtervis.core import memory, units
 from filtervis.core.checks import check_feature_ids, check_int, check_seed, check_size
 from filtervis.core.precision import resolve_precision
 from filtervis.optvis import objectives, regularized, render
@@ -24,38 +24,28 @@ from filtervis.optvis.blog import BlogConfig, BlogMethod, start_images
 # image, random transforms and Adam (regularized.py).
 METHOD_CHOICES = ('blog', 'regularized')
 # Bytes the automatic batch size may spend on the images of one batch, so that a
-# whole layer stays under 4 GB beside TF, the model and the ascent ops (their
-# measured share is in the README, Performance).
+# whole layer stays under 4 GB beside TF, the model and the ascent ops
+# (docs/performance.md, memory); less where the machine has less (memory.py).
 MEMORY_BUDGET_BYTES = 2 << 30
 # Every image of a batch computes all of the batch's channels of the target
 # layer (channel_objective), so a batch past channels/16 images costs more than
 # it saves (benchmarks/ascent.py --batch-sweep).
 CHANNELS_PER_BATCH_IMAGE = 16
 MAX_BATCH_SIZE = 16
-# float32 maps per conv output up to the target that one image of a batch
-# keeps alive (see activation_bytes_per_image).
-MEMORY_FACTOR = 2
 
 
-def activation_bytes_per_image(model, layer_index, size):
-    """Estimated peak bytes one image costs when ascending on layer `layer_index`.
-
-    MEMORY_FACTOR float32 maps of the size of each unit's output up to the
-    target: the activations kept for the backward pass, gradients, pool
-    indices (the factor is measured in benchmarks/ascent.py --memory).
-    """
-    total = sum(model.output_side(i, size) ** 2 * model.layer_channels[i] for i in range(layer_index + 1))
-    return MEMORY_FACTOR * 4 * total
+def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES, method='blog'):
+    """Images per session.run: the fastest batch whose memory estimate (memory.estimate) fits in `budget`
+    bytes and in what this process may still allocate (1 .. MAX_BATCH_SIZE)."""
+    return _auto_batch_size(model, [model.layer_index(layer_id)], size, budget, method)
 
 
-def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES):
-    """Images per session.run: the fastest batch that fits in `budget` bytes (1 .. MAX_BATCH_SIZE)."""
-    return _auto_batch_size(model, model.layer_index(layer_id), size, budget)
-
-
-def _auto_batch_size(model, layer_index, size, budget=MEMORY_BUDGET_BYTES):
-    per_image = activation_bytes_per_image(model, layer_index, size)
-    fastest = max(4, model.layer_channels[layer_index] // CHANNELS_PER_BATCH_IMAGE)
+def _auto_batch_size(model, layer_indices, size, budget=MEMORY_BUDGET_BYTES, method='blog'):
+    per_image = memory.estimate(model, layer_indices, size, 1, 0, method).per_image
+    free, _ = memory.available()
+    if free is not None:
+        budget = min(budget, int(free * memory.HEADROOM))
+    fastest = max(4, max(model.layer_channels[i] for i in layer_indices) // CHANNELS_PER_BATCH_IMAGE)
     return int(max(1, min(MAX_BATCH_SIZE, fastest, budget // max(per_image, 1))))
 
 
@@ -228,10 +218,11 @@ def _render(model, job, iters, method, config, *, seed, size, init, batch_size, 
     seed = check_seed(seed)
     precision_name = resolve_precision(precision)
     layers = objectives.layers_of(job.bounds[0].form)
-    deepest = max(layers)
     if batch_size is None:
-        batch_size = _auto_batch_size(model, deepest, size)
+        batch_size = _auto_batch_size(model, layers, size, method=method)
     batch_size = check_int('batch_size', batch_size, 1)
+    # Before anything is allocated: a run that cannot fit says so in one line.
+    memory.check(model, layers, size, min(batch_size, len(job.keys)), len(job.keys), method)
     for index in layers:
         precision_name = units.unit_precision(model, index, precision_name, auto=precision == 'auto')
     names = ', '.join(model.short_names[i] for i in layers)
