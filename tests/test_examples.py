@@ -10,7 +10,7 @@ from PIL import Image
 from filtervis import cluster
 from filtervis.analysis import examples
 from filtervis.core import network
-from filtervis.util import quiet
+from filtervis.util import files, quiet
 from filtervis.models import vgg16
 
 tf = quiet.import_tensorflow()
@@ -365,7 +365,7 @@ def test_command_line_checks_where_it_saves_before_the_scan(red_folder, tmp_path
     # What the file system refuses while saving (full disk, no permission) is one line too.
     def refuse(path, write):
         raise PermissionError(13, 'Permission denied', path)
-    monkeypatch.setattr(examples.files, 'write_atomic', refuse)
+    monkeypatch.setattr(files, 'write_atomic', refuse)
     code = examples_cli.main([red_folder, '--model', model_path, '--layers', 'conv1_1', '--filters', '0',
                           '--size', str(SIDE), '--out', str(tmp_path / 'ex.png'), '--json', str(tmp_path / 'ex.json'),
                           '--quiet'])

@@ -27,11 +27,11 @@ from filtervis import cluster
 from filtervis.core import checks, memory, network, units
 from filtervis.core.precision import resolve_precision
 from filtervis.util import quiet
+from filtervis.util.images import list_images, load_image  # noqa: F401  (examples.list_images, load_image)
 
 # Also on Dask workers, which import this module to run its tasks: the start-up lines stay held back.
 tf = quiet.import_tensorflow()
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 DEFAULT_K = 9
 DEFAULT_BATCH_SIZE = 16
 
@@ -49,73 +49,6 @@ def receptive_field(model, layer_index, size=224):
 
 # ---------------------------------------------------------------------------
 # Images
-
-def list_images(folder):
-    """Relative paths ('/'-separated) of the PNG and JPEG files under `folder`, recursively, sorted."""
-    if not os.path.exists(folder):
-        raise FileNotFoundError('image folder %s does not exist' % folder)
-    if not os.path.isdir(folder):
-        raise ValueError('%s is a file, not a folder of images; give the folder that holds it' % folder)
-    files = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        for name in names:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, '/'))
-    if not files:
-        raise ValueError('no PNG or JPEG files under %s (looked for %s, recursively)'
-                         % (folder, ', '.join(IMAGE_EXTENSIONS)))
-    return sorted(files)
-
-
-def load_image(path, size, channels=3):
-    """float32 [size, size, channels], 0..255: the image scaled so its short side is `size`, centre-cropped.
-
-    channels 3: RGB (greyscale and palette images become RGB); 1: greyscale,
-    for networks of greyscale input (colour images are converted with
-    Pillow's luma weights). Transparency is dropped.
-    16-bit greyscale (0..65535) is divided by 257, so it reads as its 8-bit
-    version; 32-bit integer or float greyscale (Pillow modes 'I', 'F', e.g.
-    from TIFF) has no fixed range and is stretched from its own min..max to
-    0..255 (a flat image becomes black). Raises OSError (or ValueError,
-    SyntaxError from Pillow) for a file that is not a readable PNG or JPEG.
-    """
-    from PIL import Image
-    with Image.open(path) as image:
-        if image.mode.startswith('I;16') or image.mode in ('I', 'F'):
-            image = _to_8bit(image)
-        image = image.convert('RGB' if channels == 3 else 'L')
-    width, height = image.size
-    if (width, height) != (size, size):
-        # The short side becomes exactly `size`, the long one keeps the aspect ratio.
-        if width <= height:
-            width, height = size, max(size, round(height * size / width))
-        else:
-            width, height = max(size, round(width * size / height)), size
-        image = image.resize((width, height), Image.BICUBIC)
-        left, top = (width - size) // 2, (height - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-    return np.asarray(image, np.float32).reshape(size, size, channels)
-
-
-def _to_8bit(image):
-    """A greyscale image of mode 'I;16*', 'I' or 'F' as mode 'L', 0..255; see load_image.
-
-    Not Pillow's convert(): it clips these at 255, which turns a 16-bit
-    picture almost all white.
-    """
-    from PIL import Image
-    values = np.asarray(image, np.float64)
-    # Older Pillow opens a 16-bit PNG as mode 'I'; a PNG holds no wider greyscale.
-    if image.mode.startswith('I;16') or (image.mode == 'I' and image.format == 'PNG'):
-        values = values / 257.0
-    else:
-        finite = values[np.isfinite(values)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        values = (np.nan_to_num(values, nan=low, posinf=high, neginf=low) - low) * (
-            255.0 / (high - low) if high > low else 0.0)
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))   # 2-D uint8: mode 'L'
-
 
 def _read(folder, name, size, channels):
     """(image, None) or (None, reason) for one file; reading errors are the file's, not ours."""

@@ -209,7 +209,7 @@ def main(argv=None):
                                                                                 args.examples)
             # Rows follow the pictures, repeats too (find() looks for each filter once).
             rows = [(layer_index, f) for f in feature_ids]
-            plots.save_figure(examples.plot_found(model, args.examples, found, result.images, captions, title, rows),
+            plots.save_figure(plots.plot_found(model, args.examples, found, result.images, captions, title, rows),
                         args.out)
         else:
             plots.save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
