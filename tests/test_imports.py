@@ -18,7 +18,8 @@ PACKAGE = 'filtervis'
 # before it. An entry that is a package (filtervis.models, filtervis.atlas,
 # filtervis.cli) is one layer for all of its modules; within it the circle
 # check alone holds.
-LAYERS = ('filtervis.util.quiet', 'filtervis.util.files', 'filtervis.util.pictures', 'filtervis.util.download',
+LAYERS = ('filtervis.util.quiet', 'filtervis.util.files', 'filtervis.util.pictures', 'filtervis.util.images',
+          'filtervis.util.download',
           'filtervis.core.geometry', 'filtervis.core.precision', 'filtervis.core.checks', 'filtervis.core.network',
           'filtervis.core.units', 'filtervis.optvis.objectives', 'filtervis.optvis.render', 'filtervis.models',
           'filtervis.cluster', 'filtervis.optvis.blog', 'filtervis.optvis.regularized', 'filtervis.optvis.ascent',
@@ -148,7 +149,7 @@ def test_nothing_in_the_package_imports_a_top_level_script():
 
 def test_the_foundation_imports_none_of_the_modules_above_it():
     graph = import_graph()
-    for module in ('filtervis.util.quiet', 'filtervis.util.files', 'filtervis.util.pictures'):
+    for module in ('filtervis.util.quiet', 'filtervis.util.files', 'filtervis.util.pictures', 'filtervis.util.images'):
         assert set(graph[module]) == set(), module
     assert set(graph['filtervis.util.download']) <= {'filtervis.util.files'}
     assert set(graph['filtervis.core.geometry']) <= {'filtervis.util.quiet'}
