@@ -175,3 +175,16 @@ def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=N
     labels = ['%s\nfilter %d' % (layer, filter_id) for layer, filter_id, _, _ in rows]
     return plot_examples(synthetic_images, [p for _, _, p, _ in rows], captions,
                          synthetic_captions=synthetic_captions, row_labels=labels, title=title)
+
+
+def save_picture(path, picture, text=None):
+    """A picture float32 [H, W, C] (C = 1 or 3), 0..255, saved as an 8-bit PNG at its own size, with `text`
+    ({key: str}) in its text chunks; never half a file at `path`."""
+    from PIL import Image, PngImagePlugin
+    pixels = np.clip(np.round(np.asarray(picture, np.float64)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    files.check_output(path)
+    return files.write_atomic(path, lambda f: image.save(f, format='PNG', pnginfo=info))

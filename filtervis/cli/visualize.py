@@ -10,12 +10,14 @@ network respond to, save the grid as PNG and, optionally, the arrays.
 
 import argparse
 import math
+import os
 import sys
 
 import numpy as np
 
 from filtervis import plots
 from filtervis.analysis import examples, measures
+from filtervis.cli import dream as dream_flags
 from filtervis.cli import model_flags
 from filtervis.core.checks import parse_filters
 from filtervis.models import keras_model
@@ -24,6 +26,7 @@ from filtervis.optvis.ascent import (DEFAULT_DIVERSITY_WEIGHT, METHOD_CHOICES, O
                                      filter_objective, render_objectives)
 from filtervis.optvis.blog import NORMALIZE_CHOICES
 from filtervis.util import files
+from filtervis.util.images import list_images, load_image
 
 def _layer_arg(text):
     return int(text) if text.lstrip('-').isdigit() else text
@@ -53,8 +56,9 @@ def build_parser():
                         help='with --diversity: how hard the pictures push apart, a share of their activation '
                              '(default %g for --method blog, %g for regularized; 0: the same N starts, no push)'
                              % (DEFAULT_DIVERSITY_WEIGHT['blog'], DEFAULT_DIVERSITY_WEIGHT['regularized']))
-    parser.add_argument('--iters', type=int, default=150,
-                        help='ascent steps (default 150); Adam steps for --method regularized')
+    parser.add_argument('--iters', type=int, default=None,
+                        help='ascent steps (default 150; 0 gives the --start pictures back); Adam steps for '
+                             '--method regularized; steps per octave with --dream')
     parser.add_argument('--step-size', type=float, default=None,
                         help="blog method: step size (default 2, the post's demo); with --normalize max the "
                              'pixel with the largest gradient moves by this much per step')
@@ -69,6 +73,11 @@ def build_parser():
                              'method does so by default)')
     parser.add_argument('--size', type=int, default=None,
                         help="image side in pixels (default: the network's fixed input size, else 224)")
+    parser.add_argument('--start', default=None, metavar='PATH',
+                        help='start from a picture instead of noise: an image file (every filter starts from it, '
+                             "scaled and centre-cropped to the network's size) or a folder (one image per filter, "
+                             'in name order); the regularized method starts its Fourier coefficients from it; '
+                             'the photo to dream on with --dream')
     parser.add_argument('--examples', default=None, metavar='DIR',
                         help='also draw, beside each picture, the 9 patches of the images in DIR (PNG, JPEG, '
                              'recursively) that excite the filter most (examples.py)')
@@ -87,6 +96,7 @@ def build_parser():
                         help='with --list-layers and a Keras model: every layer with a 4-D output, not only '
                              'one unit per convolution')
     model_flags.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision, --unsafe
+    dream_flags.add_arguments(parser)   # --dream, --octaves, --octave-scale, --tile
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--verbose', action='store_true',
                         help="also show TensorFlow's own start-up and log lines (hidden by default)")
@@ -98,6 +108,26 @@ def unit_lines(model, size=None):
     pictures (default: the fixed input size, else 224)."""
     size = size or model.input_size or 224
     return [model.unit_line(index, size) for index in range(len(model.units))]
+
+
+def read_starts(path, count, size, channels):
+    """None, or the start pictures of --start, float32 [count, size, size, channels], 0..255: one image for
+    every picture, or a folder of exactly `count` images, one per picture in name order."""
+    if path is None:
+        return None
+    names = [path]
+    if os.path.isdir(path):
+        names = [os.path.join(path, name) for name in list_images(path)]
+        if len(names) != count:
+            raise ValueError('--start %s holds %d images for %d filters: give one image per filter (in name '
+                             'order), or one image file for all of them' % (path, len(names), count))
+    pictures = []
+    for name in names:
+        try:
+            pictures.append(load_image(name, size, channels))
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ValueError('--start %s: cannot read it as a picture (%s)' % (name, error)) from None
+    return np.stack(pictures if len(pictures) == count else pictures * count)
 
 
 def main(argv=None):
@@ -127,6 +157,18 @@ def main(argv=None):
             if expression is not None:
                 raise ValueError('--examples shows the patches of filters; an expression has no single filter')
             examples.list_images(args.examples)   # a bad folder fails before the ascent, not after
+        dream_flags.check(args)
+        if args.dream:
+            names = [p.strip() for p in args.dream.split(',') if p.strip() and not p.strip().lstrip('-').isdigit()]
+            model = model_flags.network_from_args(args, quiet=args.quiet, layers=names)
+            message = dream_flags.run(args, model)
+            if not args.quiet:
+                print(message)
+            return 0
+        if args.iters is None:
+            args.iters = 150
+        if args.start is not None and not os.path.exists(args.start):
+            raise ValueError('--start %s: no such file or folder' % args.start)
         if args.method == 'regularized' and (args.step_size is not None or args.normalize is not None):
             raise ValueError('--step-size and --normalize belong to --method blog; the regularized method '
                              'uses Adam with the learning rate of regularized.Config')
@@ -151,6 +193,7 @@ def main(argv=None):
                        batch_size=args.batch_size, progress=not args.quiet, method=args.method,
                        precision=args.precision, step_size=step_size)
         if expression is not None:
+            options['init'] = read_starts(args.start, 1, size, model.input_channels)
             result = render_objectives(model, [expression], args.iters, **options)
             picture_objectives, group_index, feature_ids, per = [expression], [0], [-1], 1
             subject = str(expression)
@@ -160,6 +203,9 @@ def main(argv=None):
             layer_index = model.layer_index(model.default_layer() if args.layer is None else args.layer)
             layer = model.short_names[layer_index]
             requested = parse_filters(args.filters or '0-5', model.layer_channels[layer_index])
+            starts = read_starts(args.start, len(requested), size, model.input_channels)
+            # Every picture of a filter's diversity group starts from the filter's picture.
+            options['init'] = None if starts is None else np.repeat(starts, args.diversity or 1, axis=0)
             result = ascend(model, layer_index, requested, args.iters, objective=args.objective,
                             diversity=args.diversity, diversity_weight=args.diversity_weight, **options)
             per = args.diversity or 1

@@ -148,7 +148,8 @@ def available():
     return min(limits)
 
 
-def _gb(count):
+def gigabytes(count):
+    """A byte count for people: '3.1 GB', or '512 MB' below a tenth of a GB."""
     return '%.1f GB' % (count / GIB) if count >= GIB / 10 else '%d MB' % max(1, round(count / (1 << 20)))
 
 
@@ -201,4 +202,4 @@ def check(net, layer_indices, size, batch, pictures, method='blog', what='this r
         fix = 'no size fits; free memory first'
     units = ', '.join(net.short_names[i] for i in layer_indices)
     raise ValueError('%s needs about %s of memory (%d picture(s) of %dx%d on %s, batch %d) but only %s is free '
-                     '(%s); %s' % (what, _gb(need.total), pictures, size, size, units, batch, _gb(free), source, fix))
+                     '(%s); %s' % (what, gigabytes(need.total), pictures, size, size, units, batch, gigabytes(free), source, fix))

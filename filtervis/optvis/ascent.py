@@ -54,14 +54,13 @@ def method_config(method, config=None, *, step_size=None, normalize=None, init=N
     knobs given; the one place that refuses a knob of the other method.
 
     config: None (the method's defaults) or the method's config; the knobs,
-    when given, override it. init (an array) belongs to 'blog' and is not
-    part of its config (it is no setting but a start).
+    when given, override it. init (start pictures) is no setting but a
+    start, and goes to both methods beside their config.
     """
     if method not in METHOD_CHOICES:
         raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
     if method == 'regularized':
-        given = [name for name, value in (('step_size', step_size), ('normalize', normalize), ('init', init))
-                 if value is not None]
+        given = [name for name, value in (('step_size', step_size), ('normalize', normalize)) if value is not None]
         if given:
             raise ValueError("%s belong(s) to method='blog'; the regularized method takes its knobs from "
                              "config=regularized.Config(...) (learning_rate, ...)" % ', '.join(given))
@@ -158,7 +157,7 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     model: a network.Network (vgg16.VGG16 is one).
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
-    iters: steps (>= 1). size: image side, at least model.min_size(layer_id)
+    iters: steps (>= 0; 0 returns the starts). size: image side, at least model.min_size(layer_id)
     (a network with a fixed input size takes that size only).
     The layer is resolved here, once; everything below takes its index.
     seed: int >= 0 or None (numpy's global generator, as in the post).
@@ -166,11 +165,15 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     the fastest batch that keeps a whole layer under 4 GB) with one
     session.run per step; progress shows a tqdm bar.
     method: 'blog' (the post's algorithm; config a BlogConfig, or the knobs
-    step_size (default 0.5), normalize ('max'), init and pre_relu (False)) or
+    step_size (default 0.5), normalize ('max') and pre_relu (False)) or
     'regularized' (regularized.py: `iters` Adam steps with the knobs of
     `config`, a regularized.Config; pre_relu, when given, overrides
-    config.pre_relu; step_size, normalize and init belong to 'blog' and are
+    config.pre_relu; step_size and normalize belong to 'blog' and are
     refused, see method_config).
+    init: None (noise, or the regularized method's random spectrum), or the
+    start pictures, float32 [size, size, C] (every picture) or [N, size,
+    size, C], 0..255: a photo, say. The regularized method starts its
+    Fourier coefficients from them, so that step 0 is the photo.
     precision: 'auto' (bfloat16 where the CPU does it natively, else
     float32), 'float32' or 'bfloat16': the precision of the network's
     convolutions after the first layer; everything else stays float32.
@@ -214,7 +217,8 @@ def render_objectives(model, objective_list, iters, *, groups=None, seed=None, s
 
 def _render(model, job, iters, method, config, *, seed, size, init, batch_size, progress, precision):
     """A job through render.run with either method, arguments checked here."""
-    check_int('iters', iters, 1)
+    # 0 steps give the starts back: a photo given as init, as the method holds it.
+    check_int('iters', iters, 0)
     seed = check_seed(seed)
     precision_name = resolve_precision(precision)
     layers = objectives.layers_of(job.bounds[0].form)
@@ -227,8 +231,9 @@ def _render(model, job, iters, method, config, *, seed, size, init, batch_size, 
         precision_name = units.unit_precision(model, index, precision_name, auto=precision == 'auto')
     names = ', '.join(model.short_names[i] for i in layers)
     if method == 'regularized':
+        starts = None if init is None else start_images(job.keys, size, seed, init, model.input_channels)
         return regularized.run(model, job, iters, config=config, seed=seed, size=size, batch_size=batch_size,
-                               progress=progress, precision=precision_name)
+                               progress=progress, precision=precision_name, init=starts)
     starts = start_images(job.keys, size, seed, init, model.input_channels)
     blog = BlogMethod(model, job, config, starts, precision_name)
     return render.run(model, job, iters, blog, batch_size=batch_size, progress=progress, desc=names)

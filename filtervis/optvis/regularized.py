@@ -177,6 +177,24 @@ def spectrum_to_image(spectrum_t, size, config):
     return tf.sigmoid(image_t)
 
 
+def spectrum_of_image(image, size, config):
+    """The coefficients, float32 spectrum_shape(size, C), whose picture is `image` float32 [size, size, C],
+    0..255, within a fraction of a grey level: spectrum_to_image run backwards (sigmoid, colours, basis).
+
+    Pixels at 0 or 255 are taken as 0.1 from the end: the sigmoid reaches neither.
+    """
+    image = np.asarray(image, np.float64)
+    channels = image.shape[-1]
+    values = np.clip(image / 255.0, 0.1 / 255, 1 - 0.1 / 255)
+    logits = np.log(values / (1 - values))                                            # [S, S, C]
+    if config.decorrelate and channels == 3:
+        mix = COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
+        logits = logits @ np.linalg.inv(mix.astype(np.float64)).T                   # undoes image @ mix.T
+    planes = np.transpose(logits, (2, 0, 1)) / (size * SPECTRUM_GAIN)               # [C, S, S]
+    coefficients = np.fft.rfft2(planes) / frequency_weights(size, config.decay_power)
+    return np.stack([coefficients.real, coefficients.imag]).astype(np.float32)
+
+
 def start_spectrum(seed, feature_id, size, config, channels=3):
     """One picture's start coefficients, float32 spectrum_shape(size, channels), from (seed, feature_id) only.
 
@@ -395,15 +413,18 @@ def check_config(config):
 class RegularizedMethod:
     """This method for render.run: the pictures live in the graph's variables, Adam moves them."""
 
-    def __init__(self, model, job, config, seed, size, precision_name):
+    def __init__(self, model, job, config, seed, size, precision_name, init=None):
         self.ops = render_ops(model, objectives.check_form(job.bounds), config, size, precision_name)
-        self.job, self.config, self.seed = job, config, seed
+        self.job, self.config, self.seed, self.init = job, config, seed, init
         self.size, self.channels, self.precision = size, model.input_channels, precision_name
         self.dead_hint = '' if config.pre_relu else ' Try Config(pre_relu=True).'
 
     def start(self, sess, chunk):
-        starts = np.stack([start_spectrum(self.seed, key, self.size, self.config, self.channels)
-                           for key in self.job.keys[chunk]])
+        if self.init is None:
+            starts = np.stack([start_spectrum(self.seed, key, self.size, self.config, self.channels)
+                               for key in self.job.keys[chunk]])
+        else:
+            starts = np.stack([spectrum_of_image(image, self.size, self.config) for image in self.init[chunk]])
         sess.run(self.ops.start_op, {self.ops.start_t: starts})
         self.feed = objectives.feed(self.ops.objective, self.job.bounds[chunk], self.job.groups[chunk])
         self.feed[self.ops.seed_t] = self.seed
@@ -451,11 +472,12 @@ def render(model, layer_id, feature_ids, iters, *, config=None, seed=None, size=
                progress=progress, precision=precision_name)
 
 
-def run(model, job, iters, *, config, seed, size, batch_size, progress, precision='float32'):
+def run(model, job, iters, *, config, seed, size, batch_size, progress, precision='float32', init=None):
     """render() for arguments already checked: a render.Job.
 
     ascent.ascend(..., method='regularized') calls this after its own checks.
     precision: 'float32' or 'bfloat16', already resolved (units.unit_precision).
+    init: None, or the start pictures float32 [N, size, size, C], 0..255, one per picture of the job.
     """
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))
@@ -467,6 +489,6 @@ def run(model, job, iters, *, config, seed, size, batch_size, progress, precisio
                          'see %d pixels and %s needs at least %d; lower the jitters or raise the size'
                          % (size, config.jitter, config.final_jitter, config.pad, seen,
                             ', '.join(model.short_names[i] for i in layers), min_size))
-    method = RegularizedMethod(model, job, config, seed, size, precision)
+    method = RegularizedMethod(model, job, config, seed, size, precision, init)
     return loop.run(model, job, iters, method, batch_size=batch_size, progress=progress,
                     desc='%s regularized' % ', '.join(model.short_names[i] for i in layers))

@@ -98,7 +98,7 @@ def batches(groups, batch_size):
 
 
 def run(net, job, iters, method, *, batch_size, progress=False, desc=None):
-    """Render the pictures of `job` with `iters` steps each, in batches of about batch_size.
+    """Render the pictures of `job` with `iters` steps each (0: the starts), in batches of about batch_size.
 
     Arguments are checked by the caller. One session.run per step moves a
     whole batch; progress shows a tqdm bar that counts picture-steps.
@@ -128,6 +128,7 @@ def run(net, job, iters, method, *, batch_size, progress=False, desc=None):
     finally:
         if bar is not None:
             bar.close()
-    dead = ~moved
+    # With no step there is nothing to judge: the pictures are their starts (a photo, say).
+    dead = ~moved if iters else np.zeros(count, bool)
     warn_dead(job.subject, job.labels, dead, method.dead_hint)
     return Result(images, objectives, dead, method.precision)
