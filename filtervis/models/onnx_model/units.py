@@ -1,0 +1,172 @@
+"""
+Which tensors of an ONNX model are units, under which names, and their
+listing for `--list-layers`. A unit is a feature map [N, h, w, C] (an ONNX
+[N, C, H, W] tensor held NHWC). Units are named as PyTorch users know them:
+by the module path the exporter recorded in the node's name
+(`/layer3/layer3.1/conv2/Conv` is `layer3.1.conv2`), or by the node's own
+name where the exporter recorded none (PyTorch 1.9: `Conv_41`).
+
+    python visualize.py --model resnet18.onnx --preprocess torch --list-layers --all
+
+    from filtervis.models.onnx_model import units
+    units.module_path('/layer3/layer3.1/conv2/Conv')          # 'layer3.1.conv2'
+    found = units.find(model.graph, translated.tensors)       # Found: all units, the defaults, ONNX names
+    print('\\n'.join(units.unit_lines(net)))                  # net: from onnx_model.load()
+
+By default one unit per convolution: the end of the chain Conv ->
+[BatchNormalization] -> [activation], each the only consumer of the one
+before (SiLU, x * Sigmoid(x), counts as an activation), named after the
+conv, with the conv (or batch norm) output as its pre-activation. With
+all_layers every node output that is a feature map is a unit.
+"""
+
+from dataclasses import dataclass
+
+from filtervis.core import network
+from filtervis.models import build
+from filtervis.models.onnx_model import layout
+
+CONV_OPS = ('Conv', 'ConvTranspose')
+ACTIVATION_OPS = ('Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Clip', 'HardSwish', 'HardSigmoid', 'Sigmoid',
+                  'Tanh', 'Softplus', 'Gelu', 'Mish')
+
+
+@dataclass(frozen=True)
+class Found:
+    """The units of a translated model.
+
+    units:    [network.Unit] every feature map a node makes, in node order
+    defaults: [network.Unit] the convolution units, a subset of units under the same names
+    onnx:     {unit name: the ONNX tensor it reads}
+    """
+    units: list
+    defaults: list
+    onnx: dict
+
+
+def module_path(label):
+    """The PyTorch module path in an exporter's node name, or the name itself where it holds none.
+
+    '/layer3/layer3.1/conv2/Conv' -> 'layer3.1.conv2' (the last part names
+    the op; a part that repeats the one before it with '.N' is a child of a
+    Sequential); 'Conv_41' -> 'Conv_41'.
+    """
+    parts = [part for part in label.split('/') if part]
+    if not label.startswith('/') or len(parts) < 2:
+        return label.strip('/') or label
+    parts = parts[:-1]
+    path = previous = parts[0]
+    for part in parts[1:]:
+        path = path[:len(path) - len(previous)] + part if part.startswith(previous + '.') else path + '.' + part
+        previous = part
+    return path
+
+
+def _label(node):
+    return node.name or node.output[0]
+
+
+def find(graph, tensors):
+    """The Found of an onnx.GraphProto whose translation has these tensors (translate.Translated.tensors)."""
+    nodes = list(graph.node)
+    consumers = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for output in graph.output:
+        consumers.setdefault(output.name, []).append(None)
+
+    def is_map(name):
+        return name in tensors and tensors[name][1] == layout.NHWC
+
+    def activation_after(name):
+        """(activation output, its node) when the only use of `name` is an activation (or a SiLU), else None."""
+        users = consumers.get(name, [])
+        if len(users) == 1 and users[0] is not None and users[0].op_type in ACTIVATION_OPS \
+                and users[0].input[0] == name:
+            return users[0].output[0], users[0]
+        if len(users) == 2 and None not in users:
+            sigmoid = next((u for u in users if u.op_type == 'Sigmoid'), None)
+            multiply = next((u for u in users if u.op_type == 'Mul'), None)
+            if sigmoid is not None and multiply is not None and \
+                    set(multiply.input) == {name, sigmoid.output[0]} and \
+                    consumers.get(sigmoid.output[0]) == [multiply]:
+                return multiply.output[0], multiply
+        return None
+
+    defaults, ends, taken = [], {}, set()
+    for node in nodes:
+        if node.op_type not in CONV_OPS or not is_map(node.output[0]):
+            continue
+        end, pre = node.output[0], None
+        users = consumers.get(end, [])
+        if len(users) == 1 and users[0] is not None and users[0].op_type == 'BatchNormalization' \
+                and is_map(users[0].output[0]):
+            end = users[0].output[0]
+        after = activation_after(end)
+        if after is not None and is_map(after[0]):
+            end, pre = after[0], end
+        name = _unique(module_path(_label(node)), taken)
+        unit = network.Unit(name, tensors[end][0], tensors[pre][0] if pre else None, node.op_type)
+        defaults.append(unit)
+        ends[end] = unit
+
+    # Pre-activations of every activation node (and SiLU's Mul), for units that are not defaults.
+    pre_of = {}
+    for name in tensors:
+        after = activation_after(name)
+        if after is not None:
+            pre_of[after[0]] = name
+    # The image input (after the preprocessing) is no unit, nor is a node that passes it on.
+    units, onnx = [], {}
+    listed = {tensors[i.name][0] for i in graph.input if i.name in tensors}
+    for node in nodes:
+        for output in node.output:
+            if not is_map(output) or tensors[output][0] in listed:
+                continue
+            listed.add(tensors[output][0])
+            unit = ends.get(output)
+            if unit is None:
+                name = module_path(_label(node))
+                if name in taken:
+                    name = '%s/%s' % (name, _label(node).rstrip('/').split('/')[-1] if '/' in _label(node)
+                                      else node.op_type)
+                pre = pre_of.get(output)
+                unit = network.Unit(_unique(name, taken), tensors[output][0],
+                                    tensors[pre][0] if pre and is_map(pre) else None, node.op_type)
+            units.append(unit)
+            onnx[unit.name] = output
+    return Found(units, defaults, onnx)
+
+
+def _unique(name, taken):
+    candidate, count = name, 1
+    while candidate in taken:
+        count += 1
+        candidate = '%s_%d' % (name, count)
+    taken.add(candidate)
+    return candidate
+
+
+def unit_lines(net, all_layers=False):
+    """One line per unit for `--list-layers`, each ending in onnx=TENSOR, the ONNX tensor the unit reads.
+
+    net: a Network from onnx_model.load(). all_layers=False lists the
+    convolution units; True every unit of net. Sizes are at the model's
+    input size. Units left out because geometry.py cannot follow them come
+    last, with why.
+    """
+    stamp = build.read_stamp(net.path) if net.path else None
+    if not stamp or stamp.get('model_md5') != net.md5:
+        raise ValueError('%s: its cache stamp is gone; load the model again' % net.description)
+    defaults = {u['name']: u['kind'] for u in stamp['defaults']}
+    lines = []
+    for index, unit in enumerate(net.units):
+        if not all_layers and unit.name not in defaults:
+            continue
+        line = net.unit_line(index, net.input_size, unit.kind if all_layers else defaults.get(unit.name, unit.kind))
+        lines.append('%s  onnx=%s' % (line, stamp['onnx'][unit.name]))
+    left_out = stamp['left_out']
+    for name in left_out if all_layers else stamp['left_out_defaults']:
+        lines.append('%-32s (left out: %s)  onnx=%s' % (name, left_out[name], stamp['onnx'][name]))
+    return lines
