@@ -23,6 +23,7 @@ LAYERS = ('filtervis.util.quiet', 'filtervis.util.files', 'filtervis.util.pictur
           'filtervis.core.geometry', 'filtervis.core.precision', 'filtervis.core.checks', 'filtervis.core.network',
           'filtervis.core.units', 'filtervis.core.memory', 'filtervis.optvis.objectives', 'filtervis.optvis.render', 'filtervis.models',
           'filtervis.cluster', 'filtervis.optvis.blog', 'filtervis.optvis.regularized', 'filtervis.optvis.ascent',
+          'filtervis.optvis.dream',
           'filtervis.analysis.measures', 'filtervis.analysis.examples', 'filtervis.plots', 'filtervis.atlas',
           'filtervis.cli', 'filtervis')
 # The files at the top: the post's modules and the command lines' thin entry points.

@@ -35,7 +35,6 @@ tf = quiet.import_tensorflow()
 # float32 copies of the photo (at its own size) that a dream holds: the photo, the picture, the detail
 # carried between octaves, the gradient, and the padded copy the tiles are cut from.
 PHOTO_COPIES = 6
-GRAD_EPSILON = 1e-8
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,14 @@ class DreamConfig:
 @dataclass(frozen=True)
 class Tiling:
     """How a picture is cut: tiles of `tile` kept pixels, each computed with `margin` pixels around it, so
-    the network sees squares of `seen` = tile + 2 margin; `batch` of them per session.run."""
+    the network sees squares of `seen` = tile + 2 margin; `batch` of them per session.run. Tile, margin and
+    every offset of the grid are multiples of `stride`, the units' stride in pixels: a network with pools
+    sees a picture shifted by a part of its stride differently, so only such tiles give the gradient of
+    the whole picture."""
     tile: int
     margin: int
     batch: int
+    stride: int = 1
 
     @property
     def seen(self):
@@ -112,9 +115,10 @@ def check_layers(net, layers):
 def tiling(net, layer_indices, config, height, width):
     """The Tiling of a picture height x width for these units and config (memory decides the batch)."""
     try:
-        deepest_field = max(net.receptive_field(i, net.input_size or 224)[0] for i in layer_indices)
+        fields = [net.receptive_field(i, net.input_size or 224) for i in layer_indices]
+        deepest_field, stride = max(f[0] for f in fields), max(f[1] for f in fields)
     except ValueError:   # a field the geometry walk cannot follow: the margin's default then rests on the tile
-        deepest_field = None
+        deepest_field, stride = None, 1
     if net.input_size is not None:
         # A network of one input size sees squares of its own size: the tile is what the margins leave.
         margin = net.input_size // 8 if config.margin is None else config.margin
@@ -130,6 +134,8 @@ def tiling(net, layer_indices, config, height, width):
     else:
         tile = 512 if config.tile is None else config.tile
         margin = min(tile // 4, deepest_field or tile) if config.margin is None else config.margin
+        # Whole strides (see Tiling): rounded up, so that a tile keeps at least what was asked.
+        tile, margin = -(-tile // stride) * stride, -(-margin // stride) * stride
     minimum = max(net.layer_min_sizes[i] for i in layer_indices)
     if tile + 2 * margin < minimum:
         raise ValueError('tiles of %d pixels (tile %d + 2 x margin %d) are too small for %s, which needs %d'
@@ -137,7 +143,8 @@ def tiling(net, layer_indices, config, height, width):
                             minimum))
     batch = config.tile_batch or 8
     tiles = math.ceil(height / tile) * math.ceil(width / tile)
-    return Tiling(tile, margin, max(1, min(batch, tiles + 1)))
+    return Tiling(tile, margin, max(1, min(batch, tiles + 1)), stride if (tile % stride, margin % stride) == (0, 0)
+                  else 1)
 
 
 def check_memory(net, layer_indices, tiling_, height, width, channels):
@@ -185,8 +192,8 @@ def dream_ops(net, layer_indices, precision_name='float32'):
 def tiled_gradient(net, ops, picture, tiling_, offset, session):
     """The gradient of the dream objective for picture float32 [H, W, C], computed tile by tile.
 
-    offset: (dy, dx), 0 <= each < tile: where the tile grid starts, in pixels before the picture's
-    corner. Each tile sees its margins of real pixels (mirrored beyond the picture's edges) and keeps its
+    offset: (dy, dx), 0 <= each < tile, multiples of tiling_.stride: where the tile grid starts, in
+    pixels before the picture's corner. Each tile sees its margins of real pixels (mirrored beyond the picture's edges) and keeps its
     centre. Returns (gradient float32 [H, W, C], mean objective over the tiles).
     """
     height, width, channels = picture.shape
@@ -255,7 +262,7 @@ def dream(net, photo, layers, config=None, *, precision='float32', progress=Fals
     indices = check_layers(net, layers)
     height, width, channels = photo.shape
     cut = tiling(net, indices, config, height, width)
-    cut = Tiling(cut.tile, cut.margin, check_memory(net, indices, cut, height, width, channels))
+    cut = Tiling(cut.tile, cut.margin, check_memory(net, indices, cut, height, width, channels), cut.stride)
     ops = dream_ops(net, indices, precision)
     session = session or network.session(net)
     rng = np.random.default_rng(config.seed)
@@ -273,9 +280,13 @@ def dream(net, photo, layers, config=None, *, precision='float32', progress=Fals
         base = resize(photo, h, w)
         picture = base + resize(detail, h, w)
         for step in range(config.steps):
-            offset = tuple(int(v) for v in rng.integers(0, cut.tile, 2))
+            offset = tuple(int(v) * cut.stride for v in rng.integers(0, cut.tile // cut.stride, 2))
             grad, objectives[octave, step] = tiled_gradient(net, ops, picture, cut, offset, session)
-            picture += config.step_size / (np.mean(np.abs(grad)) + GRAD_EPSILON) * grad
+            # Each tile's objective is a mean over its own units, so the gradient's scale follows the tile
+            # size (1e-7 and smaller): it is divided out here, and a zero gradient moves nothing.
+            scale = float(np.mean(np.abs(grad)))
+            if scale > 0:
+                picture += (config.step_size / scale) * grad
             np.clip(picture, 0.0, 255.0, out=picture)
             if bar is not None:
                 bar.update(1)
