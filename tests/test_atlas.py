@@ -301,7 +301,7 @@ def test_worker_killed_mid_task_every_filter_exactly_once(model_file, tmp_path):
         os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
         run.join(timeout=300)
         # Each worker process loaded the model once and kept it (the restarted one may have had no task).
-        assert set(client.run(lambda: len(__import__('cluster')._models)).values()) <= {0, 1}
+        assert set(client.run(lambda: len(__import__('importlib').import_module('filtervis.cluster')._models)).values()) <= {0, 1}
     assert codes == [0]
     with open(os.path.join(out, atlas.CATALOG_FILE)) as f:
         catalog = json.load(f)
@@ -678,8 +678,11 @@ def test_a_network_whose_unit_names_are_any_text_gets_an_atlas(model_file, tmp_p
 
 
 def test_atlas_code_and_page_name_no_vgg16_layer():
-    for name in ('atlas.py', 'atlas.html'):
-        with open(os.path.join(ROOT, name)) as f:
+    folder = os.path.join(ROOT, 'filtervis', 'atlas')
+    names = [os.path.join(folder, name) for name in sorted(os.listdir(folder)) if name.endswith(('.py', '.html'))]
+    assert os.path.join(folder, 'page.html') in names
+    for name in names + [os.path.join(ROOT, 'filtervis', 'cli', 'atlas.py'), os.path.join(ROOT, 'atlas.py')]:
+        with open(name) as f:
             text = f.read()
         assert not re.search(r'conv\d_\d|POOL_AFTER|CONV_LAYERS', text), name
 

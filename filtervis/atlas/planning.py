@@ -4,7 +4,7 @@ the settings alone (so every engine and every shard runs the same tasks),
 and the I-th of N disjoint shards.
 
     from filtervis.atlas import planning
-    tasks = planning.plan(net, settings, planning.select(net, settings, 'conv3_2', '0-15'))
+    tasks = planning.plan(net, settings, planning.select(net, settings, '5', '0-15'))   # unit 5, filters 0-15
     mine = planning.shard_of(tasks, planning.parse_shard('3/16'))
 """
 
