@@ -6,32 +6,39 @@ Which network the user means: the model flags every command line shares
     python visualize.py --weights vgg16-mri-notop.h5 --preprocess unit
     python visualize.py --model fer-emotion-minixception.hdf5 --preprocess tf --list-layers
     python visualize.py --model my.keras --preprocess tf --layer block_3_expand_relu
+    python visualize.py --model resnet18.onnx --preprocess torch --list-layers     # PyTorch, exported to ONNX
 
     from filtervis.cli import model_flags as models
-    models.add_model_arguments(parser)       # --model, --weights, --preprocess, --precision, --unsafe
+    models.add_model_arguments(parser)       # --model, --weights, --preprocess, --bgr, --precision, --unsafe
     net = models.network_from_args(args, layers=['conv3_2'])
     again = models.model_args(args)          # flags that load the same network in another command
+    lines = models.unit_lines(args, net)     # --list-layers of a Keras or ONNX model
 """
 
 import os
 
 from filtervis.core import precision
-from filtervis.models import keras_model, preprocess, vgg16
+from filtervis.models import keras_model, onnx_model, preprocess, vgg16
 
 
 def add_model_arguments(parser):
-    """--model, --weights, --preprocess, --precision and --unsafe on an argparse parser."""
+    """--model, --weights, --preprocess, --bgr, --precision and --unsafe on an argparse parser."""
     parser.add_argument('--model', default=None,
                         help='the network: a Keras model (.keras, .h5/.hdf5 with its architecture, or a '
-                             'SavedModel folder) or a frozen vgg16.tfmodel (default: the one in the model folder, '
-                             '$VGG16_DIR or %s)' % vgg16.data_dir)
+                             'SavedModel folder), a PyTorch model exported to ONNX (.onnx, docs/pytorch.md) or a '
+                             'frozen vgg16.tfmodel (default: the one in the model folder, $VGG16_DIR or %s)'
+                             % vgg16.data_dir)
     parser.add_argument('--weights', default=None,
                         help='build VGG16 from this Keras VGG16 h5 weight file first (see download.py)')
     parser.add_argument('--preprocess', choices=preprocess.CHOICES, default=None,
                         help='input scaling the weights were trained with: %s. VGG16 --weights take %s '
-                             '(default caffe); tf suits MobileNet, Xception and EfficientNet; a Keras model '
-                             'without its own Rescaling/Normalization needs it'
+                             '(default caffe); tf suits MobileNet, Xception and EfficientNet, torch '
+                             "torchvision's models; a Keras model without its own Rescaling/Normalization and "
+                             'an ONNX model need it'
                              % (preprocess.describe(), ', '.join(preprocess.VGG16_CHOICES)))
+    parser.add_argument('--bgr', action='store_true',
+                        help='with an ONNX --model: the model takes its channels in BGR order (trained on OpenCV '
+                             'images); pictures stay RGB and are reversed inside the graph, after --preprocess')
     parser.add_argument('--precision', choices=precision.PRECISION_CHOICES, default='auto',
                         help='precision of the convolutions: auto (bfloat16 where the CPU does it natively, '
                              'e.g. AVX-512 BF16, else float32; the default), float32 or bfloat16')
@@ -45,6 +52,11 @@ def is_keras(args):
     return bool(args.model) and keras_model.is_model_path(args.model)
 
 
+def is_onnx(args):
+    """True when --model names an ONNX model file (.onnx)."""
+    return bool(args.model) and onnx_model.is_model_path(args.model)
+
+
 def model_path_from_args(args, quiet=False):
     """The VGG16 graph file the flags of add_model_arguments() name, built from --weights first if given.
 
@@ -56,9 +68,9 @@ def model_path_from_args(args, quiet=False):
         if args.weights:
             raise ValueError('--model (a ready graph or a Keras model) and --weights (build VGG16 from weights) '
                              'exclude each other; give one')
-        if args.preprocess and not is_keras(args):
-            raise ValueError('--preprocess goes with --weights (VGG16 weights) or a Keras --model; %s is a frozen '
-                             'graph, whose scaling is inside it' % args.model)
+        if args.preprocess and not (is_keras(args) or is_onnx(args)):
+            raise ValueError('--preprocess goes with --weights (VGG16 weights) or a Keras or ONNX --model; %s is a '
+                             'frozen graph, whose scaling is inside it' % args.model)
         return os.path.abspath(args.model)
     if args.weights or args.preprocess:
         if not args.weights:
@@ -78,25 +90,50 @@ def model_args(args):
         words = ['--model', os.path.abspath(args.model)]
         words += ['--preprocess', args.preprocess] if args.preprocess else []
         return words + (['--unsafe'] if args.unsafe else [])
+    if is_onnx(args):
+        words = ['--model', os.path.abspath(args.model)]
+        words += ['--preprocess', args.preprocess] if args.preprocess else []
+        return words + (['--bgr'] if args.bgr else [])
     return ['--model', model_path_from_args(args, quiet=True)]
 
 
 def network_from_args(args, quiet=False, threads=None, layers=(), all_layers=False):
-    """The Network the flags name: a Keras model's (keras_model.load) or a vgg16.VGG16.
+    """The Network the flags name: a Keras model's (keras_model.load), an ONNX model's (onnx_model.load) or
+    a vgg16.VGG16.
 
-    layers: unit names the caller will ask for; a Keras layer that is not one
-    of the default units (one per convolution) loads every layer with a 4-D
+    layers: unit names the caller will ask for; a layer that is not one of
+    the default units (one per convolution) loads every layer with a 4-D
     output as a unit, as all_layers=True does.
     """
+    if args.bgr and not is_onnx(args):
+        raise ValueError('--bgr is for an ONNX --model (a .onnx file); leave it out')
+    if is_onnx(args):
+        if args.unsafe:
+            raise ValueError('--unsafe is for Keras model files; an ONNX file is data and runs no code')
+        if args.preprocess is None:
+            raise ValueError('%s: say how its inputs were scaled in training with --preprocess: %s'
+                             % (os.path.basename(args.model), preprocess.describe()))
+        return _load_wider(lambda all_: onnx_model.load(args.model, args.preprocess, bgr=args.bgr, threads=threads,
+                                                        quiet=quiet, all_layers=all_), layers, all_layers)
     if not is_keras(args):
         if args.unsafe:
             raise ValueError('--unsafe is for Keras model files; VGG16 graphs run no code of their own')
         return vgg16.VGG16(model_path_from_args(args, quiet=quiet), threads=threads)
-    net = keras_model.load(args.model, args.preprocess, unsafe=args.unsafe, threads=threads, quiet=quiet,
-                           all_layers=all_layers)
+    return _load_wider(lambda all_: keras_model.load(args.model, args.preprocess, unsafe=args.unsafe,
+                                                     threads=threads, quiet=quiet, all_layers=all_),
+                       layers, all_layers)
+
+
+def _load_wider(load, layers, all_layers):
+    """load(all_layers), loaded again with every layer when a named layer is not a default unit."""
+    net = load(all_layers)
     wanted = [name for name in layers if isinstance(name, str)]
     if not all_layers and any(name not in net.short_names for name in wanted):
         net.close()
-        net = keras_model.load(args.model, args.preprocess, unsafe=args.unsafe, threads=threads, quiet=quiet,
-                               all_layers=True)
+        net = load(True)
     return net
+
+
+def unit_lines(args, net, all_layers=False):
+    """The --list-layers lines of a Keras or ONNX model file (the ONNX ones end in onnx=TENSOR)."""
+    return (onnx_model if is_onnx(args) else keras_model).unit_lines(net, all_layers)

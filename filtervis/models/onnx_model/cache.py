@@ -68,7 +68,10 @@ def load(path, preprocess=None, *, bgr=False, cache_dir=None, threads=None, quie
         if stamp.get('format') != CACHE_FORMAT or stamp.get('file_md5') != file_md5:
             return False
         _check_channels(name, preprocess, bgr, stamp['input_channels'])
-        same_model = stamp.get('model_md5') == formats.model_md5(path, stamp['external'], file_md5)
+        try:
+            same_model = stamp.get('model_md5') == formats.model_md5(path, stamp['external'], file_md5)
+        except OSError:   # an external weight file is gone: building again says so
+            return False
         return same_model and stamp.get('preprocess') == preprocess and stamp.get('bgr') == bgr
 
     candidates = [cache_dir] if cache_dir else _cache_folders(path)
@@ -95,7 +98,7 @@ def _check_channels(name, preprocess, bgr, channels):
 
 def _translated(path, name, preprocess, bgr, file_md5, quiet):
     """(GraphDef, stamp dict) of the model; ValueError when no convolution unit can be followed."""
-    model = formats.read(path)
+    model, external = formats.read(path)
     spec = formats.image_input(model, name)
     _check_channels(name, preprocess, bgr, spec.channels)
     if not quiet:
@@ -110,7 +113,6 @@ def _translated(path, name, preprocess, bgr, file_md5, quiet):
     if not defaults:
         raise ValueError('%s: no convolution unit whose receptive field geometry.py can follow (%s)'
                          % (name, '; '.join('%s: %s' % item for item in left_out.items())))
-    external = formats.external_files(model)
     opset = next((entry.version for entry in model.opset_import if entry.domain in ('', 'ai.onnx')), None)
     producer = ' '.join(p for p in (model.producer_name, model.producer_version) if p) or 'an unknown exporter'
     description = '%s (ONNX from %s, opset %s, preprocess %s%s)' % (name, producer, opset, preprocess,

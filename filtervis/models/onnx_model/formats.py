@@ -6,7 +6,7 @@ ops from other domains than ONNX's own, all before a graph is built.
 
     from filtervis.models.onnx_model import formats
     formats.is_model_path('resnet18.onnx')        # True: the extension decides
-    model = formats.read('resnet18.onnx')         # onnx.ModelProto; ValueError saying why not
+    model, external = formats.read('resnet18.onnx')   # onnx.ModelProto, its weight files; ValueError saying why not
     formats.image_input(model, 'resnet18.onnx')   # ImageInput(name='input', batch=1, channels=3, size=224)
 
 The onnx package is imported only here and in translate.py, and only when a
@@ -41,7 +41,10 @@ def is_model_path(path):
 
 
 def read(path):
-    """The onnx.ModelProto of the file, its external weights loaded; FileNotFoundError / ValueError saying why."""
+    """(onnx.ModelProto with its external weights loaded, [names of the files they came from]).
+
+    FileNotFoundError / ValueError saying why not.
+    """
     import onnx
     from google.protobuf.message import DecodeError
     name = os.path.basename(path)
@@ -54,15 +57,16 @@ def read(path):
                                                                    EXPORT_HINT)) from None
     if model.ir_version <= 0 or not model.graph.node:
         raise ValueError('%s is not an ONNX model (no graph in it); %s' % (name, EXPORT_HINT))
-    missing = [f for f in external_files(model) if not os.path.isfile(os.path.join(os.path.dirname(path), f))]
+    external = external_files(model)
+    missing = [f for f in external if not os.path.isfile(os.path.join(os.path.dirname(path), f))]
     if missing:
         raise ValueError('%s keeps its weights in %s, which is not beside it; copy it there'
                          % (name, ', '.join(missing)))
-    if external_files(model):
+    if external:
         from onnx.external_data_helper import load_external_data_for_model
         load_external_data_for_model(model, os.path.dirname(path))
     _check_ops(model, name)
-    return model
+    return model, external
 
 
 def external_files(model):
@@ -110,7 +114,7 @@ def image_input(model, name):
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
-        raise ValueError('%s has %d inputs (%s); only models with one image input are supported'
+        raise ValueError('%s: it has %d inputs (%s); only models with one image input are supported'
                          % (name, len(inputs), ', '.join(i.name for i in inputs)))
     graph_input = inputs[0]
     tensor_type = graph_input.type.tensor_type
