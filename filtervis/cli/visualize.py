@@ -20,7 +20,6 @@ from filtervis.analysis import examples, measures
 from filtervis.cli import dream as dream_flags
 from filtervis.cli import model_flags
 from filtervis.core.checks import parse_filters
-from filtervis.models import keras_model
 from filtervis.optvis import objectives
 from filtervis.optvis.ascent import (DEFAULT_DIVERSITY_WEIGHT, METHOD_CHOICES, OBJECTIVE_CHOICES, ascend,
                                      filter_objective, render_objectives)
@@ -176,9 +175,9 @@ def main(argv=None):
         model = model_flags.network_from_args(args, quiet=args.quiet, layers=[w for w in wanted if w is not None],
                                          all_layers=args.all)
         if args.list_layers:
-            if model_flags.is_keras(args):
-                size = model.input_size or 224      # keras_model.unit_lines' size
-                lines = keras_model.unit_lines(model, args.all)
+            if model_flags.is_keras(args) or model_flags.is_onnx(args):
+                size = model.input_size or 224      # the model file's unit_lines' size
+                lines = model_flags.unit_lines(args, model, args.all)
             else:
                 size = args.size or model.input_size or 224
                 lines = unit_lines(model, size)
