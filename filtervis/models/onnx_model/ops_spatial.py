@@ -377,7 +377,7 @@ def resize(node, inputs):
         sizes = [None if side is None else int(math.floor(side * scale)) for side, scale in zip(shape, scales)]
     if len(scales) != x.rank or any(scales[axis] != 1 for axis in range(min(2, x.rank))):
         raise node.refuse('scales %s: only the map\'s rows and columns may be resized' % (scales,))
-    y_t = x.t
+    indices, y_t = {}, x.t
     for axis in range(2, x.rank):
         side, out = shape[axis], sizes[axis]
         if out == side and scales[axis] == 1:
@@ -385,14 +385,41 @@ def resize(node, inputs):
         position = x.order.index(axis)
         source = _source(transform, out, side, scales[axis])
         if mode == 'nearest':
-            y_t = tf.gather(y_t, _nearest(source, nearest_mode, side, scales[axis] >= 1), axis=position)
-        else:
-            matrix = _weights(source, mode, side, float(node.attr('cubic_coeff_a', -0.75)),
-                              node.attr('exclude_outside', 0))
-            letters = 'abcdefgh'[:x.rank]
-            result = letters.replace(letters[position], 'z')
-            y_t = tf.einsum('z%s,%s->%s' % (letters[position], letters, result), matrix, y_t)
+            indices[position] = _nearest(source, nearest_mode, side, scales[axis] >= 1)
+            continue
+        matrix = _weights(source, mode, side, float(node.attr('cubic_coeff_a', -0.75)), node.attr('exclude_outside', 0))
+        letters = 'abcdefgh'[:x.rank]
+        result = letters.replace(letters[position], 'z')
+        y_t = tf.einsum('z%s,%s->%s' % (letters[position], letters, result), matrix, y_t)
+    if not indices:
+        return [Mapped(tf.identity(y_t, name=node.name), x.order)]
+    half_pixel = _tf_nearest(indices, y_t)
+    if half_pixel is not None:
+        # TensorFlow's own op where it picks the same units: a graph that says "resize", and one op, not two.
+        sides = [len(indices.get(a, range(side))) for a, side in zip((1, 2), y_t.shape.as_list()[1:3])]
+        resized = tf.raw_ops.ResizeNearestNeighbor(images=y_t, size=sides, half_pixel_centers=half_pixel,
+                                                   name=node.name)
+        return [Mapped(resized, x.order)]
+    for position, index in sorted(indices.items()):
+        y_t = tf.gather(y_t, index, axis=position)
     return [Mapped(tf.identity(y_t, name=node.name), x.order)]
+
+
+def _tf_nearest(indices, x_t):
+    """half_pixel_centers (False or True) for which tf.image.resize_nearest_neighbor reads the units
+    `indices` ({physical axis: index array}) of an NHWC map, or None when neither does."""
+    if sorted(indices) not in ([1, 2], [1], [2]) or x_t.shape.rank != 4:
+        return None
+    sides = x_t.shape.as_list()[1:3]
+    wanted = {1: np.arange(sides[0]), 2: np.arange(sides[1]), **indices}
+    for half_pixel in (False, True):
+        # TensorFlow's rule, in float32: floor((y [+ 0.5]) * in / out), at most in - 1.
+        picked = [np.minimum(np.floor((np.arange(len(wanted[a]), dtype=np.float32) + np.float32(0.5 * half_pixel))
+                                      * np.float32(side / len(wanted[a]))), side - 1)
+                  for a, side in zip((1, 2), sides)]
+        if all(np.array_equal(p, wanted[a]) for p, a in zip(picked, (1, 2))):
+            return half_pixel
+    return None
 
 
 OPS = {
