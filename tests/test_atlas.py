@@ -98,6 +98,7 @@ def assert_same_atlas(out, expected):
     assert got.pop('atlas_id') != want.pop('atlas_id') and got == want
 
 
+@pytest.mark.slow
 def test_catalog_lists_every_filter_once_with_its_files(reference):
     with open(os.path.join(reference, atlas.CATALOG_FILE)) as f:
         catalog = json.load(f)
@@ -158,6 +159,7 @@ def test_the_negative_view_rises_and_turns_its_filter_down(net, reference):
         assert entry['views'][1]['pictures'][0]['activation'] == pytest.approx(-means[0], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_workers_and_shards_equal_one_process(model_file, reference, tmp_path):
     workers = str(tmp_path / 'workers')
     assert atlas_cli.main([workers, '--model', model_file, '--workers', '2'] + RUN) == 0
@@ -188,6 +190,7 @@ def test_shards_are_disjoint_and_cover_every_task(net):
         'task-0001-diversity4.json')
 
 
+@pytest.mark.slow
 def test_visualize_command_of_the_page_renders_the_same_picture(model_file, reference, tmp_path, monkeypatch):
     header = atlas.read_header(reference)
     words = header['command'].split()
@@ -242,6 +245,7 @@ def wait_for_records(process, out, count, timeout=120):
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_and_equal_an_uninterrupted_one(model_file, tmp_path):
     expected = str(tmp_path / 'expected')
     assert atlas_cli.main([expected, '--model', model_file] + SLOW) == 0
@@ -278,6 +282,7 @@ def test_killed_runs_resume_and_equal_an_uninterrupted_one(model_file, tmp_path)
     assert_same_atlas(out, expected)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_task_every_filter_exactly_once(model_file, tmp_path):
     from dask.distributed import Client, LocalCluster
     out = str(tmp_path / 'out')
@@ -340,6 +345,7 @@ def task_records(out):
             if n.startswith('task-')}
 
 
+@pytest.mark.slow
 def test_views_added_later_equal_views_made_at_once_and_keep_the_finished(model_file, tmp_path, capsys):
     at_once = str(tmp_path / 'at-once')
     assert atlas_cli.main([at_once, '--model', model_file, '--views', 'channel,negative,diversity2'] + QUICK) == 0
@@ -418,6 +424,7 @@ def test_a_worker_that_finds_another_atlas_refuses_and_writes_nothing(net, refer
 
 
 
+@pytest.mark.slow
 def test_a_damaged_atlas_json_is_named_and_nothing_is_written(net, reference, tmp_path):
     out = str(tmp_path / 'copy')
     shutil.copytree(reference, out)
@@ -511,6 +518,7 @@ def test_help_says_a_view_costs_its_pictures():
     assert 'diversity4 is 4 pictures' in text and 'channel,negative,neuron,diversity4 is 7, about 7x the time' in text
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_names_it_and_how_to_start_one(model_file, tmp_path, capsys):
     out = str(tmp_path / 'out')
     address = 'tcp://127.0.0.1:%d' % closed_port()
@@ -541,6 +549,7 @@ def test_index_only_needs_an_atlas(tmp_path, capsys):
     assert 'not an atlas folder' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_one_progress_bar_over_pictures_and_quiet_turns_it_off(model_file, tmp_path, capsys):
     # 10 filters, 3 pictures each (channel 1, diversity2 2).
     flags = ['--model', model_file, '--layers', 'conv1_1,conv2_1', '--size', '32', '--iters', '3', '--batch-size', '4',
@@ -595,6 +604,7 @@ def test_no_model_flag_takes_the_model_folder_and_downloads_nothing(model_file, 
     assert header['model'] == 'vgg16.tfmodel' and '--model' not in header['command']
 
 
+@pytest.mark.slow
 def test_a_write_that_fails_is_one_line_naming_the_file_and_leaves_no_temporary(model_file, tmp_path):
     out = str(tmp_path / 'out')
     # 64 kB at most per file: the record and the page fit, the .npz of a 96 px picture (108 kB) does not.
@@ -654,6 +664,7 @@ def odd_network(model_file):
                            description='tiny VGG16 with units named <b>like</b> anything')
 
 
+@pytest.mark.slow
 def test_a_network_whose_unit_names_are_any_text_gets_an_atlas(model_file, tmp_path):
     net = odd_network(model_file)
     settings = atlas.Settings('blog', 3, 32, 0, None, 3, 'float32').checked()

@@ -48,7 +48,9 @@ def browser_missing():
     return None
 
 
-pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or '')
+# Every test here needs a real browser: slow (python -m pytest --runslow), and skipped without one.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or '')]
 
 
 @pytest.fixture(scope='module')

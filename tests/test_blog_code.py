@@ -98,6 +98,7 @@ def blog_model_dir(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_post_demo_runs_unchanged(blog_model_dir, monkeypatch):
     global vgg
     monkeypatch.setenv('VGG16_DIR', blog_model_dir)

@@ -30,6 +30,7 @@ def is_png(path):
         return f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow
 def test_no_arguments_renders_the_post_demo(model_dir, tmp_path):
     done = run([], model_dir, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -38,6 +39,7 @@ def test_no_arguments_renders_the_post_demo(model_dir, tmp_path):
     assert '900/900' in done.stderr    # the tqdm bar: 6 filters x 150 steps
 
 
+@pytest.mark.slow
 def test_flags(model_dir, tmp_path):
     out = tmp_path / 'grid.png'
     done = run(['--layer', 'conv2_1', '--filters', '0,2-3', '--iters', '5', '--step-size', '1',
@@ -68,6 +70,7 @@ def test_missing_output_folder_is_found_before_the_work(model_dir, tmp_path, mon
     assert 'cannot save' in err and 'does not exist' in err
 
 
+@pytest.mark.slow
 def test_help_explains_every_flag(model_dir, tmp_path):
     done = run(['--help'], model_dir, tmp_path)
     assert done.returncode == 0
@@ -100,6 +103,7 @@ def test_bad_flags_exit_2_with_a_message(model_dir, tmp_path, monkeypatch, capsy
     assert not (tmp_path / 'x.png').exists()
 
 
+@pytest.mark.slow
 def test_missing_model_tells_how_to_get_one(tmp_path):
     done = run(['--quiet'], str(tmp_path), tmp_path)
     assert done.returncode == 2 and 'python download.py' in done.stderr

@@ -32,6 +32,9 @@ from filtervis.core import network
 from filtervis.models import vgg16
 from filtervis.cli import atlas as atlas_cli
 
+# Every test here needs real Dask scheduler and worker processes: slow (python -m pytest --runslow).
+pytestmark = pytest.mark.slow
+
 # dask's own command, beside this Python (the venv's bin); `python -m` works where the script is missing.
 DASK = os.path.join(os.path.dirname(sys.executable), 'dask')
 START_TIMEOUT = 60

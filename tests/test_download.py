@@ -601,6 +601,7 @@ def test_help_explains_every_flag(capsys):
         assert flag in text
 
 
+@pytest.mark.slow
 def test_command_line_check_on_an_empty_folder_reports_problems(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
@@ -624,6 +625,7 @@ def test_command_line_prints_a_download_error_without_a_traceback(server, tmp_pa
     assert 'Traceback' not in captured.err and captured.out == ''
 
 
+@pytest.mark.slow
 def test_script_prints_a_download_error_without_a_traceback(tmp_path):
     # As a script, download.py is __main__ while vgg16 raises download.DownloadError.
     with socket.socket() as probe:

@@ -132,6 +132,7 @@ def _fast_fetch(fetch):
     return quick
 
 
+@pytest.mark.slow
 def test_real_weight_file_over_loopback(server, tmp_path, mri_weights, capsys):
     """The real 59 MB MRI weights, Keras 2 layout: dropped once, resumed, verified, converted."""
     body = read(mri_weights)

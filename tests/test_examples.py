@@ -206,6 +206,7 @@ def test_any_batching_or_split_gives_the_same_examples(small_model, mixed_folder
         assert examples._records(small_model, merged.tops, filters, files, layers) == reference.records
 
 
+@pytest.mark.slow
 def test_two_dask_workers_give_the_same_examples(small_model, mixed_folder):
     layers, options = [0, 2], dict(k=4, size=SIDE, batch_size=2, progress=False)
     reference = examples.find(small_model, mixed_folder, layers, **options)

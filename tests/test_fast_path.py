@@ -162,6 +162,7 @@ def test_graph_does_not_grow(tiny_model):
     assert len(tiny_model.graph.get_operations()) == count
 
 
+@pytest.mark.slow
 def test_same_images_on_real_weights(mri_model):
     """conv3_2 of the real network at the post's 224x224, 3 steps, two filters in one batch."""
     reference = Reference(mri_model)

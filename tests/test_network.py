@@ -105,6 +105,7 @@ def test_the_objective_is_the_mean_of_the_units_channel(residual_net, index, pre
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['a', 'b', 'c', 'd', 'e'])
 def test_ascent_raises_the_objective_on_every_kind_of_unit(residual_net, name):
     for method in ('blog', 'regularized'):
@@ -170,6 +171,7 @@ def test_unknown_units_and_bad_inputs_get_clear_errors(residual_net):
         network.Network(residual_graph_def(), [])
 
 
+@pytest.mark.slow
 def test_a_greyscale_input_and_a_fixed_size(tmp_path):
     graph = tf.Graph()
     with graph.as_default():
@@ -211,6 +213,7 @@ def test_cached_ops_builds_once(residual_net):
     assert calls == [1]
 
 
+@pytest.mark.slow
 def test_auto_keeps_a_path_with_depthwise_convolutions_in_float32(residual_net, tmp_path, monkeypatch):
     # A CPU that claims bfloat16: 'auto' resolves to bfloat16, but depthwise convolutions run slower in it.
     cpuinfo = tmp_path / 'cpuinfo'
@@ -246,6 +249,7 @@ def sampling_graph_def(seed=1):
     return graph.as_graph_def()
 
 
+@pytest.mark.slow
 def test_sampled_values_are_the_units_values_at_every_nth_row_and_column():
     names = ('same', 'even', 'strided', 'explicit', 'dilated', 'linear')
     net = network.Network(sampling_graph_def(), [network.Unit(n, n + ':0') for n in names],

@@ -9,6 +9,9 @@ import pytest
 from filtervis.models import vgg16
 from builders import ROOT, random_weights
 
+# Every test here needs the whole notebook through papermill: slow (python -m pytest --runslow).
+pytestmark = pytest.mark.slow
+
 papermill = pytest.importorskip('papermill')
 
 

@@ -154,6 +154,7 @@ def mri(tmp_path_factory):
     return vgg16.VGG16(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layer', ['conv3_2', 'conv4_3'])
 def test_diversity_pushes_a_group_apart_and_keeps_most_of_the_activation(mri, layer):
     """Measured on the MRI weights with the regularized method and its default weight."""
@@ -212,6 +213,7 @@ def run_cli(tmp_path, *args):
     return subprocess.run(command, cwd=str(tmp_path), capture_output=True, text=True, timeout=300), out
 
 
+@pytest.mark.slow
 def test_command_line_views_and_expression(tmp_path):
     done, out = run_cli(tmp_path, '--layer', 'conv3_2', '--filters', '0-1', '--diversity', '3')
     assert done.returncode == 0, done.stderr

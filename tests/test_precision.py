@@ -78,6 +78,7 @@ def test_bad_precision_names_the_value_and_the_choices(tiny_model, bad):
         regularized.render(tiny_model, 1, [0], 1, size=SIZE, precision=bad)
 
 
+@pytest.mark.slow
 def test_forced_float32_keeps_the_fast_path_equal_to_the_post_on_a_bf16_cpu(tiny_model, cpu_with_bf16):
     assert precision.resolve_precision('auto') == 'bfloat16'
     reference = Reference(tiny_model)
@@ -103,6 +104,7 @@ def test_bfloat16_images_stay_within_the_derived_tolerance(tiny_model):
     assert 0 < difference <= BF16_ATOL
 
 
+@pytest.mark.slow
 def test_bfloat16_still_climbs_on_a_deep_layer_with_both_methods(tiny_model):
     blog = visualize.ascend(tiny_model, 'conv5_3', [0, 1, 2], 10, STEP_SIZE, seed=0, size=SIZE, pre_relu=True,
                             precision='bfloat16')

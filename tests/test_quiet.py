@@ -48,6 +48,7 @@ def tiny_model_file(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_visualize_prints_only_its_bar_and_the_saved_line(tiny_model_file, tmp_path):
     result = run([os.path.join(ROOT, 'visualize.py'), '--model', tiny_model_file, '--iters', '2', '--size', '32',
                   '--seed', '0', '--out', 'f.png'], tmp_path)
@@ -60,6 +61,7 @@ def test_visualize_prints_only_its_bar_and_the_saved_line(tiny_model_file, tmp_p
         assert noise not in text
 
 
+@pytest.mark.slow
 def test_verbose_shows_what_was_held_back(tiny_model_file, tmp_path):
     quiet_run = run([os.path.join(ROOT, 'visualize.py'), '--model', tiny_model_file, '--iters', '1',
                      '--size', '32', '--quiet', '--out', 'f.png'], tmp_path)

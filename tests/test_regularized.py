@@ -126,6 +126,7 @@ def test_a_filter_gets_the_same_picture_alone_or_in_a_batch(tiny_model):
     np.testing.assert_allclose(batch[1], alone[0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_seed_none_draws_from_numpys_generator(tiny_model):
     np.random.seed(3)
     first = regularized.render(tiny_model, 1, [0], 2, size=16).images
@@ -136,6 +137,7 @@ def test_seed_none_draws_from_numpys_generator(tiny_model):
     assert np.abs(first - fresh).max() > 0
 
 
+@pytest.mark.slow
 def test_graph_does_not_grow_across_calls(tiny_model):
     regularized.render(tiny_model, 4, [0, 1], 2, seed=0, size=32, batch_size=2)
     count = len(tiny_model.graph.get_operations())
@@ -144,6 +146,7 @@ def test_graph_does_not_grow_across_calls(tiny_model):
     assert len(tiny_model.graph.get_operations()) == count
 
 
+@pytest.mark.slow
 def test_copies_share_the_weights_of_the_model(tiny_model):
     regularized.render(tiny_model, 12, [0], 1, seed=0, size=32)
     copies = [op for op in tiny_model.graph.get_operations()
@@ -164,6 +167,7 @@ def test_visualize_ascend_dispatches_to_render(tiny_model):
     regularized.Config(pad=0, jitter=0, final_jitter=0, scale_range=(1, 1), rotation_degrees=0, pre_relu=False),
     regularized.Config(scale_range=(0.5, 2.0), rotation_degrees=180, init_std=0.5),
 ], ids=['pixel-basis', 'no-transforms', 'wide-transforms'])
+@pytest.mark.slow
 def test_other_configs_render_and_rise(tiny_model, config):
     result = regularized.render(tiny_model, 5, [0, 2], 30, seed=0, size=32, batch_size=2, config=config)
     assert np.isfinite(result.images).all() and 0 <= result.images.min() and result.images.max() <= 255
@@ -209,6 +213,7 @@ def test_red_filter_gives_a_red_picture():
     assert measures.activation(model, 0, [0], result.images, pre_relu=True)[0] > 0
 
 
+@pytest.mark.slow
 def test_mri_conv3_2_filter_0_has_no_dead_area(mri_model):
     """The post's picture of conv3_2 filter 0 leaves its centre dead; the regularized one does not."""
     blog = visualize.ascend(mri_model, 'conv3_2', [0], 100, 2, seed=0, size=128).images

@@ -283,6 +283,7 @@ def test_in_memory_graph_description_and_close(weights):
     assert [model.min_size(n) for n in ('conv1_2', 'conv2_1', 'conv3_1', 'conv5_3')] == [1, 2, 4, 16]
 
 
+@pytest.mark.slow
 def test_weights_md5_names_the_weights_and_is_the_same_in_every_process(tmp_path):
     # Node attributes are a protobuf map: a plain SerializeToString() orders
     # them differently from one process to the next, so the md5 must not use it.

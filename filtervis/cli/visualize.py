@@ -56,7 +56,7 @@ def build_parser():
                              '(default %g for --method blog, %g for regularized; 0: the same N starts, no push)'
                              % (DEFAULT_DIVERSITY_WEIGHT['blog'], DEFAULT_DIVERSITY_WEIGHT['regularized']))
     parser.add_argument('--iters', type=int, default=None,
-                        help='ascent steps (default 150; 0 gives the --start pictures back); Adam steps for '
+                        help='ascent steps (default 150; 0 with --start gives the pictures back); Adam steps for '
                              '--method regularized; steps per octave with --dream')
     parser.add_argument('--step-size', type=float, default=None,
                         help="blog method: step size (default 2, the post's demo); with --normalize max the "

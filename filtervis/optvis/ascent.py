@@ -157,7 +157,7 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     model: a network.Network (vgg16.VGG16 is one).
     layer_id: index into model.layer_names or a name such as 'conv3_2'.
     feature_ids: filter indices of that layer, 0..channels-1; repeats allowed.
-    iters: steps (>= 0; 0 returns the starts). size: image side, at least model.min_size(layer_id)
+    iters: steps (>= 1; 0 with init returns the starts). size: image side, at least model.min_size(layer_id)
     (a network with a fixed input size takes that size only).
     The layer is resolved here, once; everything below takes its index.
     seed: int >= 0 or None (numpy's global generator, as in the post).
@@ -217,8 +217,9 @@ def render_objectives(model, objective_list, iters, *, groups=None, seed=None, s
 
 def _render(model, job, iters, method, config, *, seed, size, init, batch_size, progress, precision):
     """A job through render.run with either method, arguments checked here."""
-    # 0 steps give the starts back: a photo given as init, as the method holds it.
-    check_int('iters', iters, 0)
+    # 0 steps give the starts back: a photo given as init, as the method holds it. From noise, 0 steps
+    # are a mistake.
+    check_int('iters', iters, 1 if init is None else 0)
     seed = check_seed(seed)
     precision_name = resolve_precision(precision)
     layers = objectives.layers_of(job.bounds[0].form)
