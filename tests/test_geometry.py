@@ -33,30 +33,54 @@ def brute_force(graph, output_t, side, seed=0):
     return changed.reshape(side, side, out.shape[1], out.shape[2])
 
 
-def assert_field(field, changed):
-    """The units that moved are the field's rows x columns clipped to the image, for every unit."""
-    side, _, h, w = changed.shape
-    assert (field.side, field.side) == (h, w)
-    units = np.arange(h)
+def _seen(field, side):
+    """[side, field.side] bool: whether each input row (or column) lies in each unit's field."""
+    units = np.arange(field.side)
     pixels = np.arange(side)[:, None]
-    rows = (pixels >= field.offset + field.stride * units) & (pixels <= field.offset + field.stride * units
-                                                               + field.size - 1)   # [side, h]
-    expected = rows[:, None, :, None] & rows[None, :, None, :]
+    return (pixels >= field.offset + field.stride * units) & (pixels <= field.offset + field.stride * units
+                                                               + field.size - 1)
+
+
+def assert_field(field, changed, columns=None):
+    """The units that moved are the field's rows x columns clipped to the image, for every unit.
+
+    field: the Field of rows, and of columns too unless `columns` is given.
+    """
+    columns = columns or field
+    side, _, h, w = changed.shape
+    assert (field.side, columns.side) == (h, w)
+    expected = _seen(field, side)[:, None, :, None] & _seen(columns, side)[None, :, None, :]
     wrong = np.argwhere(np.any(expected != changed, axis=(0, 1)))
-    assert not len(wrong), 'units %s see other pixels than %s' % (wrong[:5].tolist(), field)
+    assert not len(wrong), 'units %s see other pixels than %s x %s' % (wrong[:5].tolist(), field, columns)
 
 
-def check(build, image_side, **expected):
-    """Build a graph with `build(images_t, rng)` -> output_t, walk it and brute-force it at `image_side`."""
+def build_graph(build, image_side):
+    """(graph, output_t) of `build(images_t, rng)` on an images placeholder of any side."""
     graph = tf.Graph()
     with graph.as_default():
         images_t = tf.placeholder(tf.float32, [None, None, None, CHANNELS], name='images')
         output_t = build(images_t, np.random.default_rng(image_side))
+    return graph, output_t
+
+
+def check(build, image_side, **expected):
+    """Build a graph with `build(images_t, rng)` -> output_t, walk it and brute-force it at `image_side`."""
+    graph, output_t = build_graph(build, image_side)
     field = geometry.walk(graph, 'images:0', image_side)[output_t.name]
     assert_field(field, brute_force(graph, output_t, image_side))
     for name, value in expected.items():
         assert getattr(field, name) == value, field
     return field
+
+
+def check_axes(build, image_side):
+    """check() for a tensor whose rows and columns differ: walk_axes' pair against brute force; returns it."""
+    graph, output_t = build_graph(build, image_side)
+    pairs, unknown = geometry.walk_axes(graph, 'images:0', image_side)
+    assert output_t.name in pairs, unknown.get(output_t.name)
+    rows, columns = pairs[output_t.name]
+    assert_field(rows, brute_force(graph, output_t, image_side), columns)
+    return rows, columns
 
 
 def kernel(rng, k, channels_in, channels_out=CHANNELS):
@@ -192,6 +216,110 @@ def test_kernels_of_1x3_and_3x1_are_followed_apart():
                                                                                           square_t.name: 3}
 
 
+# ---------------------------------------------------------------------------
+# Per-pixel and shifting ops of the Keras Applications families
+
+def dense(x, rng, channels_out=CHANNELS):
+    """Keras' Dense on a map: tf.tensordot over the channel axis (Reshape to [N*h*w, C], MatMul, Reshape back)."""
+    weights = tf.constant(rng.uniform(0.5, 1.5, (int(x.shape[3]), channels_out)) / int(x.shape[3]), tf.float32)
+    return tf.nn.bias_add(tf.tensordot(x, weights, [[3], [0]]), tf.ones([channels_out]))
+
+
+def test_dense_over_channels_is_per_pixel():
+    def build(x, rng):
+        return conv(dense(conv(x, rng, 3), rng, 5), rng, 3)
+    field = check(build, 17, side=17, size=5, stride=1, offset=-1 - 1)
+    graph, output_t = build_graph(lambda x, rng: dense(x, rng), 8)
+    assert {'Reshape', 'MatMul'} <= {op.type for op in graph.get_operations()}
+    assert geometry.walk(graph, 'images:0', 8)[output_t.name] == Field(8, 1, 1, 0)
+    assert field.size == 5
+
+
+@pytest.mark.parametrize('reshape', [
+    lambda x: tf.reshape(tf.reshape(x, [-1, CHANNELS]), [-1, 17, 17, CHANNELS]),   # sides from a constant
+    lambda x: tf.reshape(tf.reshape(x, [-1, CHANNELS]), tf.shape(tf.transpose(x, [0, 2, 1, 3]))),
+    lambda x: tf.reshape(tf.reshape(x, [-1, 17 * CHANNELS]), [-1, 17, 17, CHANNELS]),   # rows, not pixels
+], ids=['constant_sides', 'other_shape', 'rows'])
+def test_reshapes_other_than_a_dense_layer_are_not_followed(reshape):
+    graph, output_t = build_graph(lambda x, rng: conv(reshape(conv(x, rng, 3)), rng, 3), 17)
+    pairs, unknown = geometry.walk_axes(graph, 'images:0', 17)
+    assert output_t.name not in pairs and 'Reshape' in unknown[output_t.name]
+
+
+def layer_norm(x):
+    """LayerNormalization over channels, as Keras builds it: moments over the last axis."""
+    mean, variance = tf.nn.moments(x, axes=[3], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + 1e-3) * tf.constant([1.0, 1.5, 2.0]) + 0.5
+
+
+@pytest.mark.parametrize('gelu', [
+    lambda x: 0.5 * x * (1 + tf.math.erf(x / np.sqrt(2.0))),
+    lambda x: 0.5 * x * tf.math.erfc(-x / np.sqrt(2.0)),                          # as Keras 3 builds it
+    lambda x: 0.5 * x * (1 + tf.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),   # the approximation
+], ids=['erf', 'erfc', 'tanh'])
+def test_layer_norm_over_channels_and_gelu_are_per_pixel(gelu):
+    check(lambda x, rng: conv(gelu(layer_norm(conv(x, rng, 3))), rng, 3), 17, side=17, size=5, stride=1, offset=-2)
+
+
+def test_multiplies_by_per_channel_and_broadcast_tensors_are_per_pixel():
+    def build(x, rng):
+        per_channel = tf.constant(rng.uniform(0.5, 2.0, CHANNELS), tf.float32)                  # LayerScale
+        per_pixel = tf.constant(rng.uniform(0.5, 2.0, (1, 17, 17, 1)), tf.float32)               # a fixed mask
+        return conv(conv(x, rng, 3) * per_channel * per_pixel + tf.ones([1, 1, 1, CHANNELS]), rng, 3)
+    check(build, 17, side=17, size=5, stride=1, offset=-2)
+
+
+@pytest.mark.parametrize('crop, side, offset', [
+    (lambda x: x[:, 1:, 1:, :], 14, 0),                         # Cropping2D(((1, 0), (1, 0)))
+    (lambda x: x[:, 2:-1, 2:-1, :], 12, 1),
+    (lambda x: tf.slice(x, [0, 3, 3, 0], [-1, 10, 10, -1]), 8, 2),
+    (lambda x: x[..., 1:-1, 1:-1, :], 13, 0),                   # an ellipsis before the spatial axes
+], ids=['first_row', 'both_ends', 'slice', 'ellipsis'])
+def test_constant_crops_shift_the_field(crop, side, offset):
+    # A 3x3 SAME conv (offset -1) before the crop, a VALID one after it: a
+    # padding after a crop would lie inside the image, where no Field is exact
+    # for the border units (see geometry's docstring).
+    check(lambda x, rng: conv(crop(conv(x, rng, 3)), rng, 3, padding='VALID'), 17, side=side, size=5, stride=1,
+          offset=offset)
+
+
+def test_nasnet_shift_pads_crops_and_pools():
+    # NASNet's second path: ZeroPadding2D(((0, 1), (0, 1))), Cropping2D(((1, 0), (1, 0))), a 1x1 pool of stride 2.
+    def build(x, rng):
+        shifted = tf.pad(conv(x, rng, 3), [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
+        return tf.nn.avg_pool2d(shifted, 1, 2, 'VALID')
+    check(build, 16, side=8, size=3, stride=2, offset=0)
+
+
+@pytest.mark.parametrize('side', [16, 17])
+def test_every_second_row_and_column_doubles_the_stride(side):
+    def build(x, rng):
+        return x[:, 1::2, 1::2, :]
+    check(build, side, side=side // 2, size=1, stride=2, offset=1)
+
+
+def test_focus_interleaves_four_strided_slices():
+    # YOLOX's Focus: the four phases of a 2x2 grid side by side in channels, then a conv.
+    def build(x, rng):
+        phases = [x[:, row::2, column::2, :] for column in (0, 1) for row in (0, 1)]
+        return conv(tf.concat(phases, axis=3), rng, 3)
+    check(build, 16, side=8, size=6, stride=2, offset=-2)
+
+
+def test_asymmetric_zero_padding_shifts_rows_and_columns_apart():
+    def build(x, rng):
+        return conv(tf.pad(x, [[0, 0], [0, 1], [2, 1], [0, 0]]), rng, 3, stride=2, padding='VALID')
+    rows, columns = check_axes(build, 17)
+    assert (rows, columns) == (Field(8, 3, 2, 0), Field(9, 3, 2, -2))
+
+
+def test_a_1x7_conv_has_rows_and_columns_of_different_sizes():
+    # InceptionV3's factorized 7x7: rows and columns differ between the 1x7 and the 7x1 conv.
+    def build(x, rng):
+        return tf.nn.conv2d(x, kernel(rng, 3, CHANNELS)[1:2], 1, 'SAME')    # a 1x3 kernel
+    assert check_axes(build, 15) == (Field(15, 1, 1, 0), Field(15, 3, 1, -1))
+
+
 VGG16_BLOCKS = (2, 2, 3, 3, 3)
 
 
@@ -229,9 +357,9 @@ def test_vgg16_fields_sides_and_smallest_inputs():
     lambda x: tf.nn.space_to_depth(x, 2),
     lambda x: tf.transpose(x, [0, 2, 1, 3]),
     lambda x: tf.reshape(x, [-1, 17, 17, CHANNELS]),
-    lambda x: x[:, 1:, 1:, :],
+    lambda x: x[:, ::-1, :, :],
     lambda x: tf.reverse(x, axis=[1]),
-], ids=['resize', 'space_to_depth', 'transpose', 'reshape', 'strided_slice', 'flip'])
+], ids=['resize', 'space_to_depth', 'transpose', 'reshape', 'reversing_slice', 'flip'])
 def test_ops_that_move_pixels_leave_downstream_tensors_out(move):
     graph = tf.Graph()
     with graph.as_default():
@@ -242,31 +370,33 @@ def test_ops_that_move_pixels_leave_downstream_tensors_out(move):
         after_t = conv(moved_t, rng, 3)
     fields = geometry.walk(graph, 'images:0', 17)
     assert before_t.name in fields and moved_t.name not in fields and after_t.name not in fields
+    assert moved_t.op.name in geometry.walk_axes(graph, 'images:0', 17)[1][after_t.name]
     with pytest.raises(GeometryError, match='%s depends on %s' % (after_t.name, moved_t.op.name)):
         geometry.smallest_input(graph, 'images:0', [before_t.name, after_t.name])
 
 
-def test_ops_no_field_describes_raise():
+@pytest.mark.parametrize('name, build, reason', [
+    ('nchw', lambda x, rng: tf.nn.conv2d(x, kernel(rng, 3, CHANNELS), 1, 'SAME', data_format='NCHW', name='nchw'),
+     'nchw .* NCHW'),
+    ('rows', lambda x, rng: tf.concat([x, x], axis=1, name='rows'), 'rows .* along rows'),
+    # Both 8x8 on a 16-pixel input, one unit every 2 pixels and one every pixel.
+    ('sum', lambda x, rng: tf.add(tf.nn.max_pool2d(x, 2, 2, 'VALID'), conv(x, rng, 9, padding='VALID'), name='sum'),
+     'sum .* 1 and 2 input pixels apart'),
+])
+def test_ops_no_field_describes_leave_only_their_own_path_out(name, build, reason):
     graph = tf.Graph()
     with graph.as_default():
         images_t = tf.placeholder(tf.float32, [None, None, None, CHANNELS], name='images')
         rng = np.random.default_rng(0)
-        tf.nn.conv2d(images_t, kernel(rng, 3, CHANNELS), 1, 'SAME', data_format='NCHW', name='nchw')
-    with pytest.raises(GeometryError, match='nchw .* NCHW'):
-        geometry.walk(graph, 'images:0', 16)
-    graph = tf.Graph()
-    with graph.as_default():
-        images_t = tf.placeholder(tf.float32, [None, None, None, CHANNELS], name='images')
-        tf.concat([images_t, images_t], axis=1, name='rows')
-    with pytest.raises(GeometryError, match='rows .* along rows'):
-        geometry.walk(graph, 'images:0', 16)
-    graph = tf.Graph()
-    with graph.as_default():
-        images_t = tf.placeholder(tf.float32, [None, None, None, CHANNELS], name='images')
-        # Both 8x8 on a 16-pixel input, one unit every 2 pixels and one every pixel.
-        tf.add(tf.nn.max_pool2d(images_t, 2, 2, 'VALID'), conv(images_t, rng, 9, padding='VALID'), name='sum')
-    with pytest.raises(GeometryError, match='sum .* 1 and 2 input pixels apart'):
-        geometry.walk(graph, 'images:0', 16)
+        bad_t = build(images_t, rng)
+        after_t = tf.nn.relu(bad_t)
+        good_t = conv(images_t, rng, 3)
+    fields = geometry.walk(graph, 'images:0', 16)
+    # One op no Field describes never stops the walk: the tensors beside it keep theirs.
+    assert good_t.name in fields and bad_t.name not in fields and after_t.name not in fields
+    with pytest.raises(GeometryError, match=reason):
+        geometry.smallest_input(graph, 'images:0', [after_t.name])
+    assert geometry.smallest_input(graph, 'images:0', [good_t.name]) == {good_t.name: 1}
 
 
 def test_smallest_input_refuses_bad_names_and_too_small_limits():

@@ -11,28 +11,35 @@ each tensor accepts.
     from filtervis.core import geometry
     fields = geometry.walk(graph, 'images:0', 224)
     fields['conv3_3/conv3_3:0']    # Field(side=56, size=40, stride=4, offset=-18)
+    pairs, unknown = geometry.walk_axes(graph, 'images:0', 224)   # (rows, columns) Fields; {name: why not}
     geometry.smallest_input(graph, 'images:0', ['conv5_3/conv5_3:0'])    # {'conv5_3/conv5_3:0': 16}
 
 Unit (y, x) of a tensor sees input rows offset + stride*y ... offset +
 stride*y + size - 1 and the same columns; rows outside 0 ... size-1 of the
-image are padding. The walk follows rows and columns apart, so a 1x7 kernel
-or a pad of (0, 1) rows is no trouble, but a tensor whose rows and columns
-differ has no Field and is left out of `walk`'s answer.
+image are padding. This is exact for every unit whose window holds no
+padding, and for border units where the padding lies outside the image; a
+map whose outer units stop short of the image's edge (a crop, a strided
+VALID conv) and is then padded gives its border units a few rows fewer.
+Rows and columns are followed apart (a 1x7 kernel, a pad of (0, 1) rows):
+`walk_axes` gives both Fields, `walk` the tensors whose rows and columns agree.
 
 What the walk knows: Conv2D and DepthwiseConv2dNative (strides, dilations,
 SAME, VALID and EXPLICIT padding), MaxPool and AvgPool, Pad, PadV2 and
-MirrorPad with constant paddings, spatial reductions (Mean, Max, ... over
-rows and columns), merges (Add, Mul, ConcatV2 along channels, ...: the union
-of their inputs' fields, a side-1 map broadcast over the others), and every
-other op with one image input is taken as pointwise (ReLU, BiasAdd, inference
-batch norm, a channel slice). Ops that move pixels some other way (resizing,
-Reshape, Transpose, DepthToSpace, transposed and SpaceToBatchND-dilated
+MirrorPad with constant paddings, Slice and StridedSlice with constant
+bounds (a crop shifts the field, a step of 2 doubles the stride), spatial
+reductions, merges (Add, Mul, ConcatV2 along channels: the union of their
+inputs' fields, a side-1 map broadcast over the others), a dense layer over
+channels (tf.tensordot: Reshape to [N*h*w, C], MatMul, Reshape back to the
+map's own sides), and every other op with one image input as pointwise
+(ReLU, GELU, BiasAdd, batch and layer norm over channels, a channel slice,
+a Transpose that keeps every axis in place). Ops that move pixels some other
+way (resizing, any other Reshape or Transpose, DepthToSpace, transposed
 convolutions, ...) are not guessed at: the tensors downstream of them are
-left out of `walk`, and `smallest_input` raises GeometryError naming the op.
+left out, `walk_axes` says why, and `smallest_input` raises GeometryError
+naming the op. Such an op never stops the walk for the other tensors.
 """
 
 import numbers
-from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,10 +73,29 @@ class GeometryError(ValueError):
 
 
 # What the walk knows of an image-dependent tensor, besides a (rows, columns)
-# pair of Fields for a 4-D one:
+# pair of Fields (a plain tuple) for a 4-D one:
 _FLAT = 'flat'       # rank other than 4, its values tied to no place in particular (Flatten)
 _GLOBAL = 'global'   # rank other than 4, each value computed from the whole image (global pooling)
-_Unknown = namedtuple('_Unknown', 'op reason')   # downstream of an op the walk does not follow
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    """Downstream of an op the walk does not follow: its label 'name (Type)' and why."""
+    op: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """A dense layer's view of a map: [N*h*w, C], one row per pixel of a map whose Fields are `pair`.
+
+    sources: names of the 4-D tensors flattened into it, whose Shape the
+    Reshape back to [N, h, w, C'] must read for the rows to land where they
+    came from.
+    """
+    pair: tuple
+    sources: frozenset
+
 
 # Ops whose outputs depend on the shape of the image, not on its pixels.
 _SHAPE_ONLY = frozenset(['Shape', 'ShapeN', 'Size', 'Rank', 'ZerosLike', 'OnesLike'])
@@ -86,7 +112,7 @@ _ALONG_AXES = {'ReverseV2': 1, 'Split': 0, 'SplitV': 2, 'GatherV2': 2,
 # walk takes any op it does not know as pointwise, so this list is what keeps
 # it from guessing.
 _MOVES_PIXELS = frozenset([
-    'Reshape', 'Transpose', 'ConjugateTranspose', 'Tile', 'BroadcastTo', 'Roll', 'Reverse', 'ReverseSequence',
+    'Transpose', 'ConjugateTranspose', 'Tile', 'BroadcastTo', 'Roll', 'Reverse', 'ReverseSequence',
     'ResizeBilinear', 'ResizeNearestNeighbor', 'ResizeBicubic', 'ResizeArea', 'ScaleAndTranslate',
     'CropAndResize', 'ExtractGlimpse', 'ExtractGlimpseV2', 'ImageProjectiveTransformV2',
     'ImageProjectiveTransformV3', 'DepthToSpace', 'SpaceToDepth', 'ExtractImagePatches',
@@ -121,14 +147,30 @@ def walk(graph, input_name, size):
     shape [N, H, W, C] (H, W, N unknown or not); size: int >= 1, the input
     side H = W to compute sides and SAME paddings for. Each op is visited
     once, in the order the graph was built (which is topological). Left out:
-    tensors of rank other than 4, tensors whose rows and columns differ, and
-    tensors downstream of an op the walk does not follow (smallest_input
-    names it). Raises GeometryError for ops it knows but that no Field
-    describes: NCHW layout, concatenation along rows or columns, merging maps
-    of different strides.
+    tensors of rank other than 4, tensors whose rows and columns differ
+    (walk_axes gives them), and tensors downstream of an op the walk does
+    not follow or that no Field describes (NCHW layout, concatenation along
+    rows or columns, merging maps of different strides): walk_axes says why.
     """
-    return {name: state[0] for name, state in _walk(graph, input_name, size).items()
-            if isinstance(state, tuple) and state[0] == state[1]}
+    pairs, _ = walk_axes(graph, input_name, size)
+    return {name: rows for name, (rows, columns) in pairs.items() if rows == columns}
+
+
+def walk_axes(graph, input_name, size):
+    """(pairs, unknown) for the tensors that depend on `input_name`, for square inputs of `size` pixels.
+
+    pairs: {tensor name: (rows Field, columns Field)} for every 4-D tensor
+    the walk follows (a 1x7 kernel gives rows and columns of different
+    sizes); unknown: {tensor name: why not (str), naming the op} for the
+    tensors downstream of an op it does not follow. Arguments as walk().
+    """
+    pairs, unknown = {}, {}
+    for name, state in _walk(graph, input_name, size).items():
+        if type(state) is tuple:
+            pairs[name] = state
+        elif isinstance(state, _Unknown):
+            unknown[name] = 'its path holds %s, which %s' % (state.op, state.reason)
+    return pairs, unknown
 
 
 def smallest_input(graph, input_name, tensor_names, limit=4096):
@@ -158,15 +200,15 @@ def smallest_input(graph, input_name, tensor_names, limit=4096):
         if found is None:
             _tensor(graph, name)   # a missing name says so
             raise ValueError('%s does not depend on %s' % (name, input_name))
-        if isinstance(found, _Unknown):
-            raise GeometryError('%s depends on %s, which %s; geometry.py cannot follow the image through it'
-                                % (name, found.op, found.reason))
-        if not isinstance(found, tuple):
+        _refuse_unknown(name, found)
+        if type(found) is not tuple:
             raise ValueError('%s is not a feature map [N, h, w, C]: its shape is %s'
                              % (name, graph.get_tensor_by_name(name).shape))
 
     def works(name, size):
-        rows, columns = state(name, size)
+        found = state(name, size)
+        _refuse_unknown(name, found)   # maps of different strides merge only where their sides agree
+        rows, columns = found
         return min(rows.side, columns.side) >= 1
 
     smallest = {}
@@ -186,6 +228,12 @@ def smallest_input(graph, input_name, tensor_names, limit=4096):
     return smallest
 
 
+def _refuse_unknown(name, state):
+    if isinstance(state, _Unknown):
+        raise GeometryError('%s depends on %s, which %s; geometry.py cannot follow the image through it'
+                            % (name, state.op, state.reason))
+
+
 def _tensor(graph, name):
     try:
         return graph.get_tensor_by_name(name)
@@ -195,7 +243,7 @@ def _tensor(graph, name):
 
 def _walk(graph, input_name, size):
     """{tensor name: state} for every tensor that depends on input_name: a (rows, columns) pair of Fields,
-    _FLAT, _GLOBAL or an _Unknown."""
+    _Pixels, _FLAT, _GLOBAL or an _Unknown."""
     if not (isinstance(size, numbers.Integral) and size >= 1):
         raise ValueError('size=%r: expected an int >= 1, the side of a square input' % (size,))
     image = _tensor(graph, input_name)
@@ -223,6 +271,8 @@ def _follow(op, dependent, size):
     for state in kinds:
         if isinstance(state, _Unknown):
             return state
+    if any(isinstance(state, _Pixels) for state in kinds):
+        return _row_wise(op, dependent)
     if _FLAT in kinds:
         return _FLAT
     if all(state is _GLOBAL for state in kinds):
@@ -235,11 +285,25 @@ def _follow(op, dependent, size):
         return _Unknown('%s (%s)' % (op.name, op.type), str(reason))
 
 
+def _row_wise(op, dependent):
+    """The state after op of a dense layer's [N*h*w, C] view of a map (_Pixels): kept by its MatMul and
+    bias, the map's pair after the Reshape back to the map's own sides, else flat (no 4-D output: _fit)."""
+    (index, pixels), kind = dependent[0], op.type
+    if len(dependent) == 1 and index == 0:
+        if kind == 'BiasAdd' or kind == 'MatMul' and not op.get_attr('transpose_a'):
+            return pixels
+        if kind == 'Reshape' and _rebuilds_map(op.inputs[1], pixels.sources):
+            return pixels.pair
+    return _FLAT
+
+
 def _fit(op, result, output, size):
     """The state of one output of op, whose op-wide result is `result`: by the output's rank."""
     rank = output.shape.rank
-    if isinstance(result, tuple):
+    if type(result) is tuple:
         return result if rank in (None, 4) else _FLAT
+    if isinstance(result, _Pixels):
+        return result if rank == 2 else _FLAT
     if result is _FLAT and rank == 4:
         return _Unknown('%s (%s)' % (op.name, op.type), 'makes a 4-D tensor from one of another rank')
     if result is _GLOBAL and rank == 4:
@@ -285,8 +349,7 @@ def _spatial(op, dependent, size):
         if any(index == axis_input for index, _ in dependent):
             raise _NotFollowed('has an axis computed from the image')
         if _axes(op.inputs[axis_input]) & {1, 2}:
-            raise GeometryError('%s (%s) concatenates along rows or columns; no Field describes the result'
-                                % (op.name, kind))
+            raise _NotFollowed('concatenates along rows or columns; no Field describes the result')
         return _merge(op, [pair for _, pair in dependent])
     if kind in _ALONG_AXES:
         axes_input = _ALONG_AXES[kind]
@@ -296,9 +359,12 @@ def _spatial(op, dependent, size):
         return pair
     if kind in ('Slice', 'StridedSlice'):
         pair = _only(op, dependent, 0)
-        if _cuts_rows_or_columns(op):
-            raise _NotFollowed('cuts rows or columns (or may: its bounds are not constant)')
-        return pair
+        spans = _slice_spans(op)
+        return tuple(_step(axis, *spans[1 + i]) for i, axis in enumerate(pair))
+    if kind == 'Transpose' and _static_list(op.inputs[1]) == [0, 1, 2, 3]:
+        return _only(op, dependent, 0)   # tf.tensordot's transpose, which keeps every axis in place
+    if kind == 'Reshape':
+        return _flattened_pixels(op, _only(op, dependent, 0))
     if kind in _MOVES_PIXELS:
         raise _NotFollowed('moves pixels')
     if len(dependent) == 1:
@@ -326,8 +392,8 @@ def _window(op, pair):
     # One copy of all attributes: a get_attr call each would be most of the walk's time.
     attrs = op.node_def.attr
     if attrs['data_format'].s not in (b'', b'NHWC'):
-        raise GeometryError('%s (%s) uses data_format %s; geometry.py reads NHWC tensors only'
-                            % (op.name, op.type, attrs['data_format'].s.decode()))
+        raise _NotFollowed('uses data_format %s; geometry.py reads NHWC tensors only'
+                           % attrs['data_format'].s.decode())
     if op.type in _POOLS:
         kernel = attrs['ksize'].list.i[1:3]
     else:
@@ -368,10 +434,10 @@ def _pad(axis, before, after):
 
 def _merge(op, pairs):
     """Rows and columns of an elementwise op on several maps: the union of their fields."""
-    return tuple(_union(op, [pair[i] for pair in pairs]) for i in range(2))
+    return tuple(_union([pair[i] for pair in pairs]) for i in range(2))
 
 
-def _union(op, axes):
+def _union(axes):
     side = max(axis.side for axis in axes)
     # Maps of side 1 broadcast over the others (squeeze-and-excite).
     spread = [axis for axis in axes if axis.side == 1] if side > 1 else []
@@ -379,9 +445,8 @@ def _union(op, axes):
     if side > 1 and all(axis.side == side for axis in full):
         strides = sorted({axis.stride for axis in full})
         if len(strides) > 1:
-            raise GeometryError('%s (%s) merges maps whose units are %s input pixels apart; their units do not '
-                                'line up, so no Field describes the result'
-                                % (op.name, op.type, ' and '.join(map(str, strides))))
+            raise _NotFollowed('merges maps whose units are %s input pixels apart; their units do not line up, '
+                               'so no Field describes the result' % ' and '.join(map(str, strides)))
         stride = strides[0]
         # A broadcast unit is seen by every unit: widen its field so that
         # unit y's range, offset + stride*y ..., still holds all of it.
@@ -398,28 +463,86 @@ def _union(op, axes):
     return Field(side, end - offset, stride, offset)
 
 
-def _cuts_rows_or_columns(op):
-    """Whether a Slice or StridedSlice keeps less than all rows and columns (True when that cannot be told)."""
-    values = [tf.get_static_value(t) for t in op.inputs[1:]]
+def _static_list(tensor):
+    """The value of a constant tensor as a list, or None when it is not constant."""
+    value = tf.get_static_value(tensor)
+    return None if value is None else np.ravel(value).tolist()
+
+
+def _slice_spans(op):
+    """{1: rows, 2: columns}, each (start or None, stop or None, step), that a Slice or StridedSlice keeps."""
+    values = [_static_list(t) for t in op.inputs[1:]]
     if any(value is None for value in values):
-        return True
+        raise _NotFollowed('has bounds that are not constant')
     if op.type == 'Slice':
-        begin, size = values
-        return any(begin[axis] != 0 or size[axis] != -1 for axis in (1, 2))
-    begin, _, strides = values
+        begin, sizes = values
+        return {axis: (begin[axis], None if sizes[axis] == -1 else begin[axis] + sizes[axis], 1) for axis in (1, 2)}
+    spans = {1: (None, None, 1), 2: (None, None, 1)}
+    begin, end, strides = values
     if op.get_attr('new_axis_mask'):
-        return True
+        raise _NotFollowed('adds an axis')
     begin_mask, end_mask = op.get_attr('begin_mask'), op.get_attr('end_mask')
     shrink, ellipsis = op.get_attr('shrink_axis_mask'), op.get_attr('ellipsis_mask')
     # An ellipsis at spec position e stands for the axes that the spec does
     # not name; positions after it count from the last axis.
     at = ellipsis.bit_length() - 1 if ellipsis else len(begin)
     for position in range(len(begin)):
-        if position == at:
-            continue
         axis = position if position < at else position + 4 - len(begin)
-        whole = ((begin_mask >> position & 1 or begin[position] == 0) and end_mask >> position & 1
-                 and strides[position] == 1 and not shrink >> position & 1)
-        if axis in (1, 2) and not whole:
-            return True
-    return False
+        if position == at or axis not in spans:
+            continue
+        if shrink >> position & 1:
+            raise _NotFollowed('keeps one row or column and drops the axis')
+        spans[axis] = (None if begin_mask >> position & 1 else begin[position],
+                       None if end_mask >> position & 1 else end[position], strides[position])
+    return spans
+
+
+def _step(axis, start, stop, step):
+    """One axis through a slice start:stop:step (Python's rules, on a map of axis.side units)."""
+    if step < 1:
+        raise _NotFollowed('reverses rows or columns')
+    first, last, _ = slice(start, stop, step).indices(axis.side)
+    return Field(len(range(first, last, step)), axis.size, axis.stride * step, axis.offset + first * axis.stride)
+
+
+def _flattened_pixels(op, pair):
+    """The _Pixels of a Reshape [N, h, w, C] -> [N*h*w, C], the first half of a dense layer over channels.
+
+    Its rows are the map's pixels exactly when its shape ends in the map's
+    channel count C: a constant, or tf.tensordot's product of the map's own
+    channel dimension. Any other Reshape moves pixels.
+    """
+    channels = op.inputs[0].shape.as_list()[3] if op.inputs[0].shape.rank == 4 else None
+    tensor, sources = op.inputs[0], {op.inputs[0].name}
+    while tensor.op.type == 'Identity' or tensor.op.type == 'Transpose' and _static_list(
+            tensor.op.inputs[1]) == [0, 1, 2, 3]:
+        tensor = tensor.op.inputs[0]
+        sources.add(tensor.name)
+    shape, pack = _static_list(op.inputs[1]), op.inputs[1].op
+    if shape is not None:
+        ends_in_channels = shape[-1:] == [channels]
+    else:
+        last_t = pack.inputs[-1] if pack.type == 'Pack' and len(pack.inputs) == 2 else None
+        last_t = last_t.op.inputs[0] if last_t is not None and last_t.op.type == 'Prod' else last_t
+        ends_in_channels = last_t is not None and (_static_list(last_t) == [channels]
+                                                   or _reads_shape(last_t, sources, [3]))
+    if channels is None or op.outputs[0].shape.rank != 2 or not ends_in_channels:
+        raise _NotFollowed("moves pixels (a Reshape other than a dense layer's [N*h*w, C] view of a map)")
+    return _Pixels(pair, frozenset(sources))
+
+
+def _rebuilds_map(shape_t, sources):
+    """Whether shape_t is tf.tensordot's [N, h, w] of a source map's own Shape, then one constant (C')."""
+    concat = shape_t.op
+    if concat.type != 'ConcatV2' or len(concat.inputs) != 3 or _static_list(concat.inputs[2]) != [0]:
+        return False
+    channels = _static_list(concat.inputs[1])
+    return _reads_shape(concat.inputs[0], sources, [0, 1, 2]) and channels is not None and len(channels) == 1
+
+
+def _reads_shape(tensor, sources, indices):
+    """Whether tensor is tf.gather(tf.shape(source), indices) for one of the source tensors' names."""
+    gather = tensor.op
+    return (gather.type == 'GatherV2' and gather.inputs[0].op.type == 'Shape'
+            and gather.inputs[0].op.inputs[0].name in sources and _static_list(gather.inputs[1]) == indices
+            and _static_list(gather.inputs[2]) == [0])
