@@ -320,6 +320,19 @@ def test_a_1x7_conv_has_rows_and_columns_of_different_sizes():
     assert check_axes(build, 15) == (Field(15, 1, 1, 0), Field(15, 3, 1, -1))
 
 
+def test_a_unit_without_a_square_map_is_listed_with_why():
+    from filtervis.core import network
+    # A VALID 1x3 conv: 16 rows, 14 columns, which no side and no square field describe.
+    graph, output_t = build_graph(lambda x, rng: tf.nn.conv2d(x, kernel(rng, 3, CHANNELS)[1:2], 1, 'VALID'), 16)
+    net = network.Network(graph.as_graph_def(), [network.Unit('wide', output_t.name), network.Unit('image', 'images:0')])
+    assert net.unit_line(0, 16).endswith('receptive field not known: its map is 16x14 with units 1 and 1 pixels '
+                                         'apart, not square')
+    with pytest.raises(ValueError, match='receptive field of wide is not known'):
+        net.receptive_field(0, 16)
+    # The other units keep theirs.
+    assert net.unit_line(1, 16).endswith('16x16    receptive field 1, stride 1')
+
+
 VGG16_BLOCKS = (2, 2, 3, 3, 3)
 
 

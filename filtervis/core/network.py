@@ -232,7 +232,7 @@ class Network:
 
     def output_side(self, layer_index, size):
         """Side of the unit's feature map for size x size inputs."""
-        return self._field(layer_index, size).side
+        return self._field(layer_index, size)[0].side
 
     def receptive_field(self, layer_index, size=None):
         """(size, stride, offset) in input pixels of a unit (layer_index) for inputs of `size` (default: the
@@ -240,26 +240,41 @@ class Network:
 
         Unit (y, x) sees input rows offset + stride * y ... offset + stride * y
         + size - 1, and the same for columns; offset is negative where the
-        field starts in the padding. Exact for 'SAME' padding at this size.
+        field starts in the padding. Exact for 'SAME' padding at this size. For
+        a unit whose rows and columns differ (after a 1x7 kernel) it is the
+        square that holds both. ValueError saying why for a unit whose field
+        geometry.py cannot follow at this size.
         """
-        field = self._field(layer_index, size or self.input_size or 224)
-        return field.size, field.stride, field.offset
+        rows, columns = self._field(layer_index, size or self.input_size or 224)
+        offset = min(rows.offset, columns.offset)
+        return max(rows.offset + rows.size, columns.offset + columns.size) - offset, rows.stride, offset
 
     def _field(self, layer_index, size):
+        """(rows, columns) geometry.Fields of a unit for size x size inputs; ValueError saying why not."""
         name = self.layer_tensors[layer_index].name
-        fields = self.geometry(size)
-        if name not in fields:
-            raise ValueError('the receptive field of %s is not known: its path holds an op that moves pixels in '
-                             'a way geometry.py does not follow' % self.short_names[layer_index])
-        return fields[name]
+        pairs, unknown = self.cached_ops(('geometry axes', size),
+                                         lambda: geometry.walk_axes(self.graph, self.input.name, size))
+        if name not in pairs:
+            raise ValueError('the receptive field of %s is not known: %s' % (
+                self.short_names[layer_index], unknown.get(name, 'geometry.py does not follow its path')))
+        rows, columns = pairs[name]
+        if rows.side != columns.side or rows.stride != columns.stride:
+            raise ValueError('the receptive field of %s is not known: its map is %dx%d with units %d and %d '
+                             'pixels apart, not square' % (self.short_names[layer_index], rows.side, columns.side,
+                                                          rows.stride, columns.stride))
+        return rows, columns
 
     def unit_line(self, layer_index, size, kind=None):
-        """One line for --list-layers: name, kind, channels, output side and receptive field at size x size."""
-        field, stride, _ = self.receptive_field(layer_index, size)
-        side = self.output_side(layer_index, size)
-        return ('%-32s %-20s %5d channels  %4dx%-4d  receptive field %d, stride %d'
-                % (self.short_names[layer_index], kind or self.units[layer_index].kind or '-',
-                   self.layer_channels[layer_index], side, side, field, stride))
+        """One line for --list-layers: name, kind, channels, output side and receptive field at size x size
+        (rows x columns where they differ), or why the field is not known."""
+        head = '%-32s %-20s %5d channels' % (self.short_names[layer_index], kind or self.units[layer_index].kind
+                                             or '-', self.layer_channels[layer_index])
+        try:
+            rows, columns = self._field(layer_index, size)
+        except ValueError as error:
+            return '%s  receptive field not known: %s' % (head, str(error).partition(' is not known: ')[2])
+        field = '%d' % rows.size if rows.size == columns.size else '%dx%d' % (rows.size, columns.size)
+        return '%s  %4dx%-4d  receptive field %s, stride %d' % (head, rows.side, rows.side, field, rows.stride)
 
     def create_feed_dict(self, image):
         """{input: image with a batch axis} for an image [H, W, C] or a batch [N, H, W, C], 0..255.
