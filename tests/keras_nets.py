@@ -8,8 +8,11 @@ ReLU, ReLU6, PReLU, LeakyReLU and swish, SeparableConv2D and DepthwiseConv2D,
 dilation, stride 2, SAME and VALID padding, Add and Concatenate, a nested
 functional backbone (with a layer name that clashes with an outer one), a
 1-channel Sequential model with a Rescaling layer, a nested Sequential, a
-Conv2DTranspose, a Lambda, and a hand-set
-vertical-edge filter. Inputs are 16-32 pixels so that freezing takes a second.
+Conv2DTranspose, a Lambda, a hand-set vertical-edge filter, and what the
+Keras Applications families add: 1x3 and 3x1 kernels, a constant crop after
+an asymmetric ZeroPadding2D, grouped convolutions, LayerNormalization, a
+Dense layer on a map, GELU and a residual `x + branch` op (ConvNeXt's).
+Inputs are 16-32 pixels so that freezing takes a second.
 
     import keras_nets
     with keras_nets.eager():
@@ -25,9 +28,11 @@ import numpy as np
 from filtervis.models import keras_model
 
 # The networks build() makes, and the preprocessing each loads with (None: its own Rescaling).
-NETS = ('basic', 'dilated', 'residual', 'grey', 'transpose', 'lambda', 'edge')
+NETS = ('basic', 'dilated', 'residual', 'grey', 'transpose', 'lambda', 'edge', 'modern')
 PREPROCESS = {'basic': 'unit', 'dilated': 'tf', 'residual': 'torch', 'grey': None, 'transpose': 'unit',
-              'lambda': 'unit', 'edge': 'unit'}
+              'lambda': 'unit', 'edge': 'unit', 'modern': 'tf'}
+# Saved as .keras only: Keras 3 does not load a legacy .h5 back with an op that is no layer (`x + branch`).
+KERAS_ONLY = ('modern',)
 VERTICAL_EDGE = np.array([[-1, 0, 1]] * 3, np.float32)   # [3, 3]: responds to dark-left, bright-right edges
 
 
@@ -114,6 +119,24 @@ def build(name, seed=0):
     elif name == 'edge':
         x = inputs = keras.Input((32, 32, 3))
         outputs = layers.Conv2D(1, 3, padding='same', name='edge')(x)
+    elif name == 'modern':
+        # InceptionV3's factorized kernel, NASNet's shift, ConvNeXt's block.
+        x = inputs = keras.Input((20, 20, 3))
+        x = layers.Conv2D(8, (1, 3), padding='same', name='wide')(x)
+        x = layers.BatchNormalization(name='wide_bn')(x)
+        x = layers.ReLU(name='wide_relu')(x)
+        x = layers.Conv2D(8, (3, 1), padding='same', name='tall')(x)
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name='pad')(x)
+        x = layers.Cropping2D(((1, 0), (1, 0)), name='crop')(x)
+        x = layers.Conv2D(8, 3, strides=2, groups=2, name='grouped')(x)
+        shortcut = x
+        x = layers.Conv2D(8, 5, padding='same', groups=8, name='depthwise_conv')(x)
+        x = layers.LayerNormalization(epsilon=1e-6, name='layernorm')(x)
+        x = layers.Dense(16, name='pointwise_conv_1')(x)
+        x = layers.Activation('gelu', name='gelu')(x)
+        x = layers.Dense(8, name='pointwise_conv_2')(x)
+        x = shortcut + x
+        outputs = layers.GlobalAveragePooling2D()(x)
     else:
         raise ValueError('unknown test network %r: expected one of %s' % (name, ', '.join(NETS)))
     model = keras.Model(inputs, outputs, name=name)

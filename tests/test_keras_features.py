@@ -105,13 +105,14 @@ def is_grey_png(path):
 def test_list_layers(nets, capsys):
     assert visualize.main(model_flags(nets['live']) + ['--list-layers']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == 'mini_fer_live.h5 (Keras, preprocess tf): 3 units; sizes for 24x24 pictures'
-    # One unit per convolution, named after the last layer of its conv -> [BN] -> [activation] chain;
-    # 24 - 2 = 22 px after the VALID 3x3 conv, 10 after the strided one.
+    assert lines[0] == 'mini_fer_live.h5 (Keras, preprocess tf): 4 units; sizes for 24x24 pictures'
+    # One unit per convolution, named after the last layer of its conv -> [BN] -> [activation] chain, and the
+    # residual block's output (add -> activation); 24 - 2 = 22 px after the VALID 3x3 conv, 10 after the strided one.
     pattern = r'(\S+)\s+(\S+)\s+(\d+) channels\s+(\d+)x(\d+)\s+receptive field (\d+), stride (\d+)$'
     assert [re.match(pattern, line).groups() for line in lines[1:]] == [
         ('activation_1', 'Conv2D', '4', '22', '22', '3', '1'),
         ('batch_normalization_2', 'SeparableConv2D', '4', '22', '22', '5', '1'),
+        ('activation_2', 'Add', '4', '22', '22', '5', '1'),
         ('conv2d_2', 'Conv2D', '3', '10', '10', '7', '2')]
 
     assert visualize.main(model_flags(nets['live']) + ['--list-layers', '--all']) == 0

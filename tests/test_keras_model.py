@@ -84,7 +84,7 @@ def saved(tmp_path_factory):
     with keras_nets.eager():
         for name in keras_nets.NETS:
             models[name] = keras_nets.build(name)
-            for extension in ('.keras', '.h5'):
+            for extension in ('.keras',) if name in keras_nets.KERAS_ONLY else ('.keras', '.h5'):
                 paths[name, extension] = keras_nets.save(models[name], str(folder / (name + extension)))
     return paths, models
 
@@ -102,10 +102,12 @@ def frozen(saved):
 @pytest.mark.parametrize('name', keras_nets.NETS)
 def test_every_unit_equals_keras(saved, frozen, name, extension):
     net = frozen[name, extension]
+    if (name, extension) not in frozen:
+        pytest.skip('%s is saved as .keras only' % name)
     assert_units_equal_keras(net, saved[1][name], random_images(net), keras_nets.PREPROCESS[name] or 'none')
 
 
-def test_default_units_are_the_conv_chains(saved):
+def test_default_units_are_the_conv_chains_and_block_outputs(saved):
     paths, _ = saved
 
     def defaults(name):
@@ -118,11 +120,18 @@ def test_default_units_are_the_conv_chains(saved):
                                    ('sep_dil', 'SeparableConv2D'), ('sep_relu', 'SeparableConv2D')]
     # Nested layers are units; the inner 'conv' clashes with the outer one and takes the model's name.
     assert defaults('residual') == [('stem_relu', 'Conv2D'), ('inner_relu', 'Conv2D'),
-                                    ('inner_dw', 'DepthwiseConv2D'), ('branch_a', 'Conv2D'),
+    # A residual Add is a block output, a unit of its own.
+                                    ('inner_dw', 'DepthwiseConv2D'), ('inner_add', 'Add'), ('branch_a', 'Conv2D'),
                                     ('branch_b', 'Conv2D'), ('top', 'Conv2D')]
     assert 'backbone/conv' in keras_model.load(paths['residual', '.h5'], 'torch', all_layers=True,
                                                 quiet=True).short_names
 
+    # LayerNormalization ends a conv's chain; a Dense layer on a map is a 1x1 conv; ConvNeXt's `x + branch`
+    # op, which is no layer, is a block output listed after the layer that ran before it.
+    modern = defaults('modern')
+    assert modern[:-1] == [('wide_relu', 'Conv2D'), ('tall', 'Conv2D'), ('grouped', 'Conv2D'),
+                           ('layernorm', 'Conv2D'), ('gelu', 'Dense'), ('pointwise_conv_2', 'Dense')]
+    assert modern[-1][1] == 'Add'
 
 def test_input_size_and_channels(frozen):
     assert (frozen['basic', '.keras'].input_size, frozen['basic', '.keras'].input_channels) == (24, 3)
@@ -179,17 +188,17 @@ def brute_force_field(net, index, size, seeds=(0, 1, 2)):
     return spans, middle
 
 
-@pytest.mark.parametrize('name', ['dilated', 'basic', 'residual'])
+@pytest.mark.parametrize('name', ['dilated', 'basic', 'residual', 'modern'])
 def test_receptive_fields_match_brute_force(frozen, name):
     net = frozen[name, '.keras']
     size = net.input_size or FREE_SIZE
     for index, unit in enumerate(net.units):
-        field_size, stride, offset = net.receptive_field(index, size)
-        (rows, columns), middle = brute_force_field(net, index, size)
-        first = offset + stride * middle
-        expected = (max(first, 0), min(first + field_size - 1, size - 1))
+        fields = net._field(index, size)     # (rows, columns): a 1x3 kernel's differ
+        spans, middle = brute_force_field(net, index, size)
         # The middle column/row of pixels crosses the field, so both spans are the whole field.
-        assert rows == expected and columns == expected, (unit.name, rows, columns, expected)
+        expected = [(max(field.offset + field.stride * middle, 0),
+                     min(field.offset + field.stride * middle + field.size - 1, size - 1)) for field in fields]
+        assert list(spans) == expected, (unit.name, spans, expected)
 
 
 def test_vertical_edge_filter_draws_vertical_stripes(frozen):
@@ -382,7 +391,7 @@ def test_bad_input_is_one_line_and_writes_nothing(bad_files, kind, error_type, w
 def test_is_model_path(saved, bad_files, tmp_path):
     assert keras_model.is_model_path(saved[0]['basic', '.keras'])
     assert keras_model.is_model_path(saved[0]['basic', '.h5'])
-    assert not keras_model.is_model_path(bad_files['weights_h5'])
+    assert keras_model.is_model_path(bad_files['weights_h5'])   # load() says it holds weights only
     assert not keras_model.is_model_path(bad_files['folder'])
     assert not keras_model.is_model_path(str(tmp_path / 'vgg16.tfmodel'))
     # Meant for load(), which then says what is wrong.
@@ -434,6 +443,30 @@ def test_unit_lines(frozen, saved):
     assert 'left out' in lines[-1] and 'Conv2DBackpropInput' in lines[-1]
 
 
+    # Rows and columns of different sizes (a 1x3 kernel) are listed as rows x columns.
+    assert 'receptive field 1x3, stride 1' in keras_model.unit_lines(frozen['modern', '.keras'])[0]
+
+
+@pytest.mark.parametrize('kind', ['keras3', 'keras2'])
+def test_weights_only_file_says_how_to_save_a_whole_model(saved, tmp_path, capsys, kind):
+    import visualize
+    path = str(tmp_path / ('w.weights.h5' if kind == 'keras3' else 'w.h5'))
+    with keras_nets.eager():
+        if kind == 'keras3':
+            saved[1]['basic'].save_weights(path)
+        else:
+            # What Keras 2's save_weights writes: layer_names and the weights, no model_config.
+            import h5py
+            with h5py.File(path, 'w') as h5:
+                h5.attrs['layer_names'] = [b'fused']
+                h5.attrs['keras_version'] = b'2.15.0'
+                h5.create_group('fused').attrs['weight_names'] = []
+    assert keras_model.is_model_path(path)
+    one_line_error(ValueError, lambda: keras_model.load(path, 'tf'), 'weights only', "model.save('m.keras')")
+    assert visualize.main(['--model', path, '--preprocess', 'tf', '--list-layers']) == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and "model.save('m.keras')" in error and 'frozen graph' not in error
+    assert sorted(os.listdir(str(tmp_path))) == [os.path.basename(path)]
 # ---------------------------------------------------------------------------
 # The shared real networks
 

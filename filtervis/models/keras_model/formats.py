@@ -4,7 +4,7 @@ load: all read from the file's bytes and its JSON config, before Keras (or
 TensorFlow) sees the file, so a refused file runs none of its code.
 
     from filtervis.models.keras_model import formats
-    formats.is_model_path('fer.hdf5')              # True: a whole model; False for VGG16 weights
+    formats.is_model_path('fer.hdf5')              # True: a Keras file (load() says when it holds weights only)
     formats.model_format('fer.hdf5')               # 'h5' (or 'keras', 'savedmodel'); ValueError saying why not
     formats.refusal('my.keras', 'keras', known_layer=lambda kind: kind in ('Conv2D', 'Dense'))
     formats.unsafe_reason(config)                  # 'Keras safe mode refuses it: layer 'l' is a Lambda ...'
@@ -22,26 +22,22 @@ UNSAFE_HINT = ('opt in with --unsafe (command line) or unsafe=True (Python) only
 
 
 def is_model_path(path):
-    """True for what load() takes: a .keras file, an .h5/.hdf5 full model, a SavedModel folder.
+    """True for what load() takes or can say the most about: a .keras file, an .h5/.hdf5 file, a SavedModel folder.
 
-    False for a weight-only h5 (such as a VGG16 weight file, which takes
-    --weights), a .tfmodel and anything else. A .keras/.h5 path that does not
-    exist, or an h5 that is not HDF5 at all, counts as meant for load(),
-    which then says what is wrong.
+    False for a .tfmodel and anything else. An h5 that holds weights only
+    (model.save_weights, a VGG16 weight file), a .keras/.h5 path that does
+    not exist, or an h5 that is not HDF5 at all, counts as meant for load(),
+    which then says what it is and what to do.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
         return os.path.isfile(os.path.join(path, 'saved_model.pb'))
-    extension = os.path.splitext(path)[1].lower()
-    if extension == '.keras':
-        return True
-    if extension in ('.h5', '.hdf5'):
-        return _h5_kind(path) != 'weights'
-    return False
+    return os.path.splitext(path)[1].lower() in ('.keras', '.h5', '.hdf5')
 
 
 def _h5_kind(path):
-    """'model' (an h5 with a model_config), 'weights' (HDF5 without one) or 'unreadable'."""
+    """'model' (an h5 with a model_config), 'weights' (HDF5 without one: model.save_weights, Keras 2 or 3, or
+    a VGG16 weight file) or 'unreadable'."""
     import h5py
     try:
         with h5py.File(path, 'r') as h5:
@@ -75,9 +71,9 @@ def model_format(path):
         if kind == 'model':
             return 'h5'
         if kind == 'weights':
-            raise ValueError('%s holds weights only (no model_config), not a whole model; for VGG16 weights '
-                             'use --weights %s, for another network save the whole model with model.save()'
-                             % (path, path))
+            raise ValueError("%s holds weights only (model.save_weights, no architecture), not a whole model: "
+                             "save the whole model with model.save('m.keras') and pass that file (VGG16 weights "
+                             "go with --weights %s)" % (name, path))
         raise ValueError('%s is not a readable HDF5 file (corrupt, or not a model); save the model again '
                          'with model.save(%r)' % (path, name))
     raise ValueError('%s is not a Keras model: expected a .keras or .h5/.hdf5 file or a SavedModel folder '

@@ -173,9 +173,14 @@ def _trace(model, size, channels, preprocess, keras, tf2):
     def forward(images):
         calls = []
         outputs = trace.run_model(model, scaling.scale(images, preprocess), calls, keras, tf2)
-        # Network order is the order of model.layers (nested models entered), as model.summary() shows it.
+        # Network order is the order of model.layers (nested models entered), as model.summary() shows it;
+        # an op that is no layer (ConvNeXt's `x + branch`) stays after the layer that ran before it.
         order = {id(layer): index for index, layer in enumerate(trace.flat_layers(model, keras))}
-        calls.sort(key=lambda call: order.get(id(call[0]), len(order)))
+        keys, key = [], (-1, 0)
+        for call in calls:
+            key = (order[id(call[0])], 0) if id(call[0]) in order else (key[0], key[1] + 1)
+            keys.append(key)
+        calls[:] = [calls[i] for i in sorted(range(len(calls)), key=keys.__getitem__)]
         found['units'], found['defaults'] = units.units_of_calls(calls, tf2.nest.flatten(outputs), tf2)
         return [tensor for unit in found['units'] for tensor in unit[1:3] if tensor is not None]
 

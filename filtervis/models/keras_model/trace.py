@@ -59,8 +59,9 @@ def _call_layer(layer, args, kwargs, calls, keras, tf2, scope):
     if is_graph_model(layer, keras):
         x = args[0] if len(args) == 1 else list(args)
         outputs = run_model(layer, x, calls, keras, tf2, scope)
-    elif _dilation(layer) > 1 and type(layer).__name__ in ('Conv2D', 'DepthwiseConv2D', 'SeparableConv2D'):
-        outputs = _dilated_conv(layer, args[0], tf2)
+    elif (_dilation(layer) > 1 and type(layer).__name__ in ('Conv2D', 'DepthwiseConv2D', 'SeparableConv2D')
+          or type(layer).__name__ == 'Conv2D' and getattr(layer, 'groups', 1) > 1):
+        outputs = _plain_conv(layer, args[0], tf2)
     else:
         if 'training' in inspect.signature(layer.call).parameters:
             kwargs = dict(kwargs, training=False)
@@ -75,14 +76,17 @@ def _dilation(layer):
     return max(rate) if isinstance(rate, (tuple, list)) else rate
 
 
-def _dilated_conv(layer, x, tf2):
-    """A dilated Conv2D, DepthwiseConv2D or SeparableConv2D as one dilated Conv2D op each.
+def _plain_conv(layer, x, tf2):
+    """A dilated Conv2D, DepthwiseConv2D or SeparableConv2D, or a grouped Conv2D, as plain conv ops.
 
     Keras computes dilated convolutions through SpaceToBatchND and
     BatchToSpaceND, which moves pixels in a way geometry.py does not follow
     and bfloat16 cannot run; the Conv2D op with dilations gives the same
     values. A depthwise kernel becomes a block-diagonal Conv2D kernel, because
     the CPU gradient of DepthwiseConv2dNative with dilations is wrong.
+    Keras runs a grouped Conv2D (ConvNeXt's depthwise 7x7) as an XLA function
+    call, which a frozen graph keeps opaque: here it is a depthwise conv when
+    each group is one input channel, else one Conv2D per group, concatenated.
     """
     kind = type(layer).__name__
     strides = [1] + list(layer.strides) + [1]
@@ -96,9 +100,17 @@ def _dilated_conv(layer, x, tf2):
         return tf2.reshape(full, [k_h, k_w, channels, channels * multiplier])
 
     if kind == 'Conv2D':
-        if getattr(layer, 'groups', 1) != 1:
-            raise ValueError('layer %r: a dilated Conv2D with groups > 1 is not supported' % layer.name)
-        y = tf2.nn.conv2d(x, tf2.convert_to_tensor(layer.kernel), strides, padding, dilations=dilations)
+        kernel, groups = tf2.convert_to_tensor(layer.kernel), getattr(layer, 'groups', 1)
+        k_h, k_w, per_group, out = kernel.shape.as_list()           # [kh, kw, C / groups, out]
+        if groups > 1 and per_group == 1 and max(dilations) == 1:
+            # Output channel g*m + j of group g is depthwise channel g, multiplier j.
+            y = tf2.nn.depthwise_conv2d(x, tf2.reshape(kernel, [k_h, k_w, groups, out // groups]), strides, padding)
+        elif groups > 1:
+            parts = zip(tf2.split(x, groups, axis=3), tf2.split(kernel, groups, axis=3))
+            y = tf2.concat([tf2.nn.conv2d(part, weights, strides, padding, dilations=dilations)
+                            for part, weights in parts], axis=3)
+        else:
+            y = tf2.nn.conv2d(x, kernel, strides, padding, dilations=dilations)
     elif kind == 'DepthwiseConv2D':
         y = tf2.nn.conv2d(x, depthwise_as_conv(tf2.convert_to_tensor(layer.kernel)), strides, padding,
                           dilations=dilations)

@@ -1,8 +1,9 @@
 """
 Which parts of a Keras model are units: every layer with a 4-D output, the
-convolution units among them (a conv's chain through batch norm and
-activation), the conv ops of a SavedModel's graph, the ones geometry.py can
-follow, and their listing for `--list-layers`.
+default units among them (a conv's chain through its norm and activation,
+and a block's output: a residual sum and its activation), the conv ops of a
+SavedModel's graph, the ones geometry.py can follow, and their listing for
+`--list-layers`.
 
     python visualize.py --model my.keras --preprocess tf --list-layers --all
 
@@ -23,8 +24,12 @@ from filtervis.util import quiet
 
 tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode
 
-CONV_KINDS = ('Conv2D', 'SeparableConv2D', 'DepthwiseConv2D', 'Conv2DTranspose')
-NORM_KINDS = ('BatchNormalization',)
+# A Dense layer on a map is a 1x1 convolution (ConvNeXt's pointwise convs).
+CONV_KINDS = ('Conv2D', 'SeparableConv2D', 'DepthwiseConv2D', 'Conv2DTranspose', 'Dense')
+NORM_KINDS = ('BatchNormalization', 'LayerNormalization')
+# Block outputs, what users look at in a ResNet: a residual sum (an Add layer,
+# ConvNeXt's `x + branch` op, InceptionResNetV2's x + scale * branch layer).
+RESIDUAL_KINDS = ('Add', 'CustomScaleLayer')
 ACTIVATION_KINDS = ('ReLU', 'ReLU6', 'Activation', 'LeakyReLU', 'PReLU', 'ELU', 'ThresholdedReLU')
 # Ops a SavedModel's units start at, and the Keras class each stands for.
 CONV_OPS = {'Conv2D': 'Conv2D', 'DepthwiseConv2dNative': 'DepthwiseConv2D', 'Conv2DBackpropInput': 'Conv2DTranspose'}
@@ -37,10 +42,12 @@ def units_of_calls(calls, outputs, tf2):
 
     units: [(name, unit tensor, pre tensor or None, kind)] for every layer
     with a 4-D output (its first call), as Identity ops named 'units/...';
-    defaults: [(name, conv kind)], the convolution units: each conv's chain
-    conv -> [BatchNormalization] -> [activation layer], in which each layer
-    is the only consumer of the one before, named after its last layer.
-    outputs: the model's output tensors, which count as used outside.
+    defaults: [(name, kind)], in network order: each conv's chain conv ->
+    [BatchNormalization or LayerNormalization] -> [activation layer], and
+    each residual sum's chain sum -> [activation layer], in which each layer
+    is the only consumer of the one before, named after its last layer and
+    of the kind of its first. outputs: the model's output tensors, which
+    count as used outside.
     """
     consumers = {}
     for layer, _, inputs, _ in calls:
@@ -81,10 +88,11 @@ def units_of_calls(calls, outputs, tf2):
     by_layer = {call[0]: call for call in four_d}
     defaults = []
     for layer, _, _, outputs in four_d:
-        if type(layer).__name__ not in CONV_KINDS:
+        kind = type(layer).__name__
+        if kind not in CONV_KINDS and kind not in RESIDUAL_KINDS:
             continue
         end, tensor = layer, outputs[0]
-        for allowed in (NORM_KINDS, ACTIVATION_KINDS):
+        for allowed in ((NORM_KINDS, ACTIVATION_KINDS) if kind in CONV_KINDS else (ACTIVATION_KINDS,)):
             users = consumers.get(id(tensor), [])
             if len(users) != 1 or users[0] is None or type(users[0]).__name__ not in allowed:
                 continue
@@ -92,7 +100,7 @@ def units_of_calls(calls, outputs, tf2):
             if user_call is None or len(user_call[2]) != 1:
                 continue
             end, tensor = users[0], user_call[3][0]
-        defaults.append((names[end], type(layer).__name__))
+        defaults.append((names[end], kind))
     return units, defaults
 
 
