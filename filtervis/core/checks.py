@@ -57,8 +57,9 @@ def check_size(net, layer_index, size):
     return int(size)
 
 
-def parse_filters(text, channels):
-    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> range(channels); spaces allowed.
+def parse_filters(text, channels, names=None):
+    """'0-5' -> [0..5], '1,4,9' -> [1, 4, 9], 'all' -> range(channels); spaces allowed. With names (the
+    --classes of the unit, one per channel), a name stands for its index: 'happy,sad' -> [3, 4].
 
     Ids beyond the layer are left for check_feature_ids, which names the layer's range.
     """
@@ -66,16 +67,46 @@ def parse_filters(text, channels):
     if text == 'all':
         return list(range(channels))
     ids = []
-    try:
-        for part in text.split(','):
-            if '-' in part.strip()[1:]:
+    for part in text.split(','):
+        part = part.strip()
+        if names is not None and part in names:
+            ids.append(names.index(part))
+            continue
+        try:
+            if '-' in part[1:]:
                 first, last = (int(v) for v in part.split('-'))
                 if last < first:
                     raise ValueError
                 ids.extend(range(first, last + 1))
             else:
                 ids.append(int(part))
-    except ValueError:
-        raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all' (a range runs upwards)"
-                         % text) from None
+        except ValueError:
+            if names is not None:
+                raise ValueError('--filters %r: %r is no class of --classes (%s) and no id or range'
+                                 % (text, part, ', '.join(names[:12]) + (', ...' if len(names) > 12 else ''))
+                                 ) from None
+            raise ValueError("--filters %r: expected e.g. '0-5', '1,4,9' or 'all' (a range runs upwards)"
+                             % text) from None
     return ids
+
+
+def read_classes(path, count, unit='the unit'):
+    """The class names in `path`, one per line (blank lines at the end ignored): a list of `count` strings,
+    one per neuron of the unit; ValueError naming the file and what is wrong."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = [line.strip() for line in f.read().split('\n')]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError('--classes %s: cannot read it (%s)' % (path, error)) from None
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) != count:
+        raise ValueError('--classes %s has %d lines, but %s has %d classes: give one name per line, in order'
+                         % (path, len(lines), unit, count))
+    empty = [i for i, line in enumerate(lines) if not line]
+    if empty:
+        raise ValueError('--classes %s: line %d is empty; every class needs a name' % (path, empty[0] + 1))
+    repeated = sorted({line for line in lines if lines.count(line) > 1})
+    if repeated:
+        raise ValueError('--classes %s names %s more than once' % (path, ', '.join(repeated)))
+    return lines

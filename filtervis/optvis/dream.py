@@ -35,6 +35,8 @@ tf = quiet.import_tensorflow()
 # float32 copies of the photo (at its own size) that a dream holds: the photo, the picture, the detail
 # carried between octaves, the gradient, and the padded copy the tiles are cut from.
 PHOTO_COPIES = 6
+# Bytes one batch of tiles may take (as a batch of pictures, ascent.MEMORY_BUDGET_BYTES).
+TILE_BUDGET_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ def check_memory(net, layer_indices, tiling_, height, width, channels):
                          'is free (%s); a photo of at most %d pixels on its long side fits (or a smaller tile)'
                          % (width, height, memory.gigabytes(photo + per_tile), tiling_.tile, tiling_.margin,
                             memory.gigabytes(free), source, int(max(height, width) * scale)))
-    return int(max(1, min(tiling_.batch, (budget - photo) // per_tile)))
+    # Past one tile, a batch saves little on tiles this large: more tiles at once only while they stay
+    # within the budget the pictures' batches keep to.
+    return int(max(1, min(tiling_.batch, (min(budget - photo, TILE_BUDGET_BYTES)) // per_tile)))
 
 
 @dataclass
