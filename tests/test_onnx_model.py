@@ -114,6 +114,20 @@ def test_units_behind_a_resize_are_listed_as_left_out_with_their_tensor(tmp_path
     assert re.match(r'neck +\(left out: .*depends on up/Resize.*\)  onnx=/neck_act/Relu_output_0$', lines[2])
 
 
+def test_units_whose_rows_and_columns_differ_are_left_out_and_the_listing_works(tmp_path, capsys):
+    """A pad of rows only: no one receptive field describes what follows, so --list-layers --all, which
+    prints one per unit, leaves those units out and says why."""
+    net = onnx_nets.Net(size=12)
+    x = onnx_nets.conv(net, net.input, 3, 4, name='/a/Conv', pads=[1, 1, 1, 1])
+    x = net.add('Pad', [x, net.const([0, 0, 1, 0, 0, 0, 0, 0])], name='/pad/Pad')
+    path = save(net.model([onnx_nets.conv(net, x, 4, 4, name='/b/Conv')]), tmp_path)
+    assert visualize.main(['--model', path, '--preprocess', 'unit', '--list-layers', '--all']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith('a ') and 'receptive field 3, stride 1' in lines[1]
+    assert [line.split()[0] for line in lines[2:]] == ['pad', 'b']
+    assert all('(left out: its rows and columns see the image differently' in line for line in lines[2:])
+
+
 def test_old_exporters_node_names_name_the_units(tmp_path):
     """PyTorch 1.9 recorded no module paths: Conv_1 -> Relu_2 is unit Conv_1."""
     net = onnx_nets.Net(size=12)

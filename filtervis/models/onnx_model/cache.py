@@ -24,7 +24,6 @@ from dataclasses import asdict
 from filtervis.core import network
 from filtervis.models import build
 from filtervis.models import preprocess as scaling   # apart from load()'s `preprocess` argument
-from filtervis.models.keras_model.units import followable
 from filtervis.models.onnx_model import formats, translate, units
 from filtervis.util import files
 
@@ -108,8 +107,7 @@ def _translated(path, name, preprocess, bgr, file_md5, quiet):
     if not found.defaults:
         raise ValueError('%s has no convolution (Conv node) whose output is a feature map, so no unit to '
                          'visualize' % name)
-    kept, defaults, left_out = followable(translated.graph_def, translate.INPUT_NAME + ':0', found.units,
-                                          found.defaults)
+    kept, defaults, left_out = units.followable(translated.graph_def, translate.INPUT_NAME + ':0', spec.size, found)
     if not defaults:
         raise ValueError('%s: no convolution unit whose receptive field geometry.py can follow (%s)'
                          % (name, '; '.join('%s: %s' % item for item in left_out.items())))

@@ -22,9 +22,12 @@ all_layers every node output that is a feature map is a unit.
 
 from dataclasses import dataclass
 
-from filtervis.core import network
+from filtervis.core import geometry, network
 from filtervis.models import build
 from filtervis.models.onnx_model import layout
+from filtervis.util import quiet
+
+tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode
 
 CONV_OPS = ('Conv', 'ConvTranspose')
 ACTIVATION_OPS = ('Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Clip', 'HardSwish', 'HardSigmoid', 'Sigmoid',
@@ -137,6 +140,31 @@ def find(graph, tensors):
             units.append(unit)
             onnx[unit.name] = output
     return Found(units, defaults, onnx)
+
+
+def followable(graph_def, input_name, size, found):
+    """(units, defaults, left_out): the units of `found` whose receptive field geometry.py gives at the
+    model's input size, and {name: why not} for the others.
+
+    One walk of the graph at `size` decides (the model takes no other
+    size); only a unit left out is walked again, to say why.
+    """
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name='')
+    fields = geometry.walk(graph, input_name, size)
+    left_out = {}
+    for unit in found.units:
+        if unit.tensor in fields:
+            continue
+        try:
+            geometry.smallest_input(graph, input_name, [unit.tensor])
+            left_out[unit.name] = ('its rows and columns see the image differently (a step, crop or pad of one '
+                                   'of them), which one receptive field does not describe')
+        except ValueError as error:   # GeometryError is one
+            left_out[unit.name] = str(error)
+    return ([u for u in found.units if u.name not in left_out], [u for u in found.defaults if u.name not in left_out],
+            left_out)
 
 
 def _unique(name, taken):
