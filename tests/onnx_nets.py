@@ -116,6 +116,65 @@ def tiny_cnn(opset=17):
     return net.model([net.add('Softmax', [x], name='/Softmax')])
 
 
+def resnet18(size=224):
+    """torchvision's ResNet-18 as torch.onnx.export (PyTorch 2, opset 17) writes it: batch norms folded into
+    the convs, module-path names; random weights (11.7 M parameters). For measurements, not the fast tests."""
+    net = Net(opset=17, size=size, batch=1)
+
+    def conv_unit(x, c_in, c_out, scope, kernel=3, stride=1):
+        return conv(net, x, c_in, c_out, kernel, name='/%s/Conv' % scope, strides=[stride, stride],
+                    pads=[kernel // 2] * 4)
+
+    x = net.add('Relu', [conv_unit(net.input, 3, 64, 'conv1', kernel=7, stride=2)], name='/relu/Relu')
+    x = net.add('MaxPool', [x], name='/maxpool/MaxPool', kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    channels = 64
+    for stage, width in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            scope = '/layer%d/layer%d.%d' % (stage, stage, block)
+            stride = 2 if stage > 1 and block == 0 else 1
+            y = net.add('Relu', [conv_unit(x, channels, width, scope[1:] + '/conv1', stride=stride)],
+                        name='%s/relu/Relu' % scope)
+            y = conv_unit(y, width, width, scope[1:] + '/conv2')
+            if stride != 1 or channels != width:
+                x = conv(net, x, channels, width, 1, name='%s/downsample/downsample.0/Conv' % scope,
+                         strides=[stride, stride])
+            x = net.add('Relu', [net.add('Add', [y, x], name='%s/Add' % scope)], name='%s/relu_1/Relu' % scope)
+            channels = width
+    x = net.add('Flatten', [net.add('GlobalAveragePool', [x], name='/avgpool/GlobalAveragePool')], name='/Flatten')
+    return net.model([net.add('Gemm', [x, net.weight(1000, 512), net.weight(1000)], name='/fc/Gemm', transB=1)])
+
+
+def mobilenet_v3_like(size=224):
+    """A MobileNetV3-style net as PyTorch 2 exports it: HardSwish, depthwise convs, squeeze-and-excite with
+    HardSigmoid (alpha 1/6, as PyTorch writes it), residual Adds, a Flatten and Gemm head; random weights."""
+    net = Net(opset=17, size=size, batch=1)
+    x = conv(net, net.input, 3, 16, name='/features/features.0/features.0.0/Conv', strides=[2, 2], pads=[1] * 4)
+    x = net.add('HardSwish', [x], name='/features/features.0/features.0.2/HardSwish')
+    channels = 16
+    for index, (expand, out, stride, excite) in enumerate(((64, 24, 2, False), (72, 24, 1, False),
+                                                           (96, 40, 2, True), (240, 40, 1, True),
+                                                           (240, 80, 2, True), (480, 80, 1, True)), start=1):
+        scope = '/features/features.%d/block' % index
+        y = net.add('HardSwish', [conv(net, x, channels, expand, 1, name='%s/block.0/block.0.0/Conv' % scope)],
+                    name='%s/block.0/block.0.2/HardSwish' % scope)
+        y = net.add('HardSwish', [conv(net, y, expand, expand, 3, name='%s/block.1/block.1.0/Conv' % scope,
+                                       group=expand, strides=[stride, stride], pads=[1] * 4)],
+                    name='%s/block.1/block.1.2/HardSwish' % scope)
+        if excite:
+            gate = net.add('GlobalAveragePool', [y], name='%s/block.2/avgpool/GlobalAveragePool' % scope)
+            gate = net.add('Relu', [conv(net, gate, expand, expand // 4, 1, name='%s/block.2/fc1/Conv' % scope)],
+                           name='%s/block.2/relu/Relu' % scope)
+            gate = net.add('HardSigmoid', [conv(net, gate, expand // 4, expand, 1, name='%s/block.2/fc2/Conv' % scope)],
+                           name='%s/block.2/scale_activation/HardSigmoid' % scope, alpha=1 / 6)
+            y = net.add('Mul', [gate, y], name='%s/block.2/Mul' % scope)
+        y = conv(net, y, expand, out, 1, name='%s/block.3/block.3.0/Conv' % scope)
+        x = net.add('Add', [y, x], name='/features/features.%d/Add' % index) if stride == 1 and out == channels else y
+        channels = out
+    x = net.add('Flatten', [net.add('GlobalAveragePool', [x], name='/avgpool/GlobalAveragePool')], name='/Flatten')
+    return net.model([net.add('Gemm', [x, net.weight(10, channels), net.weight(10)], name='/classifier/Gemm',
+                              transB=1)])
+
+
 # ---------------------------------------------------------------------------
 # The reference: onnxruntime, and the translation run by TensorFlow
 
@@ -218,12 +277,18 @@ def measure(path, preprocess, bgr=False):
     folder = tempfile.mkdtemp()
     copy = os.path.join(folder, os.path.basename(path))
     shutil.copyfile(path, copy)
+    # A fresh process per load: the import of TensorFlow and filtervis is timed apart from the load, and the
+    # peak resident memory is read after each.
     child = ('import json, resource, sys, time; sys.path.insert(0, %r); start = time.time(); '
-             'from filtervis.models import onnx_model; '
+             'from filtervis.models import onnx_model; imported = time.time(); '
+             'peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; after_import = peak(); '
              'net = onnx_model.load(%r, %r, bgr=%r, quiet=True, all_layers=True); '
-             'print(json.dumps({"seconds": time.time() - start, "units": len(net.units), '
-             '"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))' % (ROOT, copy, preprocess, bgr))
-    for run in ('first load (cold cache)', 'cached load'):
+             'print(json.dumps({"import_s": imported - start, "load_s": time.time() - imported, '
+             '"units": len(net.units), "peak_mb_after_import": after_import, "peak_mb": peak()}))'
+             % (ROOT, copy, preprocess, bgr))
+    for run in ('first load (cold cache)', 'cached load', 'cached load'):
+        if run.startswith('first'):
+            shutil.rmtree(os.path.join(folder, 'onnx-cache'), ignore_errors=True)
         output = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True).stdout
         print('%s: %s' % (run, json.loads(output.strip().splitlines()[-1])))
     from filtervis.models import onnx_model
