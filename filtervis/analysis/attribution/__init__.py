@@ -1,0 +1,20 @@
+"""
+Attribution: which pixels of a user's own image make an objective of a
+network fire, by six methods (methods.py), and how far a map can be trusted
+(evaluation.py: deletion curves, the rank correlation of a sanity check).
+
+    python attribute.py IMAGES... --objective "conv4_3:5" --method gradcam,smoothgrad --out DIR
+
+    from filtervis.analysis import attribution
+    found = attribution.attribute(net, images, 'conv4_3:5', ['gradient', 'gradcam'])   # an Attribution
+    curves = attribution.deletion_curves(net, images, 'conv4_3:5', found.maps)
+"""
+
+from filtervis.analysis.attribution.evaluation import (area_under, deletion_curves, random_maps,  # noqa: F401
+                                                       spearman)
+from filtervis.analysis.attribution.methods import (BASELINES, CAM_METHODS, DEFAULT_BATCH_SIZE,  # noqa: F401
+                                                    METHODS, Attribution, Config, attribute, bind_objective,
+                                                    cam_layer, parse_methods)
+
+__all__ = ['BASELINES', 'CAM_METHODS', 'DEFAULT_BATCH_SIZE', 'METHODS', 'Attribution', 'Config', 'area_under',
+           'attribute', 'bind_objective', 'cam_layer', 'deletion_curves', 'parse_methods', 'random_maps', 'spearman']

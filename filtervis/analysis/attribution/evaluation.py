@@ -1,0 +1,113 @@
+"""
+How far an attribution map can be trusted, measured two ways:
+
+- deletion (Petsiuk et al. 2018): set the pixels of an image to a baseline
+  in the order of the map, most important first, 5 % at a time, and follow
+  the objective; a faithful map makes it fall faster than a random order, so
+  the area under the curve is smaller;
+- the sanity check of Adebayo et al. (2018): a map that explains the network
+  changes when the network's weights are re-initialized; spearman() gives the
+  rank correlation of a map with the one before.
+
+    python benchmarks/attribution.py --part deletion     # every method against random order, MRI VGG16
+    python benchmarks/attribution.py --part sanity       # cascading randomization, MRI VGG16
+
+    from filtervis.analysis import attribution
+    curves = attribution.deletion_curves(net, images, 'conv4_3:5', maps)   # float32 [N, M, 21]
+    attribution.area_under(curves)                                          # float32 [N, M]
+"""
+
+import numpy as np
+
+from filtervis.analysis.attribution import methods
+from filtervis.core.checks import check_int
+
+DELETION_STEP = 0.05
+
+
+def random_maps(count, side, seed=0):
+    """float32 [count, 1, side, side], uniform: the random order deletion is compared with."""
+    return np.random.default_rng([seed, 2]).uniform(size=(count, 1, side, side)).astype(np.float32)
+
+
+def deletion_ranks(maps, seed=0):
+    """int32 [N, M, H, W]: each pixel's place in the deletion order of its map, 0 = deleted first.
+
+    Largest value first; equal values (the zeros of a CAM map after ReLU)
+    in a random order, so that ties delete no corner of the image first.
+    """
+    maps = np.asarray(maps, np.float32)
+    count, methods_count, height, width = maps.shape
+    flat = maps.reshape(count * methods_count, height * width)
+    tie_break = np.random.default_rng([seed, 3]).uniform(size=flat.shape[1])
+    ranks = np.empty(flat.shape, np.int32)
+    for row, values in enumerate(flat):
+        order = np.lexsort((tie_break, -values))
+        ranks[row, order] = np.arange(len(order), dtype=np.int32)
+    return ranks.reshape(maps.shape)
+
+
+def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baseline='black', precision='auto',
+                    batch_size=methods.DEFAULT_BATCH_SIZE, seed=0):
+    """float32 [N, M, K + 1], K = 1 / step: the objective on each image as 0, step, 2 step, ..., all of its
+    pixels are set to the baseline in the order of each map (deletion_ranks).
+
+    images: float32 [N, S, S, C], 0..255; maps: [N, M, S, S], one per image
+    and method (an Attribution's maps, or random_maps). baseline: one of
+    methods.BASELINES ('black' as Petsiuk et al.). The first and last points
+    are the same for every map of an image and run once.
+    """
+    images = methods.check_images(net, images)
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 4 or maps.shape[0] != len(images) or maps.shape[2:] != images.shape[1:3]:
+        raise ValueError('maps of shape %s: expected [%d, methods, %d, %d], one per image'
+                         % (maps.shape, len(images), images.shape[1], images.shape[2]))
+    steps = int(round(1 / step))
+    if steps < 1 or abs(steps * step - 1) > 1e-9:
+        raise ValueError('step=%r: expected 1 / a whole number, e.g. 0.05' % (step,))
+    batch_size = check_int('batch_size', batch_size, 1)
+    bound = methods.bind_objective(net, objective, images.shape[1])
+    run = methods.Run(net, bound, methods.Config(), methods.objective_precision(net, bound, precision), batch_size)
+    starts = methods.baselines(images, baseline, seed)
+    ranks = deletion_ranks(maps, seed)
+    count, methods_count = maps.shape[:2]
+    pixels = images.shape[1] * images.shape[2]
+    deleted = [int(round(pixels * k / steps)) for k in range(steps + 1)]
+    curves = np.zeros((count, methods_count, steps + 1), np.float32)
+    curves[:, :, 0] = run.values(count, lambda i: images[i])[:, None]
+    curves[:, :, steps] = run.values(count, lambda i: starts[i])[:, None]
+    inner = steps - 1
+
+    def deleted_copy(j):
+        image, rest = divmod(j, methods_count * inner)
+        method, k = divmod(rest, inner)
+        gone = (ranks[image, method] < deleted[k + 1])[:, :, None]
+        return np.where(gone, starts[image], images[image])
+    if inner:
+        curves[:, :, 1:steps] = run.values(count * methods_count * inner, deleted_copy).reshape(
+            count, methods_count, inner)
+    return curves
+
+
+def area_under(curves):
+    """float32 [...]: the trapezoid area under curves [..., K + 1] over the deleted share 0..1."""
+    curves = np.asarray(curves, np.float64)
+    return ((curves[..., 1:] + curves[..., :-1]) / 2).mean(axis=-1).astype(np.float32)
+
+
+def _average_ranks(values):
+    """Ranks 0..n-1 of a flat array, equal values sharing their mean rank."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts + 1) / 2.0)[inverse.ravel()]
+
+
+def spearman(a, b):
+    """Spearman's rank correlation of two maps of the same shape (ties ranked by their mean); nan when one
+    map is flat."""
+    a_ranks = _average_ranks(np.asarray(a).ravel())
+    b_ranks = _average_ranks(np.asarray(b).ravel())
+    a_ranks -= a_ranks.mean()
+    b_ranks -= b_ranks.mean()
+    norm = np.sqrt((a_ranks ** 2).sum() * (b_ranks ** 2).sum())
+    return float((a_ranks * b_ranks).sum() / norm) if norm > 0 else float('nan')
