@@ -188,3 +188,99 @@ def save_picture(path, picture, text=None):
         info.add_text(key, value)
     files.check_output(path)
     return files.write_atomic(path, lambda f: image.save(f, format='PNG', pnginfo=info))
+
+
+# ---------------------------------------------------------------------------
+# Attribution maps (analysis/attribution): a map drawn over its image
+
+def _grey(image):
+    """float32 [H, W], 0..1: an image [H, W, C] 0..255 as grey (luma), under a heat map."""
+    image = np.asarray(image, np.float32)
+    grey = image[:, :, 0] if image.shape[2] == 1 else image @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(grey / 255.0, 0, 1)
+
+
+def show_attribution(ax, image, attribution_map, alpha=0.55):
+    """Draw one map [H, W] over its image [H, W, C] (0..255, drawn grey) on an Axes; returns the heat map's
+    AxesImage (for a colour bar).
+
+    A map with negative values (Integrated Gradients) is drawn in a diverging
+    map centred on 0, red positive, blue negative; else from 0 (dark) to its maximum (bright).
+    """
+    attribution_map = np.asarray(attribution_map, np.float32)
+    ax.imshow(_grey(image), cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+    if attribution_map.min() < 0:
+        top = float(np.abs(attribution_map).max()) or 1.0
+        heat = ax.imshow(attribution_map, cmap='RdBu_r', vmin=-top, vmax=top, alpha=alpha, interpolation='nearest')
+    else:
+        top = float(attribution_map.max()) or 1.0
+        heat = ax.imshow(attribution_map, cmap='inferno', vmin=0, vmax=top, alpha=alpha, interpolation='nearest')
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return heat
+
+
+def plot_attribution(image, maps, labels, title=None, size=3.0):
+    """A Figure of one image: the image, then each map over it with its colour bar.
+
+    image: [H, W, C], 0..255 (C = 1 or 3); maps: float32 [M, H, W]; labels:
+    one string per map (the method, and the unit for the CAM methods);
+    title: above the row (the objective and the network).
+    """
+    maps = np.asarray(maps, np.float32)
+    if len(labels) != len(maps):
+        raise ValueError('%d labels for %d maps' % (len(labels), len(maps)))
+    fig = Figure(figsize=(size * 1.25 * (len(maps) + 1), size + (0.8 if title else 0.3)), layout='constrained')
+    axes = fig.subplots(1, len(maps) + 1, squeeze=False)[0]
+    pictures.show(axes[0], image, scale=False)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    axes[0].set_xlabel('image', fontsize=8)
+    for ax, attribution_map, label in zip(axes[1:], maps, labels):
+        fig.colorbar(show_attribution(ax, image, attribution_map), ax=ax, fraction=0.046, pad=0.02)
+        ax.set_xlabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_attribution_sheet(images, maps, methods, image_labels=None, title=None, by='image', tile=1.8):
+    """A contact sheet: every map over its image, each scaled by its own range.
+
+    images: [N, H, W, C], 0..255; maps: float32 [N, M, H, W]; methods: M
+    labels; image_labels: N labels. by: 'image', one row per image (the
+    image, then its maps); 'method', one row per method with the images as
+    columns (a first row shows the images).
+    """
+    images, maps = np.asarray(images), np.asarray(maps, np.float32)
+    count, methods_count = maps.shape[:2]
+    if len(images) != count or len(methods) != methods_count:
+        raise ValueError('maps of shape %s for %d images and %d methods' % (maps.shape, len(images), len(methods)))
+    if by not in ('image', 'method'):
+        raise ValueError("by=%r: expected 'image' or 'method'" % (by,))
+    image_labels = image_labels if image_labels is not None else [''] * count
+    rows, columns = (count, methods_count + 1) if by == 'image' else (methods_count + 1, count)
+    fig = Figure(figsize=(tile * columns + 0.6, tile * rows + (0.8 if title else 0.2)), layout='constrained')
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i in range(count):
+        for j in range(methods_count + 1):
+            ax = axes[i, j] if by == 'image' else axes[j, i]
+            if j == 0:
+                pictures.show(ax, images[i], scale=False)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                show_attribution(ax, images[i], maps[i, j - 1])
+            if by == 'image':
+                if j == 0:
+                    ax.set_ylabel(image_labels[i], fontsize=7)
+                if i == 0:
+                    ax.set_title('image' if j == 0 else methods[j - 1], fontsize=8)
+            else:
+                if i == 0:
+                    ax.set_ylabel('image' if j == 0 else methods[j - 1], fontsize=8)
+                if j == 0:
+                    ax.set_title(image_labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
