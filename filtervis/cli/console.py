@@ -6,9 +6,10 @@ command line:
     filtervis-examples DIR --model my_model.keras --preprocess tf
     filtervis-atlas OUT --model my_model.keras --preprocess tf --workers 2
     filtervis-download --weights vgg16_weights.h5 --preprocess caffe
+    filtervis-attribute IMAGES... --model my_model.keras --preprocess tf --objective conv2d_3:5 --out DIR
 
-From a clone, `python visualize.py`, `python examples.py`, `python atlas.py`
-and `python download.py` run the same main() functions.
+From a clone, `python visualize.py`, `python examples.py`, `python atlas.py`,
+`python download.py` and `python attribute.py` run the same main() functions.
 
 Each entry point imports TensorFlow first, quietly (--verbose shows its
 start-up lines), and says in one line what to install when it is missing.
@@ -50,3 +51,8 @@ def atlas():
 def download():
     """filtervis-download: python download.py (TensorFlow only once the graph is built)."""
     return _run('download', needs_tensorflow=False)
+
+
+def attribute():
+    """filtervis-attribute: python attribute.py."""
+    return _run('attribute')
