@@ -54,6 +54,17 @@ def test_both_methods_raise_the_objective_of_two_filters(tiny, tmp_path, method)
     assert out.stat().st_size > 0
 
 
+def test_bfloat16_runs_the_translated_ops(tiny, tmp_path):
+    """Past the first layer: a Pad, LeakyReLU written with ReLUs, a ceil_mode pool, a depthwise conv, Clip as
+    ReLU6, a grouped conv, HardSwish and SiLU, all in bfloat16."""
+    arrays = tmp_path / 'grid.npz'
+    assert visualize.main(['--model', tiny, '--layer', 'features.10', '--filters', '0-1', '--iters', '20',
+                           '--out', str(tmp_path / 'grid.png'), '--npz', str(arrays), '--preprocess', 'torch',
+                           '--precision', 'bfloat16', '--quiet']) == 0
+    with np.load(arrays) as saved:
+        assert str(saved['precision']) == 'bfloat16' and rises(saved['objectives'])
+
+
 @pytest.mark.parametrize('flags', [['--layer', 'features.3', '--objective', 'neuron'],
                                    ['--layer', 'features.6', '--objective', 'negative'],
                                    ['--objective', 'features.3:1 - 0.5 * features.10:2'],
