@@ -62,3 +62,35 @@ def gradient_energy(image):
     return np.mean(np.diff(grey, axis=1) ** 2), np.mean(np.diff(grey, axis=0) ** 2)
 
 
+
+
+def classifier_model(size=32, classes=3, red_logit=0, seed=0):
+    """A small classifier with a softmax head: conv 'redness' (R - G - B + 200, ReLU: alive on grey) and 3 random filters,
+    a global mean, a Dense layer to `classes` logits, a softmax. Logit `red_logit` fires on red: its weight on
+    the redness channel is 1, the others' -1. Units: 'conv' (a map) and 'predictions' (the logits, with the
+    softmax as its probability).
+    """
+    from filtervis.core import network
+    from filtervis.util import quiet
+    tf = quiet.import_tensorflow()
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0, 0.2 / 255, (3, 3, 3, 4)).astype(np.float32)
+    kernel[:, :, :, 0] = 0
+    kernel[1, 1, :, 0] = [1.0 / 255, -1.0 / 255, -1.0 / 255]
+    weights = rng.normal(0, 0.1, (4, classes)).astype(np.float32)
+    weights[0, :] = -1.0
+    weights[0, red_logit] = 1.0
+    graph = tf.Graph()
+    with graph.as_default():
+        images_t = tf.placeholder(tf.float32, [None, size, size, 3], name='images')
+        conv_t = tf.nn.conv2d(images_t, tf.constant(kernel), 1, 'SAME', name='conv/Conv2D')
+        pre_t = tf.nn.bias_add(conv_t, tf.constant(np.array([200.0 / 255, 0, 0, 0], np.float32)), name='conv/BiasAdd')
+        relu_t = tf.nn.relu(pre_t, name='conv/Relu')
+        pooled_t = tf.reduce_mean(relu_t, axis=[1, 2], name='pool')
+        logits_t = tf.nn.bias_add(tf.matmul(pooled_t, tf.constant(weights), name='predictions/MatMul'),
+                                  tf.constant(np.zeros(classes, np.float32)), name='predictions/BiasAdd')
+        tf.nn.softmax(logits_t, name='predictions/Softmax')
+    units = [network.Unit('conv', 'conv/Relu:0', 'conv/BiasAdd:0', 'Conv2D'),
+             network.Unit('predictions', 'predictions/BiasAdd:0', None, 'Dense', 'predictions/Softmax:0')]
+    return network.Network(graph.as_graph_def(), units, description='test classifier (red fires logit %d)'
+                           % red_logit)

@@ -24,7 +24,8 @@ LAYERS = ('filtervis.util.quiet', 'filtervis.util.files', 'filtervis.util.pictur
           'filtervis.core.units', 'filtervis.core.memory', 'filtervis.optvis.objectives', 'filtervis.optvis.render', 'filtervis.models',
           'filtervis.cluster', 'filtervis.optvis.blog', 'filtervis.optvis.regularized', 'filtervis.optvis.ascent',
           'filtervis.optvis.dream',
-          'filtervis.analysis.measures', 'filtervis.analysis.examples', 'filtervis.plots', 'filtervis.atlas',
+          'filtervis.analysis.measures', 'filtervis.analysis.verdict', 'filtervis.analysis.examples',
+          'filtervis.analysis.attribution', 'filtervis.plots', 'filtervis.atlas',
           'filtervis.cli', 'filtervis')
 # The files at the top: the post's modules and the command lines' thin entry points.
 TOP_LEVEL_SCRIPTS = ('vgg16', 'download', 'visualize', 'examples', 'atlas')

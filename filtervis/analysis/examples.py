@@ -142,7 +142,7 @@ def layer_ops(model, layer_index, size, precision='float32'):
     """
     def build():
         side = feature_side(model, layer_index, size)
-        maps_t = (bfloat16_layers(model) if precision == 'bfloat16' else model.layer_tensors)[layer_index]
+        maps_t = units.as_map((bfloat16_layers(model) if precision == 'bfloat16' else model.layer_tensors)[layer_index])
         with tf.name_scope('examples_%s' % model.scope(layer_index)):
             return max_and_position(maps_t, side)
     return model.cached_ops(('examples', layer_index, size, precision), build)

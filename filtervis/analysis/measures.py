@@ -28,7 +28,7 @@ import numpy as np
 
 from filtervis.core import network
 
-from filtervis.core import checks
+from filtervis.core import checks, units
 from filtervis.optvis import objectives
 from filtervis.util import quiet
 
@@ -243,7 +243,7 @@ def diversity(model, layer_id, images):
 
     def build():
         with tf.name_scope('measures_diversity_%s' % model.scope(layer_index)):
-            return objectives.gram_similarity(model.layer_tensors[layer_index])
+            return objectives.gram_similarity(units.as_map(model.layer_tensors[layer_index]))
     similarity = network.session(model).run(model.cached_ops(('measures_diversity', layer_index), build),
                                             {model.input: images})
     count = len(images)

@@ -17,12 +17,12 @@ Which network the user means: the model flags every command line shares
 
 import os
 
-from filtervis.core import precision
+from filtervis.core import checks, precision
 from filtervis.models import keras_model, onnx_model, preprocess, vgg16
 
 
 def add_model_arguments(parser):
-    """--model, --weights, --preprocess, --bgr, --precision and --unsafe on an argparse parser."""
+    """--model, --weights, --preprocess, --bgr, --precision, --unsafe and --classes on an argparse parser."""
     parser.add_argument('--model', default=None,
                         help='the network: a Keras model (.keras, .h5/.hdf5 with its architecture, or a '
                              'SavedModel folder), a PyTorch model exported to ONNX (.onnx, docs/pytorch.md) or a '
@@ -45,6 +45,9 @@ def add_model_arguments(parser):
     parser.add_argument('--unsafe', action='store_true',
                         help='let a Keras model with Lambda layers or custom classes load: this RUNS CODE FROM '
                              'THE FILE; only for files you trust')
+    parser.add_argument('--classes', default=None, metavar='FILE',
+                        help="the names of the classes of the network's head, one per line, in order: they name "
+                             'its neurons in captions, in --filters (--filters happy,sad) and on the atlas page')
 
 
 def is_keras(args):
@@ -137,3 +140,27 @@ def _load_wider(load, layers, all_layers):
 def unit_lines(args, net, all_layers=False):
     """The --list-layers lines of a Keras or ONNX model file (the ONNX ones end in onnx=TENSOR)."""
     return (onnx_model if is_onnx(args) else keras_model).unit_lines(net, all_layers)
+
+
+def class_names(args, net):
+    """{unit index: [name per neuron]} for the vector units (a classifier's head: its logits and their
+    probabilities) with as many neurons as --classes has lines; {} without --classes. ValueError when no
+    vector unit has that many."""
+    if not args.classes:
+        return {}
+    vectors = [i for i in range(len(net.units)) if net.is_vector(i)]
+    sizes = sorted({net.layer_channels[i] for i in vectors})
+    try:
+        with open(args.classes, encoding='utf-8') as f:
+            count = len(f.read().rstrip('\n').split('\n'))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError('--classes %s: cannot read it (%s)' % (args.classes, error)) from None
+    if count not in sizes:
+        if not vectors:
+            raise ValueError('--classes names the neurons of a vector unit (a Dense layer, a classifier\'s head), '
+                             'and this network has none (--list-layers --all)')
+        heads = ', '.join('%s (%d)' % (net.short_names[i], net.layer_channels[i]) for i in vectors)
+        raise ValueError('--classes %s has %d lines, but the vector units have %s neurons: give one name per '
+                         'line, in order' % (args.classes, count, heads))
+    names = checks.read_classes(args.classes, count)
+    return {i: names for i in vectors if net.layer_channels[i] == count}

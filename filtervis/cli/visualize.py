@@ -16,9 +16,10 @@ import sys
 import numpy as np
 
 from filtervis import plots
-from filtervis.analysis import examples, measures
+from filtervis.analysis import examples, measures, verdict
 from filtervis.cli import dream as dream_flags
 from filtervis.cli import model_flags
+from filtervis.core import network
 from filtervis.core.checks import parse_filters
 from filtervis.optvis import objectives
 from filtervis.optvis.ascent import (DEFAULT_DIVERSITY_WEIGHT, METHOD_CHOICES, OBJECTIVE_CHOICES, ascend,
@@ -48,6 +49,10 @@ def build_parser():
                              'off), or an expression such as "conv3_2:0 - 0.5 * conv4_1:7" (LAYER:N a channel, '
                              'LAYER:N@Y,X a neuron; numbers, + - * and parentheses), which renders one picture '
                              'and takes no --layer or --filters')
+    parser.add_argument('--probability', action='store_true',
+                        help='with a head that ends in softmax or sigmoid (--layer predictions): maximize the '
+                             'probability instead of the logit (the default, which keeps rising where the '
+                             'probability saturates); same as --layer NAME_probability')
     parser.add_argument('--diversity', type=int, default=None, metavar='N',
                         help='render N >= 2 pictures of each filter, pushed apart by their Gram similarity '
                              '(Distill, Feature Visualization, 2017)')
@@ -107,6 +112,22 @@ def unit_lines(model, size=None):
     pictures (default: the fixed input size, else 224)."""
     size = size or model.input_size or 224
     return [model.unit_line(index, size) for index in range(len(model.units))]
+
+
+def probability_unit(model, layer_index):
+    """The unit of the probabilities of unit `layer_index` (--probability); ValueError where it has none."""
+    logits = model.logits_of(layer_index)
+    if logits is None:
+        raise ValueError('--probability: %s ends in no softmax or sigmoid; it has no probabilities to maximize'
+                         % model.short_names[layer_index])
+    return model.layer_index(model.short_names[logits] + network.PROBABILITY_SUFFIX)
+
+
+def neuron_label(model, layer_index, feature_id, names=None):
+    """What a caption calls a filter: 'filter 5', 'neuron 5' of a vector, or its class name (--classes)."""
+    if names:
+        return names[feature_id]
+    return '%s %d' % ('neuron' if model.is_vector(layer_index) else 'filter', feature_id)
 
 
 def read_starts(path, count, size, channels):
@@ -200,8 +221,12 @@ def main(argv=None):
             captions = ['%s\n%s' % (expression, c) for c in measures.captions(values)]
         else:
             layer_index = model.layer_index(model.default_layer() if args.layer is None else args.layer)
+            if args.probability:
+                layer_index = probability_unit(model, layer_index)
             layer = model.short_names[layer_index]
-            requested = parse_filters(args.filters or '0-5', model.layer_channels[layer_index])
+            names = model_flags.class_names(args, model).get(layer_index)
+            channels = model.layer_channels[layer_index]
+            requested = parse_filters(args.filters or '0-%d' % (min(6, channels) - 1), channels, names)
             starts = read_starts(args.start, len(requested), size, model.input_channels)
             # Every picture of a filter's diversity group starts from the filter's picture.
             options['init'] = None if starts is None else np.repeat(starts, args.diversity or 1, axis=0)
@@ -213,23 +238,30 @@ def main(argv=None):
             picture_objectives = [filter_objective(args.objective, layer_index, f) for f in feature_ids]
             subject = '%s%s' % (layer, '' if args.objective == 'channel' else ', %s' % args.objective)
             captions = None
+        # Under a class picture, the network's own verdict on it (its head's top-1, the target's probability,
+        # the share of jittered copies still seen as the target).
+        logits = None if expression is not None else model.logits_of(layer_index)
+        judged = {} if logits is None else verdict.verdict(model, logits, feature_ids, result.images)
         if args.npz:
             # Saved before plotting: a whole layer takes long, and the arrays are the result.
             plots.save_arrays(args.npz, images=result.images, filter_ids=np.array(feature_ids),
-                        group_index=np.array(group_index), objectives=result.objectives, dead=result.dead,
-                        objective=args.objective, layer='' if expression is not None else layer,
-                        weights=model.description, precision=result.precision)
+                              group_index=np.array(group_index), objectives=result.objectives, dead=result.dead,
+                              objective=args.objective, layer='' if expression is not None else layer,
+                              weights=model.description, precision=result.precision, **judged)
         many = len(feature_ids) > 12
         if captions is None:
             if many:
-                captions = ['%d' % f for f in feature_ids]
+                captions = [names[f] if names else '%d' % f for f in feature_ids]
             else:
                 # The three measures of measures.py, the same for both methods and every objective:
                 # after the ReLU, but for a negative view, whose filter ends up off there.
                 values = measures.measure_objectives(model, picture_objectives, result.images,
                                                      pre_relu=args.objective == 'negative')
-                captions = ['filter %d%s\n%s' % (f, '' if per == 1 else ' #%d' % g, c)
+                captions = ['%s%s\n%s' % (neuron_label(model, layer_index, f, names), '' if per == 1 else ' #%d' % g, c)
                             for f, g, c in zip(feature_ids, group_index, measures.captions(values))]
+                if judged:
+                    head = model_flags.class_names(args, model).get(logits)
+                    captions = ['%s\n%s' % (c, verdict.caption(judged, i, head)) for i, c in enumerate(captions)]
                 if per > 1:
                     for start in range(0, len(feature_ids), per):
                         score = measures.diversity(model, layer_index, result.images[start:start + per])

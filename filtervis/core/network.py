@@ -37,23 +37,31 @@ tf = quiet.import_tensorflow()
 # The version of spec(): a worker refuses a spec of another one.
 SPEC_FORMAT = 1
 INPUT_CHANNELS = (1, 3)
+# The unit that holds a vector's probabilities is its name with this at the end ('predictions_probability').
+PROBABILITY_SUFFIX = '_probability'
 # Activations whose input is a unit's pre-activation tensor.
 ACTIVATION_OPS = ('Relu', 'Relu6', 'Elu', 'Selu', 'LeakyRelu', 'Softplus', 'Tanh', 'Sigmoid')
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One unit of a network: a 4-D tensor whose channels can be visualized.
+    """One unit of a network: a tensor whose channels can be visualized, a map or a vector.
 
     name:   what users call it ('conv3_2', or a Keras layer name)
-    tensor: its tensor's name in the graph, float32 [N, h, w, channels]
+    tensor: its tensor's name in the graph: float32 [N, h, w, channels] (a map), or [N, K] (a vector: a
+            Dense layer, a classifier's logits), which everything below takes as a 1 x 1 map seen from
+            the whole picture
     pre:    the tensor before its activation, or None where there is none
-    kind:   the layer type, for listings ('Conv2D', 'SeparableConv2D', ...)
+    kind:   the layer type, for listings ('Conv2D', 'SeparableConv2D', 'Dense', ...)
+    probability: for a vector that ends in softmax or sigmoid: the probabilities' tensor. `tensor` is
+            then the logits (the activation's input): an ascent on the probability stalls once the
+            softmax saturates, and can rise by pushing the other classes down rather than its own up.
     """
     name: str
     tensor: str
     pre: str = None
     kind: str = ''
+    probability: str = None
 
 
 def load_graph_def(path, fix=None):
@@ -115,6 +123,12 @@ class Network:
         if not units:
             raise ValueError('the network has no units to visualize')
         self.units = list(units)
+        # A vector with probabilities is maximized on its logits; NAME_probability maximizes the probability.
+        names = {u.name for u in self.units}
+        for unit in list(self.units):
+            twin = unit.name + PROBABILITY_SUFFIX
+            if unit.probability and twin not in names:
+                self.units.append(Unit(twin, unit.probability, None, 'probability'))
         self.short_names = [u.name for u in self.units]
         if len(set(self.short_names)) != len(self.short_names):
             raise ValueError('unit names repeat: %s' % ', '.join(sorted({n for n in self.short_names
@@ -123,12 +137,11 @@ class Network:
         self.pre_tensors = [self._tensor(u.pre, u.name) if u.pre else t for u, t in zip(self.units, self.layer_tensors)]
         self.layer_names = [t.op.name for t in self.layer_tensors]
         for unit, tensor in zip(self.units, self.layer_tensors):
-            if tensor.shape.rank != 4 or tensor.shape[3] is None:
-                raise ValueError('unit %s (%s) has shape %s: expected [N, h, w, channels]'
+            if tensor.shape.rank not in (2, 4) or tensor.shape[-1] is None:
+                raise ValueError('unit %s (%s) has shape %s: expected a map [N, h, w, channels] or a vector [N, K]'
                                  % (unit.name, unit.tensor, tensor.shape))
-        self.layer_channels = [int(t.shape[3]) for t in self.layer_tensors]
-        smallest = geometry.smallest_input(self.graph, self.input.name, [t.name for t in self.layer_tensors])
-        self.layer_min_sizes = [smallest[t.name] for t in self.layer_tensors]
+        self.layer_channels = [int(t.shape[-1]) for t in self.layer_tensors]
+        self.layer_min_sizes = self._smallest_inputs()
         self.description = description
         self.preprocess = preprocess
         # The graph's bytes in protobuf's deterministic order when nothing
@@ -137,6 +150,34 @@ class Network:
         self.md5 = md5 or hashlib.md5(graph_def.SerializeToString(deterministic=True)).hexdigest()
         self.session = None   # made on first use by session(), one per network
         self.cache = {}       # ops built once, keyed by what they compute (cached_ops)
+
+    def _smallest_inputs(self):
+        """Per unit, the smallest input side it accepts: a map's own (geometry.smallest_input); a vector's,
+        that of the maps it is computed from (every map on its path must be at least one pixel)."""
+        maps = [t.name for t in self.layer_tensors if t.shape.rank == 4]
+        vectors = {t.name: _maps_before(t) for t in self.layer_tensors if t.shape.rank == 2}
+        wanted = sorted(set(maps) | {name for names in vectors.values() for name in names})
+        smallest = geometry.smallest_input(self.graph, self.input.name, wanted) if wanted else {}
+        if self.input_size is not None:
+            return [self.input_size if t.name in vectors else smallest[t.name] for t in self.layer_tensors]
+        return [max([smallest[n] for n in vectors[t.name]] or [1]) if t.name in vectors else smallest[t.name]
+                for t in self.layer_tensors]
+
+    def logits_of(self, layer_index):
+        """The index of the unit whose probabilities unit `layer_index` is or has (a classifier's logits), or
+        None: what the network's verdict on a class picture reads."""
+        unit = self.units[layer_index]
+        if unit.probability:
+            return layer_index
+        if unit.kind == 'probability' and unit.name.endswith(PROBABILITY_SUFFIX):
+            base = unit.name[:-len(PROBABILITY_SUFFIX)]
+            if base in self.short_names and self.units[self.short_names.index(base)].probability == unit.tensor:
+                return self.short_names.index(base)
+        return None
+
+    def is_vector(self, layer_index):
+        """True for a vector unit [N, K] (a Dense layer, logits), False for a map [N, h, w, C]."""
+        return self.layer_tensors[layer_index].shape.rank == 2
 
     def _tensor(self, name, unit):
         try:
@@ -251,6 +292,10 @@ class Network:
 
     def _field(self, layer_index, size):
         """(rows, columns) geometry.Fields of a unit for size x size inputs; ValueError saying why not."""
+        if self.is_vector(layer_index):
+            # One value per picture, computed from all of it.
+            whole = geometry.Field(1, size, size, 0)
+            return whole, whole
         name = self.layer_tensors[layer_index].name
         pairs, unknown = self.cached_ops(('geometry axes', size),
                                          lambda: geometry.walk_axes(self.graph, self.input.name, size))
@@ -269,6 +314,16 @@ class Network:
         (rows x columns where they differ), or why the field is not known."""
         head = '%-32s %-20s %5d channels' % (self.short_names[layer_index], kind or self.units[layer_index].kind
                                              or '-', self.layer_channels[layer_index])
+        if self.is_vector(layer_index):
+            ends = ''
+            if self.units[layer_index].probability:
+                op = self.graph.get_tensor_by_name(self.units[layer_index].probability).op
+                while op.type == 'Identity':
+                    op = op.inputs[0].op
+                ends = ' (logits of its %s)' % op.type
+            return '%-32s %-20s %5d neurons   a vector%s, seen from the whole picture' % (
+                self.short_names[layer_index], kind or self.units[layer_index].kind or '-',
+                self.layer_channels[layer_index], ends)
         try:
             rows, columns = self._field(layer_index, size)
         except ValueError as error:
@@ -306,3 +361,22 @@ def session(net):
             config.inter_op_parallelism_threads = net.threads
         net.session = tf.Session(graph=net.graph, config=config)
     return net.session
+
+
+def _maps_before(tensor):
+    """Names of the 4-D tensors a vector is computed from where they stop being maps: the inputs of the
+    first ops on its path whose output is not 4-D (a global pool, a flatten)."""
+    found, seen, stack = set(), set(), [tensor]
+    while stack:
+        current = stack.pop()
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        for source in current.op.inputs:
+            if source.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+                continue
+            if source.shape.rank == 4:
+                found.add(source.name)
+            elif current.op.type != 'Placeholder':
+                stack.append(source)
+    return sorted(found)

@@ -101,12 +101,20 @@ def _own_columns(net, conv_unit, kernel_cols_t, bias_cols_t, precision_name, inp
 
 def unit_values(net, layer_index, pre_relu=False, prefix='', precision_name='float32', input_t=None):
     """The whole unit, [N, h, w, C]: float32, or bfloat16 when precision_name is 'bfloat16' and the unit lies
-    after the first layer (bfloat16_chain)."""
+    after the first layer (bfloat16_chain). A vector unit [N, K] comes as a 1 x 1 map [N, 1, 1, K]."""
     input_t = net.input if input_t is None else input_t
     tensor = unit_tensor(net, layer_index, pre_relu, prefix)
     if precision_name == 'bfloat16':
         tensor, = bfloat16_chain(net, [tensor], input_t)
-    return tensor
+    return as_map(tensor)
+
+
+def as_map(tensor_t):
+    """A unit's tensor as a map: [N, h, w, C] as it is, a vector [N, K] as [N, 1, 1, K]: one position, which
+    sees the whole picture, so that every objective, measure and search of maps takes it."""
+    if tensor_t.shape.rank == 4:
+        return tensor_t
+    return tf.reshape(tensor_t, [-1, 1, 1, int(tensor_t.shape[-1])])
 
 
 def _conv_pads(conv_op, input_t):

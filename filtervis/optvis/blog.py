@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from filtervis.core import units
 from filtervis.core.checks import check_feature_ids
 from filtervis.optvis import objectives
 from filtervis.util import quiet
@@ -41,7 +42,7 @@ def cost(model, layer_id, feature_id):
 
     def build():
         with tf.name_scope('cost'):
-            return tf.reduce_mean(model.layer_tensors[layer_index][:, :, :, feature_id])
+            return tf.reduce_mean(units.as_map(model.layer_tensors[layer_index])[:, :, :, feature_id])
     return model.cached_ops(('cost', layer_index, feature_id), build)
 
 

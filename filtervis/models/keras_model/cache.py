@@ -26,7 +26,7 @@ from filtervis.util import files
 
 # The version of the cache's layout and of the graphs it holds: a stamp of
 # another format is built again.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 CACHE_FOLDER = 'keras-cache'
 
 

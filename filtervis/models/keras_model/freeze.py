@@ -126,14 +126,15 @@ def keras_file(path, fmt, preprocess, *, unsafe=False, quiet=True):
         preprocess = scaling.resolve(preprocess, name, own_scaling, channels)
         _say_freezing(name, quiet)
         concrete, found_units, found_defaults = _trace(model, size, channels, preprocess, keras, tf2)
-        if not found_units:
-            raise ValueError('%s has no layer with a 4-D output [N, h, w, channels], so nothing to visualize'
-                             % name)
+        if not any(unit[1].shape.rank == 4 for unit in found_units):
+            raise ValueError('%s has no layer with a 4-D output [N, h, w, channels]: it is no convolutional '
+                             'network, and this tool shows what convolutions see' % name)
         graph_def = _without_custom_gradients(_constants(concrete).graph.as_graph_def())
-    all_units = [network.Unit(unit, _tensor_name(tensor), _tensor_name(pre), kind)
-                 for unit, tensor, pre, kind in found_units]
+    all_units = [network.Unit(unit, _tensor_name(tensor), _tensor_name(pre), kind, _tensor_name(probability))
+                 for unit, tensor, pre, kind, probability in found_units]
     by_name = {u.name: u for u in all_units}
-    defaults = [network.Unit(unit, by_name[unit].tensor, by_name[unit].pre, kind) for unit, kind in found_defaults]
+    defaults = [network.Unit(unit, by_name[unit].tensor, by_name[unit].pre, kind, by_name[unit].probability)
+                for unit, kind in found_defaults]
     return Frozen(graph_def, all_units, defaults, preprocess, own_scaling, size, channels, 'Keras', refusal)
 
 
@@ -182,7 +183,7 @@ def _trace(model, size, channels, preprocess, keras, tf2):
             keys.append(key)
         calls[:] = [calls[i] for i in sorted(range(len(calls)), key=keys.__getitem__)]
         found['units'], found['defaults'] = units.units_of_calls(calls, tf2.nest.flatten(outputs), tf2)
-        return [tensor for unit in found['units'] for tensor in unit[1:3] if tensor is not None]
+        return [tensor for unit in found['units'] for tensor in (unit[1], unit[2], unit[4]) if tensor is not None]
 
     function = tf2.function(forward, input_signature=[tf2.TensorSpec([None, size, size, channels],
                                                                        tf2.float32, name=INPUT_NAME)],

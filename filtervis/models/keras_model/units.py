@@ -83,7 +83,8 @@ def units_of_calls(calls, outputs, tf2):
             pre = None if pre is None else tf2.cast(pre, tf2.float32)
         unit_t = tf2.identity(output, name='units/' + safe)
         pre_t = tf2.identity(pre, name='units/' + safe + '/pre') if pre is not None else None
-        units.append((name, unit_t, pre_t, type(layer).__name__))
+        units.append((name, unit_t, pre_t, type(layer).__name__, None))
+    units.extend(_vector_units(first, names, used, tf2))
 
     by_layer = {call[0]: call for call in four_d}
     defaults = []
@@ -101,7 +102,41 @@ def units_of_calls(calls, outputs, tf2):
                 continue
             end, tensor = users[0], user_call[3][0]
         defaults.append((names[end], kind))
+    # A classifier's head and its other Dense layers: what a class looks like.
+    for layer, _, _, outputs in first.values():
+        if layer in names and outputs[0].shape.rank == 2 and (type(layer).__name__ == 'Dense'
+                                                              or consumers.get(id(outputs[0])) == [None]):
+            defaults.append((names[layer], type(layer).__name__))
     return units, defaults
+
+
+def _vector_units(first, names, used, tf2):
+    """Units of the layers whose one output is a vector [N, K] (Dense layers, pools, a classifier's head):
+    [(name, unit tensor, pre tensor or None, kind, probability tensor or None)]; `names` gains layer: name.
+
+    Where the layer ends in softmax or sigmoid, the unit is its logits (the activation's input) and the
+    probabilities come beside them: an ascent on the probability stalls once the softmax saturates.
+    """
+    found = []
+    for layer, scope, inputs, outputs in first.values():
+        if len(outputs) != 1 or outputs[0].shape.rank != 2 or outputs[0].shape[-1] is None \
+                or not outputs[0].dtype.is_floating:
+            continue
+        name = layer.name if layer.name not in names.values() else '/'.join(scope[1:] + (layer.name,))
+        names[layer] = name
+        output = tf2.cast(outputs[0], tf2.float32)
+        op = outputs[0].op
+        while op.type == 'Identity':
+            op = op.inputs[0].op
+        safe = _unique(_safe_name(name), used)
+        probability_t = pre = None
+        if op.type in ('Softmax', 'Sigmoid'):
+            probability_t = tf2.identity(output, name='units/' + safe + '/probability')
+            output = tf2.cast(op.inputs[0], tf2.float32)
+        elif op.type in network.ACTIVATION_OPS:
+            pre = tf2.identity(tf2.cast(op.inputs[0], tf2.float32), name='units/' + safe + '/pre')
+        found.append((name, tf2.identity(output, name='units/' + safe), pre, type(layer).__name__, probability_t))
+    return found
 
 
 def units_of_ops(graph, scope):
@@ -166,10 +201,12 @@ def followable(graph_def, input_name, units, defaults):
     with graph.as_default():
         tf.import_graph_def(graph_def, name='')
     left_out = {}
+    # Vectors see the whole picture: only maps have a field to follow.
+    maps = [u for u in units if graph.get_tensor_by_name(u.tensor).shape.rank == 4]
     try:
-        geometry.smallest_input(graph, input_name, [u.tensor for u in units])
+        geometry.smallest_input(graph, input_name, [u.tensor for u in maps])
     except ValueError:   # GeometryError is one: find the units it is about, one by one
-        for unit in units:
+        for unit in maps:
             try:
                 geometry.smallest_input(graph, input_name, [unit.tensor])
             except ValueError as error:
