@@ -128,7 +128,8 @@ def test_an_atlas_of_two_units(tiny, tmp_path):
     out = str(tmp_path / 'atlas')
     assert atlas_cli.main([out, '--model', tiny] + ATLAS + FLAGS) == 0
     assert catalog(out) == [(layer, f) for layer in ('features.0', 'features.10') for f in (0, 1)]
-    page = open(os.path.join(out, 'index.html')).read()
+    with open(os.path.join(out, 'index.html')) as f:
+        page = f.read()
     # The page's commands name the model by file name, with its preprocessing.
     assert '--model tiny.onnx --preprocess torch' in page
 
