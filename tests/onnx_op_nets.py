@@ -83,6 +83,7 @@ def arithmetic():
             net.add('Sum', [t, t, c(6, 1, 1)]), net.add('Mean', [t, c(6, 1, 1)]),
             net.add('Where', [net.add('Greater', [t, net.const(np.float32(0))]), t,
                               net.add('Mul', [t, net.const(np.float32(0.1))])]),
+            net.add('Where', [net.add('Less', [t, net.const(np.float32(0))]), net.const(np.float32(0.5)), t]),
             net.add('Cast', [net.add('Cast', [t], to=7)], to=1),
             batch_norm(net, t, 6),
             net.add('InstanceNormalization', [t, c(6), c(6)]),

@@ -153,21 +153,23 @@ def aligned(values):
     values: Mapped or numpy (None for a missing optional input is kept).
     Returns ([tensor or numpy array, ...], order): the tensors arranged in the
     order of the first tensor of the highest rank, the constants reshaped and
-    transposed to match and cast to the tensors' dtype.
+    transposed to match, float constants cast to the tensors' float type (a
+    Where's boolean condition leaves its values alone).
     """
     present = [v for v in values if v is not None]
     rank_ = max(rank(v) for v in present)
     mapped = [v for v in present if isinstance(v, Mapped)]
     full = [v for v in mapped if v.rank == rank_]
     order = full[0].order if full else canonical(rank_)
-    dtype = mapped[0].t.dtype.as_numpy_dtype if mapped else None
+    floats = [v.t.dtype.as_numpy_dtype for v in mapped if v.t.dtype.is_floating]
+    dtype = floats[0] if floats else None
     result = []
     for value in values:
         if value is None:
             result.append(None)
             continue
         value = arranged(with_rank(value, rank_), order)
-        if dtype is not None and not isinstance(value, tf.Tensor):
+        if dtype is not None and not isinstance(value, tf.Tensor) and np.asarray(value).dtype.kind == 'f':
             value = np.asarray(value, dtype=dtype)
         result.append(value)
     return result, order
