@@ -167,3 +167,25 @@ def test_fer_class_pictures_are_seen_as_their_class(tmp_path):
     saved = np.load(str(npz))
     assert saved['top1'].tolist() == [3, 4]
     assert (saved['target_probability'] > 0.5).all()
+
+
+def test_the_atlas_names_classes_and_records_the_verdict(keras_classifier, tmp_path):
+    import json
+    from filtervis import atlas
+    from filtervis.cli import atlas as atlas_cli
+    path, _, _, _ = keras_classifier
+    classes = tmp_path / 'classes.txt'
+    classes.write_text('cat\ndog\nbird\nfish\n')
+    out = tmp_path / 'atlas'
+    assert atlas_cli.main([str(out), '--model', path, '--layers', 'predictions', '--filters', '1-2', '--iters', '5',
+                           '--method', 'blog', '--classes', str(classes), '--quiet', '--precision', 'float32']) == 0
+    with open(str(out / atlas.CATALOG_FILE)) as f:
+        catalog = json.load(f)
+    assert [(e['filter'], e['name']) for e in catalog] == [(1, 'dog'), (2, 'bird')]
+    for entry in catalog:
+        assert 0 <= entry['top1'] < 4 and entry['top1_name'] in ('cat', 'dog', 'bird', 'fish')
+        assert 0 <= entry['jitter_kept'] <= 1 and 0 <= entry['target_probability'] <= 1
+    # The names are beside atlas.json, not in it: a run without --classes adds to the same atlas.
+    assert 'classes' not in json.loads((out / atlas.ATLAS_FILE).read_text())
+    assert atlas_cli.main([str(out), '--model', path, '--layers', 'predictions', '--filters', '3', '--iters', '5',
+                           '--method', 'blog', '--quiet', '--precision', 'float32']) == 0

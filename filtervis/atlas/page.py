@@ -15,6 +15,8 @@ from filtervis.atlas.views import VIEW_TITLES, parse_view, unit_folder
 from filtervis.util import files
 
 CATALOG_FILE = 'catalog.json'
+# {unit name: [class name per neuron]}, written by a run with --classes.
+CLASSES_FILE = 'classes.json'
 PAGE_FILE = 'index.html'
 PAGE_DATA = '/*DATA*/'
 # The page's markup, style and code; page_html() fills in its data block.
@@ -37,9 +39,12 @@ def build_catalog(out):
     blur_robustness, no_gradient, dead, objective}. The first view's first
     picture is the filter's tile: its fields are also the entry's own, with
     `view` naming it. With --examples, an entry also holds `examples`:
-    [{png, file, activation}], strongest first.
+    [{png, file, activation}], strongest first. With --classes (CLASSES_FILE),
+    a class's entry holds its `name`, and `top1_name` for the class seen.
     """
     views = {}
+    classes_path = os.path.join(out, CLASSES_FILE)
+    classes = read_json(classes_path) if os.path.isfile(classes_path) else {}
     for record in read_records(out):
         for entry in record['entries']:
             views.setdefault((entry['layer_index'], entry['filter']), {}).setdefault(record['view'], entry)
@@ -52,6 +57,11 @@ def build_catalog(out):
         entry.update(first['pictures'][0])
         entry['views'] = [{k: v for k, v in view.items() if k not in ('layer', 'layer_index', 'filter')}
                           for view in found]
+        names = classes.get(entry['layer'])
+        if names and entry['filter'] < len(names):
+            entry['name'] = names[entry['filter']]
+        if names and entry.get('top1') is not None and entry['top1'] < len(names):
+            entry['top1_name'] = names[entry['top1']]
         path = os.path.join(out, examples_file(unit_folder(entry['layer_index'], entry['layer']), entry['filter']))
         if os.path.isfile(path):
             entry['examples'] = read_json(path)['examples']

@@ -163,7 +163,8 @@ def write_picture(out, base, image, objectives, no_gradient, values, whole=True)
     """Write one picture's files (base: picture_base()), each atomically; returns its catalog entry (dict).
 
     image: float32 [size, size, C] ~0..255; objectives: float32 [iters];
-    values: its measures (measures.measure_objectives, one picture's);
+    values: its measures (measures.measure_objectives, one picture's), and for a class picture its
+      verdict (top1, top1_probability, target_probability, jitter_kept);
     whole: whether its objective looks at the whole picture, so that a large
     dead fraction makes it dead (not so a neuron's).
     files.WriteError (naming the file and the cause) when one cannot be written.
@@ -178,12 +179,18 @@ def write_picture(out, base, image, objectives, no_gradient, values, whole=True)
     svg = objective_svg(objectives).encode('utf8')
     files.write_atomic(path + '-objective.svg', lambda f: f.write(svg))
     dead_fraction = number_text(values['dead_fraction'])
-    return {'png': base + '.png', 'thumb': base + '-thumb.jpg', 'curve': base + '-objective.svg',
-            'npz': base + '.npz',
-            'activation': number_text(values['activation']), 'dead_fraction': dead_fraction,
-            'blur_robustness': number_text(values['blur_robustness']),
-            'no_gradient': bool(no_gradient), 'dead': bool(no_gradient) or whole and dead_fraction >= DEAD_PICTURE,
-            'objective': number_text(objectives[-1])}
+    entry = {'png': base + '.png', 'thumb': base + '-thumb.jpg', 'curve': base + '-objective.svg',
+             'npz': base + '.npz',
+             'activation': number_text(values['activation']), 'dead_fraction': dead_fraction,
+             'blur_robustness': number_text(values['blur_robustness']),
+             'no_gradient': bool(no_gradient), 'dead': bool(no_gradient) or whole and dead_fraction >= DEAD_PICTURE,
+             'objective': number_text(objectives[-1])}
+    # A class picture's verdict (verdict.verdict): what the network sees in it, and how robustly.
+    if 'top1' in values:
+        entry['top1'] = int(values['top1'])
+        for key in ('top1_probability', 'target_probability', 'jitter_kept'):
+            entry[key] = number_text(values[key])
+    return entry
 
 
 def check_writable(out):

@@ -16,10 +16,10 @@ import warnings
 import numpy as np
 
 from filtervis import cluster
-from filtervis.analysis import examples
-from filtervis.analysis import measures
-from filtervis.atlas.page import examples_file, write_index
-from filtervis.atlas.store import ATLAS_FILE, number_text, picture_of, save_image, claim, done_views, header_differences, pending, picture_base, read_json, without_views, write_picture
+from filtervis.analysis import examples, measures, verdict
+from filtervis.atlas.page import CLASSES_FILE, examples_file, write_index
+from filtervis.atlas.store import (ATLAS_FILE, claim, done_views, header_differences, number_text, pending, picture_base,
+                                   picture_of, read_json, save_image, without_views, write_picture)
 from filtervis.atlas.views import TaskError, parse_view, unit_folder
 from filtervis.optvis import ascent
 from filtervis.util import files
@@ -73,6 +73,11 @@ def run_task(task, spec, out, settings, header):
     values = measures.measure_objectives(
         net, [ascent.filter_objective(view.objective, task.layer_index, f) for f in ids for _ in range(per)],
         result.images, pre_relu=view.objective == 'negative')
+    # A class picture (a unit of a classifier's head) also gets the network's own verdict on it.
+    logits = net.logits_of(task.layer_index)
+    if logits is not None and view.objective != 'negative':
+        judged = verdict.verdict(net, logits, [f for f in ids for _ in range(per)], result.images)
+        values.update({key: value.astype(np.float64) for key, value in judged.items()})
     entries = []
     for i, f in enumerate(ids):
         pictures = [write_picture(out, picture_base(task.layer_index, task.layer, f, task.view, g),
@@ -201,19 +206,24 @@ def _result(future, task):
         raise TaskError('%s failed on the cluster: %s' % (task, _reason(error))) from None
 
 
-def make(out, net, settings, tasks, header, *, client=None, examples_folder=None, progress=True):
+def make(out, net, settings, tasks, header, *, client=None, examples_folder=None, progress=True, classes=None):
     """Claim OUT for header, run the tasks not finished, find examples, and write the page; returns the catalog.
 
     net: a network.Network loaded from a file (workers load it from there, at
     the same path); tasks: from plan() (and shard_of()); header: make_header();
     client: a dask.distributed Client, or None for this process;
     examples_folder: a folder of images for write_examples, or None.
+    classes: {unit index: [class name per neuron]} (--classes), written
+    beside atlas.json (not in it: names change no picture) for the page.
     ValueError when OUT holds another atlas; TaskError when a task failed on
     a worker; files.WriteError when a file could not be written. The page is
     written from what is finished even then.
     """
     spec = cluster.ModelSpec.of(net, threads=net.threads)
     header = claim(out, header)
+    if classes:
+        data = json.dumps({net.short_names[i]: names for i, names in classes.items()}, indent=1).encode('utf8')
+        files.write_atomic(os.path.join(out, CLASSES_FILE), lambda f: f.write(data))
     try:
         render(out, spec, settings, header, tasks, client, progress=progress)
         if examples_folder:

@@ -136,9 +136,10 @@ def main(argv=None):
             memory.check(net, [layer_index], settings.size, pictures, pictures, settings.method,
                          what='a task of %s' % net.short_names[layer_index])
         header = make_header(net, settings, visualize_command(settings, model_words(args)), weights=args.weights)
+        names = model_flags.class_names(args, net)
         with cluster.client_from_args(args) as client:
             catalog = make(args.out, net, settings, tasks, header, client=client, examples_folder=args.examples,
-                           progress=not args.quiet)
+                           progress=not args.quiet, classes=names)
     except KeyboardInterrupt:
         print('interrupted: the finished views are kept; run the same command again to go on', file=sys.stderr)
         return 130
