@@ -14,7 +14,7 @@ import pytest
 import onnx_nets
 import visualize
 from filtervis.models import build
-from filtervis.models.onnx_model import cache, formats
+from filtervis.models.onnx_model import formats
 from filtervis.models import onnx_model
 from filtervis.util import quiet
 
