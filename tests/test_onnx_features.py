@@ -65,6 +65,15 @@ def test_bfloat16_runs_the_translated_ops(tiny, tmp_path):
         assert str(saved['precision']) == 'bfloat16' and rises(saved['objectives'])
 
 
+def test_a_class_of_the_classifier_rises(tiny, tmp_path):
+    """The Gemm head is the logits unit: a class picture raises its logit."""
+    arrays = tmp_path / 'grid.npz'
+    assert visualize.main(['--model', tiny, '--layer', 'classifier', '--filters', '0-1', '--iters', '30',
+                           '--out', str(tmp_path / 'grid.png'), '--npz', str(arrays)] + FLAGS) == 0
+    with np.load(arrays) as saved:
+        assert rises(saved['objectives'])
+
+
 @pytest.mark.parametrize('flags', [['--layer', 'features.3', '--objective', 'neuron'],
                                    ['--layer', 'features.6', '--objective', 'negative'],
                                    ['--objective', 'features.3:1 - 0.5 * features.10:2'],

@@ -13,6 +13,7 @@ import pytest
 
 import onnx_nets
 import visualize
+from filtervis.core import network
 from filtervis.models import build
 from filtervis.models.onnx_model import formats
 from filtervis.models import onnx_model
@@ -54,7 +55,9 @@ def assert_units_equal_onnxruntime(net, path, images, preprocess, bgr=False):
     expected = onnx_nets.reference(onnx.load(path), images, preprocess,
                                    [onnx_names[name] for name in net.short_names], bgr)
     for name, value in unit_values(net, images).items():
-        reference = expected[onnx_names[name]].transpose(0, 2, 3, 1)      # NCHW -> the unit's NHWC
+        reference = expected[onnx_names[name]]
+        if reference.ndim == 4:
+            reference = reference.transpose(0, 2, 3, 1)                  # NCHW -> the unit's NHWC
         assert onnx_nets.relative_difference(value, reference) <= TOLERANCE, name
 
 
@@ -67,11 +70,16 @@ def test_units_equal_onnxruntime_on_random_pictures_and_photos(tiny):
         assert_units_equal_onnxruntime(net, tiny, photos, 'torch')
 
 
-def test_default_units_are_the_conv_chains_named_by_module_path(tiny):
+def test_default_units_are_the_conv_chains_and_the_head_named_by_module_path(tiny):
     net = onnx_model.load(tiny, 'torch', quiet=True)
     assert net.input_size == 20 and net.input_channels == 3 and net.preprocess == 'torch'
-    assert net.short_names == ['features.0', 'features.3', 'features.6', 'features.8', 'features.10']
+    # The classifier's Gemm is its logits, with the Softmax's probabilities beside them as a twin unit.
+    assert net.short_names == ['features.0', 'features.3', 'features.6', 'features.8', 'features.10', 'classifier',
+                               'classifier_probability']
     stamp = build.read_stamp(net.path)
+    assert net.units[5] == network.Unit('classifier', 'classifier/Gemm:0', None, 'Gemm', 'Softmax:0')
+    assert stamp['onnx']['classifier'] == '/classifier/Gemm_output_0'
+    assert stamp['onnx']['classifier_probability'] == '/Softmax_output_0'
     # conv -> BN -> ReLU: the ReLU's output, the BN's as its pre-activation; SiLU counts as an activation.
     assert stamp['onnx']['features.0'] == '/features/features.2/Relu_output_0'
     assert net.units[0].pre == 'features/features.1/BatchNormalization:0'
@@ -83,15 +91,17 @@ def test_default_units_are_the_conv_chains_named_by_module_path(tiny):
 def test_list_layers_names_each_units_onnx_tensor(tiny, capsys):
     assert visualize.main(['--model', tiny, '--preprocess', 'torch', '--list-layers']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == 'tiny.onnx (ONNX from onnx_nets, opset 17, preprocess torch): 5 units; sizes for 20x20 pictures'
+    assert lines[0] == 'tiny.onnx (ONNX from onnx_nets, opset 17, preprocess torch): 7 units; sizes for 20x20 pictures'
     pattern = r'(\S+)\s+(\S+)\s+(\d+) channels\s+(\d+)x(\d+)\s+receptive field (\d+), stride (\d+)  onnx=(\S+)$'
-    assert [re.match(pattern, line).groups() for line in lines[1:]] == [
+    assert [re.match(pattern, line).groups() for line in lines[1:6]] == [
         ('features.0', 'Conv', '8', '20', '20', '3', '1', '/features/features.2/Relu_output_0'),
         # A 3x3 stride-2 conv padded (0, 1): 10 units; a ceil_mode pool: 6.
         ('features.3', 'Conv', '8', '10', '10', '5', '2', '/features/features.4/LeakyRelu_output_0'),
         ('features.6', 'Conv', '8', '6', '6', '17', '4', '/features/features.7/Clip_output_0'),
         ('features.8', 'Conv', '12', '6', '6', '17', '4', '/features/features.9/HardSwish_output_0'),
         ('features.10', 'Conv', '12', '6', '6', '25', '4', '/features/features.11/Mul_output_0')]
+    assert re.match(r'classifier +Gemm +5 neurons +a vector \(logits of its Softmax\), seen from the whole '
+                    r'picture  onnx=/classifier/Gemm_output_0$', lines[6]) and len(lines) == 7
 
     assert visualize.main(['--model', tiny, '--preprocess', 'torch', '--list-layers', '--all']) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -99,7 +109,8 @@ def test_list_layers_names_each_units_onnx_tensor(tiny, capsys):
         ('features.0/Conv', 'Conv', '/features/features.0/Conv_output_0'),
         ('features.1', 'BatchNormalization', '/features/features.1/BatchNormalization_output_0'),
         ('features.0', 'Conv', '/features/features.2/Relu_output_0')]
-    assert lines[-1].split()[:2] == ['avgpool', 'GlobalAveragePool'] and len(lines) == 1 + 14
+    assert [line.split()[0] for line in lines[-4:]] == ['avgpool', 'Flatten', 'classifier', 'classifier_probability']
+    assert lines[-1].endswith('onnx=/Softmax_output_0') and len(lines) == 1 + 17
 
 
 def test_units_behind_a_resize_are_listed_as_left_out_with_their_tensor(tmp_path, capsys):
@@ -111,12 +122,12 @@ def test_units_behind_a_resize_are_listed_as_left_out_with_their_tensor(tmp_path
     assert visualize.main(['--model', path, '--preprocess', 'unit', '--list-layers']) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith('stem ') and lines[1].endswith('onnx=/stem/Conv_output_0')
-    assert re.match(r'neck +\(left out: .*depends on up/Resize.*\)  onnx=/neck_act/Relu_output_0$', lines[2])
+    assert re.match(r'neck +\(left out: .*up/Resize \(ResizeNearestNeighbor\), which moves pixels\)  '
+                    r'onnx=/neck_act/Relu_output_0$', lines[2])
 
 
-def test_units_whose_rows_and_columns_differ_are_left_out_and_the_listing_works(tmp_path, capsys):
-    """A pad of rows only: no one receptive field describes what follows, so --list-layers --all, which
-    prints one per unit, leaves those units out and says why."""
+def test_units_whose_rows_and_columns_differ_are_listed_with_why_their_field_is_not_known(tmp_path, capsys):
+    """A pad of rows only: no one receptive field describes what follows; the listing says so."""
     net = onnx_nets.Net(size=12)
     x = onnx_nets.conv(net, net.input, 3, 4, name='/a/Conv', pads=[1, 1, 1, 1])
     x = net.add('Pad', [x, net.const([0, 0, 1, 0, 0, 0, 0, 0])], name='/pad/Pad')
@@ -125,7 +136,25 @@ def test_units_whose_rows_and_columns_differ_are_left_out_and_the_listing_works(
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith('a ') and 'receptive field 3, stride 1' in lines[1]
     assert [line.split()[0] for line in lines[2:]] == ['pad', 'b']
-    assert all('(left out: its rows and columns see the image differently' in line for line in lines[2:])
+    assert 'receptive field not known: its map is 13x12' in lines[2] and lines[2].endswith('onnx=/pad/Pad_output_0')
+
+
+def test_a_head_on_a_flattened_map_is_units_without_a_transpose(tmp_path):
+    """VGG's head: a Flatten of a 4x4 map (in NCHW order, as the Gemm weights expect), fc -> ReLU, out. The
+    flatten gathers the NHWC map's columns, so the vectors' maps have fields and the head is units."""
+    net = onnx_nets.Net(size=8)
+    x = onnx_nets.conv(net, net.input, 3, 4, name='/features/features.0/Conv', strides=[2, 2], pads=[1, 1, 1, 1])
+    x = net.add('Flatten', [x], name='/Flatten')
+    x = net.add('Relu', [net.add('Gemm', [x, net.weight(6, 64), net.weight(6)], name='/classifier/classifier.0/Gemm',
+                                 transB=1)], name='/classifier/classifier.1/Relu')
+    path = save(net.model([net.add('Gemm', [x, net.weight(3, 6), net.weight(3)], name='/classifier/classifier.2/Gemm',
+                                   transB=1)]), tmp_path)
+    loaded = onnx_model.load(path, 'unit', quiet=True)
+    assert loaded.short_names == ['features.0', 'classifier.0', 'classifier.2']
+    assert loaded.units[1].pre == 'classifier/classifier.0/Gemm:0' and loaded.is_vector(1)
+    assert 'Transpose' not in {node.op for node in loaded.graph_def.node}
+    images = np.random.default_rng(5).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    assert_units_equal_onnxruntime(onnx_model.load(path, 'unit', quiet=True, all_layers=True), path, images, 'unit')
 
 
 def test_old_exporters_node_names_name_the_units(tmp_path):

@@ -198,10 +198,14 @@ def reshaped(value, new_shape, name=None):
 
     A reshape that adds or drops axes of size 1 keeps the data where it is
     and takes the new rank's canonical order (a global-pool result [N, C]
-    becomes a [N, 1, 1, C] map without a transpose); any other reshape goes
+    becomes a [N, 1, 1, C] map without a transpose). A map flattened to
+    another rank (Flatten before a classifier's Gemm) is flattened as it
+    lies and its columns gathered into ONNX's order, so that no 4-D
+    transpose stands between the map and the vector. Any other reshape goes
     through ONNX's own order, and a 4-D result is then arranged NHWC.
     """
-    pairs = unit_changes(onnx_shape(value), new_shape)
+    old_shape = onnx_shape(value)
+    pairs = unit_changes(old_shape, new_shape)
     target = [-1 if size is None else size for size in new_shape]
     if pairs is not None:
         new_of = dict(pairs)
@@ -210,6 +214,16 @@ def reshaped(value, new_shape, name=None):
             if [axis for axis in order if axis in kept_in_physical_order] == kept_in_physical_order:
                 physical = [target[axis] for axis in order]
                 return Mapped(tf.reshape(value.t, physical, name=name), order)
+    if len(new_shape) != 4 and value.order[0] == 0 and old_shape[0] is None and new_shape[0] is None \
+            and None not in old_shape[1:]:
+        physical = [old_shape[axis] for axis in value.order[1:]]
+        # Column j of ONNX's flat order is column index[j] of the flat map as it lies.
+        index = np.arange(int(np.prod(physical))).reshape(physical)
+        index = np.transpose(index, np.argsort(value.order[1:])).ravel()
+        flat = tf.gather(tf.reshape(value.t, [-1, index.size]), index, axis=1,
+                         name=name if len(new_shape) == 2 else None)
+        return Mapped(flat if len(new_shape) == 2 else tf.reshape(flat, target, name=name),
+                      identity(len(new_shape)))
     flat = tf.reshape(arranged(value, identity(value.rank)), target,
                       name=None if len(new_shape) == 4 else name)
     result = Mapped(flat, identity(len(new_shape)))

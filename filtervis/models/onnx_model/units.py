@@ -16,8 +16,11 @@ name where the exporter recorded none (PyTorch 1.9: `Conv_41`).
 By default one unit per convolution: the end of the chain Conv ->
 [BatchNormalization] -> [activation], each the only consumer of the one
 before (SiLU, x * Sigmoid(x), counts as an activation), named after the
-conv, with the conv (or batch norm) output as its pre-activation. With
-all_layers every node output that is a feature map is a unit.
+conv, with the conv (or batch norm) output as its pre-activation; and one
+per Gemm or MatMul with a vector output [N, K] (a classifier's head), whose
+Softmax or Sigmoid makes it the logits with the probabilities beside it
+(network.Unit.probability), as for Keras' Dense layers. With all_layers
+every node output that is a feature map or a float vector is a unit.
 """
 
 from dataclasses import dataclass
@@ -30,6 +33,10 @@ from filtervis.util import quiet
 tf = quiet.import_tensorflow()   # tensorflow.compat.v1, graph mode
 
 CONV_OPS = ('Conv', 'ConvTranspose')
+DENSE_OPS = ('Gemm', 'MatMul')
+# Ops whose vector outputs are no activations to visualize (booleans, integers, shapes).
+NOT_FLOAT_OPS = ('Equal', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'And', 'Or', 'Not', 'Cast', 'Shape',
+                 'Size', 'ArgMax', 'ArgMin')
 ACTIVATION_OPS = ('Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Clip', 'HardSwish', 'HardSigmoid', 'Sigmoid',
                   'Tanh', 'Softplus', 'Gelu', 'Mish')
 
@@ -97,22 +104,41 @@ def find(graph, tensors):
                 return multiply.output[0], multiply
         return None
 
-    defaults, ends, taken = [], {}, set()
+    def is_vector(name, node):
+        return name in tensors and tensors[name][1] == (0, 1) and node.op_type not in NOT_FLOAT_OPS
+
+    defaults, ends, taken, probabilities = [], {}, set(), {}
     for node in nodes:
-        if node.op_type not in CONV_OPS or not is_map(node.output[0]):
+        output = node.output[0] if node.output else ''
+        if node.op_type in CONV_OPS and is_map(output):
+            end, pre = output, None
+            users = consumers.get(end, [])
+            if len(users) == 1 and users[0] is not None and users[0].op_type == 'BatchNormalization' \
+                    and is_map(users[0].output[0]):
+                end = users[0].output[0]
+            after = activation_after(end)
+            if after is not None and is_map(after[0]):
+                end, pre = after[0], end
+            probability = None
+        elif (node.op_type in DENSE_OPS and is_vector(output, node)) or (
+                is_vector(output, node) and None in consumers.get(output, []) and output not in probabilities):
+            end, pre, probability = output, None, None
+            users = consumers.get(end, [])
+            after = activation_after(end)
+            if len(users) == 1 and users[0] is not None and users[0].op_type in ('Softmax', 'Sigmoid'):
+                # The logits, with the probabilities beside them: an ascent on a saturated softmax stalls.
+                probability = users[0].output[0]
+            elif after is not None and is_vector(after[0], after[1]):
+                end, pre = after[0], end
+        else:
             continue
-        end, pre = node.output[0], None
-        users = consumers.get(end, [])
-        if len(users) == 1 and users[0] is not None and users[0].op_type == 'BatchNormalization' \
-                and is_map(users[0].output[0]):
-            end = users[0].output[0]
-        after = activation_after(end)
-        if after is not None and is_map(after[0]):
-            end, pre = after[0], end
         name = _unique(module_path(_label(node)), taken)
-        unit = network.Unit(name, tensors[end][0], tensors[pre][0] if pre else None, node.op_type)
+        unit = network.Unit(name, tensors[end][0], tensors[pre][0] if pre else None, node.op_type,
+                            tensors[probability][0] if probability else None)
         defaults.append(unit)
         ends[end] = unit
+        if probability:
+            probabilities[probability] = unit
 
     # Pre-activations of every activation node (and SiLU's Mul), for units that are not defaults.
     pre_of = {}
@@ -120,12 +146,14 @@ def find(graph, tensors):
         after = activation_after(name)
         if after is not None:
             pre_of[after[0]] = name
-    # The image input (after the preprocessing) is no unit, nor is a node that passes it on.
+    # The image input (after the preprocessing) is no unit, nor is a node that passes it on; a
+    # probability is its logits' twin (network.PROBABILITY_SUFFIX).
     units, onnx = [], {}
     listed = {tensors[i.name][0] for i in graph.input if i.name in tensors}
+    listed |= {tensors[name][0] for name in probabilities}
     for node in nodes:
         for output in node.output:
-            if not is_map(output) or tensors[output][0] in listed:
+            if not (is_map(output) or is_vector(output, node)) or tensors[output][0] in listed:
                 continue
             listed.add(tensors[output][0])
             unit = ends.get(output)
@@ -136,33 +164,33 @@ def find(graph, tensors):
                                       else node.op_type)
                 pre = pre_of.get(output)
                 unit = network.Unit(_unique(name, taken), tensors[output][0],
-                                    tensors[pre][0] if pre and is_map(pre) else None, node.op_type)
+                                    tensors[pre][0] if pre and pre in tensors else None, node.op_type)
             units.append(unit)
             onnx[unit.name] = output
+    for probability, unit in probabilities.items():
+        onnx[unit.name + network.PROBABILITY_SUFFIX] = probability
     return Found(units, defaults, onnx)
 
 
 def followable(graph_def, input_name, size, found):
-    """(units, defaults, left_out): the units of `found` whose receptive field geometry.py gives at the
-    model's input size, and {name: why not} for the others.
+    """(units, defaults, left_out): the units of `found` geometry.py follows at the model's input size,
+    and {name: why not} for the others, from one walk of the graph.
 
-    One walk of the graph at `size` decides (the model takes no other
-    size); only a unit left out is walked again, to say why.
+    A map must have a field; a vector sees the whole picture, and needs the
+    maps it is computed from (where they stop being maps, as the Network
+    reads them) to have one.
     """
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(graph_def, name='')
-    fields = geometry.walk(graph, input_name, size)
+    pairs, unknown = geometry.walk_axes(graph, input_name, size)
     left_out = {}
     for unit in found.units:
-        if unit.tensor in fields:
-            continue
-        try:
-            geometry.smallest_input(graph, input_name, [unit.tensor])
-            left_out[unit.name] = ('its rows and columns see the image differently (a step, crop or pad of one '
-                                   'of them), which one receptive field does not describe')
-        except ValueError as error:   # GeometryError is one
-            left_out[unit.name] = str(error)
+        tensor = graph.get_tensor_by_name(unit.tensor)
+        maps = network._maps_before(tensor) if tensor.shape.rank == 2 else [unit.tensor]
+        missing = [name for name in maps if name not in pairs]
+        if missing:
+            left_out[unit.name] = unknown.get(missing[0], 'geometry.py does not follow its path')
     return ([u for u in found.units if u.name not in left_out], [u for u in found.defaults if u.name not in left_out],
             left_out)
 
