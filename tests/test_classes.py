@@ -65,6 +65,7 @@ def test_the_verdict_on_known_pictures(classifier):
     assert values['top1'][0] == 0 and values['jitter_kept'][0] == 1.0
     assert values['target_probability'][0] > values['target_probability'][1]
     assert verdict.caption(values, 0, ['red', 'b', 'c']).startswith('seen as red ')
+    assert verdict.caption(values, 0).endswith('· kept 32/32')
     with pytest.raises(ValueError, match='is a map, not a vector of classes'):
         verdict.verdict(classifier, 'conv', [0], red)
 

@@ -8,7 +8,7 @@ class. A picture that only its exact pixels make "happy" keeps few copies.
     from filtervis.analysis import verdict
     values = verdict.verdict(net, 'predictions', [3, 4], images)   # images [2, H, W, C], 0..255
     values['top1'], values['top1_probability'], values['target_probability'], values['jitter_kept']
-    verdict.caption(values, 0, names)                               # 'seen as happy 0.97 · kept 31/32'
+    verdict.caption(values, 0, names)                      # 'seen as happy 0.97\ntarget 0.97 · kept 31/32'
 
 The copies are drawn from a fixed seed, so the numbers are the same on every
 run; the network runs in float32 whatever made the pictures.
@@ -102,9 +102,10 @@ def verdict(net, layer_id, targets, images, *, copies=COPIES, seed=0):
 
 
 def caption(values, index, names=None, copies=COPIES):
-    """One line for picture `index`: 'seen as NAME 0.97 · target 0.97 · kept 31/32' (class names when given)."""
+    """Two lines for picture `index`: 'seen as NAME 0.97' and 'target 0.97 · kept 31/32' (class names when
+    given, else class ids)."""
     top1 = int(values['top1'][index])
     name = names[top1] if names else str(top1)
-    return 'seen as %s %.2f · target %.2f · kept %d/%d' % (
+    return 'seen as %s %.2f\ntarget %.2f · kept %d/%d' % (
         name, values['top1_probability'][index], values['target_probability'][index],
         round(values['jitter_kept'][index] * copies), copies)
