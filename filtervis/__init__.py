@@ -2,11 +2,12 @@
 filtervis: what does a filter (or any objective) of a CNN respond to? Pictures
 made by gradient ascent (the blog post's method, and a regularized one),
 measures of how readable they are, the real-image patches that excite each
-filter, and an atlas of every filter; for VGG16 and any Keras CNN, on
+filter, an atlas of every filter, class pictures, DeepDream and attribution
+maps; for VGG16, any Keras CNN and PyTorch models exported to ONNX, on
 TensorFlow 2 through tf.compat.v1 graphs.
 
     import filtervis
-    net = filtervis.load_keras('my_model.keras', preprocess='tf')   # or filtervis.VGG16()
+    net = filtervis.load_keras('my_model.keras', preprocess='tf')   # or filtervis.load_onnx('m.onnx', 'torch'), VGG16()
     result = filtervis.ascend(net, net.default_layer(), [0, 1, 2], 150, method='regularized', seed=0)
     fig = filtervis.plot_images(result.images)                       # a matplotlib Figure
 
@@ -32,6 +33,7 @@ _PUBLIC = {
     'Unit': 'filtervis.core.network',
     'VGG16': 'filtervis.models.vgg16',
     'load_keras': ('filtervis.models.keras_model', 'load'),
+    'load_onnx': ('filtervis.models.onnx_model', 'load'),
     'ascend': 'filtervis.optvis.ascent',
     'visual': 'filtervis.optvis.ascent',
     'visualize_filters': 'filtervis.optvis.ascent',

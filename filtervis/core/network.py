@@ -155,7 +155,7 @@ class Network:
         """Per unit, the smallest input side it accepts: a map's own (geometry.smallest_input); a vector's,
         that of the maps it is computed from (every map on its path must be at least one pixel)."""
         maps = [t.name for t in self.layer_tensors if t.shape.rank == 4]
-        vectors = {t.name: _maps_before(t) for t in self.layer_tensors if t.shape.rank == 2}
+        vectors = {t.name: maps_before(t) for t in self.layer_tensors if t.shape.rank == 2}
         wanted = sorted(set(maps) | {name for names in vectors.values() for name in names})
         smallest = geometry.smallest_input(self.graph, self.input.name, wanted) if wanted else {}
         if self.input_size is not None:
@@ -363,7 +363,7 @@ def session(net):
     return net.session
 
 
-def _maps_before(tensor):
+def maps_before(tensor):
     """Names of the 4-D tensors a vector is computed from where they stop being maps: the inputs of the
     first ops on its path whose output is not 4-D (a global pool, a flatten)."""
     found, seen, stack = set(), set(), [tensor]

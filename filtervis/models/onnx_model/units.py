@@ -187,7 +187,7 @@ def followable(graph_def, input_name, size, found):
     left_out = {}
     for unit in found.units:
         tensor = graph.get_tensor_by_name(unit.tensor)
-        maps = network._maps_before(tensor) if tensor.shape.rank == 2 else [unit.tensor]
+        maps = network.maps_before(tensor) if tensor.shape.rank == 2 else [unit.tensor]
         missing = [name for name in maps if name not in pairs]
         if missing:
             left_out[unit.name] = unknown.get(missing[0], 'geometry.py does not follow its path')
