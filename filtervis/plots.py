@@ -200,20 +200,22 @@ def _grey(image):
     return np.clip(grey / 255.0, 0, 1)
 
 
-def show_attribution(ax, image, attribution_map, alpha=0.55):
+def show_attribution(ax, image, attribution_map, alpha=0.55, percentile=99.5):
     """Draw one map [H, W] over its image [H, W, C] (0..255, drawn grey) on an Axes; returns the heat map's
     AxesImage (for a colour bar).
 
     A map with negative values (Integrated Gradients) is drawn in a diverging
-    map centred on 0, red positive, blue negative; else from 0 (dark) to its maximum (bright).
+    map centred on 0, red positive, blue negative; else from 0 (dark) up.
+    The colours end at the `percentile` of |map|: a gradient's few largest
+    pixels would otherwise leave the rest of the map in one colour.
     """
     attribution_map = np.asarray(attribution_map, np.float32)
     ax.imshow(_grey(image), cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+    magnitude = np.abs(attribution_map)
+    top = float(np.percentile(magnitude, percentile)) or float(magnitude.max()) or 1.0
     if attribution_map.min() < 0:
-        top = float(np.abs(attribution_map).max()) or 1.0
         heat = ax.imshow(attribution_map, cmap='RdBu_r', vmin=-top, vmax=top, alpha=alpha, interpolation='nearest')
     else:
-        top = float(attribution_map.max()) or 1.0
         heat = ax.imshow(attribution_map, cmap='inferno', vmin=0, vmax=top, alpha=alpha, interpolation='nearest')
     ax.set_xticks([])
     ax.set_yticks([])
@@ -245,7 +247,7 @@ def plot_attribution(image, maps, labels, title=None, size=3.0):
 
 
 def plot_attribution_sheet(images, maps, methods, image_labels=None, title=None, by='image', tile=1.8):
-    """A contact sheet: every map over its image, each scaled by its own range.
+    """A contact sheet: every map over its image, each in colours up to its own 99.5th percentile of |map|.
 
     images: [N, H, W, C], 0..255; maps: float32 [N, M, H, W]; methods: M
     labels; image_labels: N labels. by: 'image', one row per image (the
