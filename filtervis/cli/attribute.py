@@ -6,11 +6,11 @@ attribution maps of a user's own images (filtervis/analysis/attribution).
     python attribute.py ../shared/data/mri-slices --weights ../shared/models/vgg16-mri-notop.h5 \\
         --preprocess unit --objective conv5_3 --filters 0-3 --method all --out mri-maps --npz mri-maps.npz
     python attribute.py face.png --model fer-emotion-minixception.hdf5 --preprocess tf \\
-        --objective conv2d_7:3 --method gradcam --layer activation_5 --out fer-maps
+        --classes fer-classes.txt --objective predictions:happy --method gradcam,integrated-gradients --out fer-maps
 
 --objective is an expression (LAYER:N a channel, LAYER:N@Y,X a neuron, sums
-of them), or a unit's name with --filters, which gives one channel objective
-per filter. --layer is the unit Grad-CAM, Grad-CAM++ and Score-CAM read.
+of them; with --classes, LAYER:NAME a class of a classifier's head), or a
+unit's name with --filters, which gives one objective per filter. --layer is the unit Grad-CAM, Grad-CAM++ and Score-CAM read.
 IMAGES are files or folders (PNG, JPEG, searched recursively). Into --out go,
 per image and objective, an overlay PNG and the maps as .npz, and per
 objective a contact sheet of images x methods.
@@ -31,6 +31,8 @@ from filtervis.optvis import objectives
 from filtervis.util import files
 
 UNIT_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_./]*')
+# A class by name in an expression, 'predictions:happy' (with --classes): a unit, ':', a name that is no number.
+CLASS_REF = re.compile(r'(?P<unit>[A-Za-z_][A-Za-z0-9_./]*):(?P<name>[A-Za-z_][A-Za-z0-9_-]*)')
 DEFAULT_METHODS = 'gradcam,smoothgrad'
 
 
@@ -46,10 +48,12 @@ def build_parser():
     parser.add_argument('images', nargs='+', help='image files or folders of images (PNG, JPEG, recursively)')
     parser.add_argument('--objective', required=True, metavar='EXPRESSION|UNIT',
                         help='what the maps explain: an expression such as "conv4_3:5" (LAYER:N a channel, '
-                             'LAYER:N@Y,X a neuron; numbers, + - * and parentheses), or a unit name with '
-                             '--filters (one channel objective per filter)')
+                             'LAYER:N@Y,X a neuron; numbers, + - * and parentheses; with --classes, '
+                             'LAYER:NAME a class, e.g. predictions:happy), or a unit name with --filters (one '
+                             'objective per filter)')
     parser.add_argument('--filters', default=None,
-                        help="with --objective UNIT: filter ids, a range '0-7', a list '1,4,9' or 'all'")
+                        help="with --objective UNIT: filter ids, a range '0-7', a list '1,4,9', 'all', or "
+                             "class names of --classes ('happy,sad')")
     parser.add_argument('--method', default=DEFAULT_METHODS,
                         help='methods, comma-separated, or all: %s (default %s)'
                              % (', '.join(attribution.METHODS), DEFAULT_METHODS))
@@ -109,7 +113,9 @@ def image_files(arguments):
 
 
 def objective_texts(args, net=None):
-    """The objectives the flags ask for, as expression strings; with net, --filters is read against the unit."""
+    """The objectives the flags ask for: [(label, expression)], the label as the user wrote it
+    ('predictions:happy'), the expression with class names as indices ('predictions:3'). Without net only
+    the syntax is checked (before the network loads)."""
     text = args.objective.strip()
     if UNIT_NAME.fullmatch(text):
         if args.filters is None:
@@ -117,12 +123,28 @@ def objective_texts(args, net=None):
                              'such as %s:0' % (text, text))
         if net is None:
             return None
-        ids = checks.parse_filters(args.filters, net.layer_channels[net.layer_index(text)])
-        return ['%s:%d' % (text, f) for f in dict.fromkeys(ids)]
+        index = net.layer_index(text)
+        names = model_flags.class_names(args, net).get(index)
+        ids = dict.fromkeys(checks.parse_filters(args.filters, net.layer_channels[index], names))
+        return [('%s:%s' % (text, names[f] if names and 0 <= f < len(names) else f), '%s:%d' % (text, f))
+                for f in ids]
     if args.filters is not None:
         raise ValueError('an expression names its own filters (LAYER:N); leave out --filters')
-    objectives.parse(text)   # a typo fails before the network loads
-    return [text]
+    if net is None:
+        objectives.parse(CLASS_REF.sub(lambda match: match['unit'] + ':0', text))   # a typo fails early
+        return None
+    names_of = model_flags.class_names(args, net)
+
+    def class_id(match):
+        names = names_of.get(net.layer_index(match['unit']))
+        if names is None:
+            raise ValueError('%s names a class of %s: give --classes FILE, its names one per line'
+                             % (match[0], match['unit']))
+        if match['name'] not in names:
+            raise ValueError('%r is no class of %s in --classes (%s)' % (match['name'], match['unit'], ', '.join(
+                names[:12]) + (', ...' if len(names) > 12 else '')))
+        return '%s:%d' % (match['unit'], names.index(match['name']))
+    return [(text, CLASS_REF.sub(class_id, text))]
 
 
 def _read_images(net, paths, size):
@@ -177,18 +199,18 @@ def main(argv=None):
         if UNIT_NAME.fullmatch(unit):
             wanted.append(unit)
         else:
-            wanted += [t.layer for _, t in objectives.parse(unit).terms if isinstance(t.layer, str)]
+            wanted += [match['unit'] for match in re.finditer(r'(?P<unit>[A-Za-z_][A-Za-z0-9_./]*):', unit)]
         net = model_flags.network_from_args(args, quiet=args.quiet, layers=wanted)
         texts = objective_texts(args, net)
         size = args.size or net.input_size or 224
         images = _read_images(net, paths, size)
-        for text in texts:
+        for _, text in texts:
             bound = attribution.bind_objective(net, text, size)
             if set(methods) & set(attribution.CAM_METHODS):
                 attribution.cam_layer(net, bound, config.layer)
         results = [attribution.attribute(net, images, text, methods, config, precision=args.precision,
-                                         batch_size=args.batch_size, progress=not args.quiet) for text in texts]
-        _write(args, net, names, images, texts, results, config)
+                                         batch_size=args.batch_size, progress=not args.quiet) for _, text in texts]
+        _write(args, net, names, images, [label for label, _ in texts], results, config)
     except (ValueError, OSError) as error:
         print('error: %s' % error, file=sys.stderr)
         return 2
