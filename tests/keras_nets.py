@@ -1,6 +1,7 @@
 """
 Small Keras networks for tests/test_keras_model.py, built here and saved as
-.keras and .h5, and what Keras itself computes for each of their layers.
+.keras and .h5, what Keras itself computes for each of their layers, and
+which input pixels really move a unit (the brute-force receptive field).
 
 Between them the networks hold every layer type keras_model has to get
 right: Conv2D with and without bias and with a fused activation, BatchNorm,
@@ -25,6 +26,7 @@ which Keras 3 does not work; every function here runs inside eager().
 
 import numpy as np
 
+from filtervis.core import network
 from filtervis.models import keras_model
 
 # The networks build() makes, and the preprocessing each loads with (None: its own Rescaling).
@@ -161,6 +163,21 @@ def _randomize_batch_norms(model, rng):
                                rng.uniform(0.5, 2.0, channels).astype(np.float32)])   # moving variance
 
 
+def calibrate_batch_norms(model, inputs):
+    """Set each BatchNormalization's moving mean and variance to its input's on `inputs` (scaled pictures
+    [N, H, W, C]), in network order, as training would leave them.
+
+    With weights=None the moving statistics are 0 and 1, and a deep MobileNet's activations fade to
+    1e-12, too small for a gradient step to move a pixel; calibrated, each normalizes what it gets.
+    """
+    keras = _keras()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            values = np.asarray(keras.Model(model.inputs, layer.input)([inputs], training=False))
+            gamma, beta, _, _ = layer.get_weights()
+            layer.set_weights([gamma, beta, values.mean(axis=(0, 1, 2)), values.var(axis=(0, 1, 2))])
+
+
 def bad_model(kind):
     """A model keras_model.load() must refuse: 'conv1d', 'rank3', 'two_channels', 'four_channels', 'no_unit'."""
     keras = _keras()
@@ -225,12 +242,64 @@ def _find(model, name):
     """(layer, nested model or None) for a unit name."""
     keras = _keras()
     prefix, _, short = name.rpartition('/')
-    for layer in model.layers:
+    # operations: the layers and the ops that are no layer (ConvNeXt's `x + branch`).
+    for layer in model.operations:
         if not prefix and layer.name == name:
             return layer, None
     for layer in model.layers:
         if isinstance(layer, keras.Model) and (not prefix or layer.name == prefix):
-            for inner in layer.layers:
+            for inner in getattr(layer, 'operations', layer.layers):
                 if inner.name == short:
                     return inner, layer
     raise KeyError('no layer %r in %s' % (name, model.name))
+
+
+def brute_force_field(net, index, size, seeds=(0, 1, 2)):
+    """([first, last] rows, [first, last] columns) of the input pixels whose change moves the middle unit.
+
+    Pixels along the column through the centre of the unit's field (then the
+    row) are flipped one per image; the unit's pre-activation is compared,
+    and bases from several seeds are pooled, so that a ReLU that stays off
+    does not hide a pixel.
+    """
+    side = net.output_side(index, size)
+    middle = side // 2
+    centres = [min(max(f.offset + f.stride * middle + f.size // 2, 0), size - 1) for f in net._field(index, size)]
+    session = network.session(net)
+    spans = []
+    for axis in (0, 1):
+        changed = np.zeros(size, bool)
+        for seed in seeds:
+            base = np.random.default_rng(seed).uniform(0, 255, (size, size, net.input_channels)).astype(np.float32)
+            batch = np.repeat(base[None], size + 1, axis=0)
+            for position in range(size):
+                pixel = (position, centres[1]) if axis == 0 else (centres[0], position)
+                batch[position + 1][pixel] = 255.0 - batch[position + 1][pixel]
+            values = session.run(net.pre_tensors[index], {net.input: batch})[:, middle, middle, :]
+            changed |= np.abs(values[1:] - values[0]).max(axis=1) > 1e-6 * np.abs(values).max()
+        found = np.nonzero(changed)[0]
+        spans.append((found.min(), found.max()) if len(found) else None)
+    return spans, middle
+
+
+def gradient_field(net, index, size, count=8, seed=0):
+    """([first, last] rows, [first, last] columns) of the input pixels the middle unit depends on, and the
+    middle unit's index: where the gradient of its pre-activation (channels summed with random positive
+    weights) is not 0 on any of `count` random pictures.
+
+    For deep networks, where an edge pixel moves the unit by less than
+    float32 resolves of its value (brute_force_field would miss it), while
+    its gradient, however small, is not 0.
+    """
+    middle = net.output_side(index, size) // 2
+
+    def build():
+        pre_t = net.pre_tensors[index][:, middle, middle, :]                                    # [N, C]
+        weights = np.random.default_rng(seed).uniform(0.5, 1.5, int(pre_t.shape[-1])).astype(np.float32)
+        return network.tf.gradients(network.tf.reduce_sum(pre_t * weights), net.input)[0]    # [N, H, W, C]
+
+    gradient_t = net.cached_ops(('test gradient field', index, size, seed), build)
+    images = np.random.default_rng(seed).uniform(0, 255, (count, size, size, net.input_channels))
+    seen = np.abs(network.session(net).run(gradient_t, {net.input: images.astype(np.float32)})).max(axis=(0, 3)) > 0
+    rows, columns = np.nonzero(seen.any(axis=1))[0], np.nonzero(seen.any(axis=0))[0]
+    return [(rows.min(), rows.max()), (columns.min(), columns.max())], middle

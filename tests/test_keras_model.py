@@ -162,40 +162,14 @@ def test_frozen_graph_imports_fresh_and_has_plain_ops(frozen):
     assert 'SpaceToBatchND' not in ops and 'Conv2D' in ops
 
 
-def brute_force_field(net, index, size, seeds=(0, 1, 2)):
-    """([first, last] rows, [first, last] columns) of the input pixels whose change moves the middle unit.
-
-    Pixels along the middle column (then row) are flipped one per image; the
-    unit's pre-activation is compared, and bases from several seeds are
-    pooled, so that a ReLU that stays off does not hide a pixel.
-    """
-    side = net.output_side(index, size)
-    middle = side // 2
-    session = network.session(net)
-    spans = []
-    for axis in (0, 1):
-        changed = np.zeros(size, bool)
-        for seed in seeds:
-            base = np.random.default_rng(seed).uniform(0, 255, (size, size, net.input_channels)).astype(np.float32)
-            batch = np.repeat(base[None], size + 1, axis=0)
-            for position in range(size):
-                pixel = (position, size // 2) if axis == 0 else (size // 2, position)
-                batch[position + 1][pixel] = 255.0 - batch[position + 1][pixel]
-            values = session.run(net.pre_tensors[index], {net.input: batch})[:, middle, middle, :]
-            changed |= np.abs(values[1:] - values[0]).max(axis=1) > 1e-6 * np.abs(values).max()
-        found = np.nonzero(changed)[0]
-        spans.append((found.min(), found.max()) if len(found) else None)
-    return spans, middle
-
-
 @pytest.mark.parametrize('name', ['dilated', 'basic', 'residual', 'modern'])
 def test_receptive_fields_match_brute_force(frozen, name):
     net = frozen[name, '.keras']
     size = net.input_size or FREE_SIZE
     for index, unit in enumerate(net.units):
         fields = net._field(index, size)     # (rows, columns): a 1x3 kernel's differ
-        spans, middle = brute_force_field(net, index, size)
-        # The middle column/row of pixels crosses the field, so both spans are the whole field.
+        spans, middle = keras_nets.brute_force_field(net, index, size)
+        # The column/row of pixels through the centre of the field crosses it: both spans are the whole field.
         expected = [(max(field.offset + field.stride * middle, 0),
                      min(field.offset + field.stride * middle + field.size - 1, size - 1)) for field in fields]
         assert list(spans) == expected, (unit.name, spans, expected)

@@ -23,15 +23,19 @@ One question per module, bottom first:
     cache.py    load(): where the frozen graph lives and when it is reused
 
 Units. By default one per convolution layer (Conv2D, SeparableConv2D,
-DepthwiseConv2D, Conv2DTranspose), in the order of model.layers: the last
-layer of the chain conv -> [BatchNormalization] -> [activation layer] in
-which each layer is the only consumer of the one before, named after that
-layer, with the conv's class as its kind. With all_layers=True every layer
+DepthwiseConv2D, Conv2DTranspose, and Dense on a map: a 1x1 conv), in the
+order of model.layers: the last layer of the chain conv -> [BatchNormalization
+or LayerNormalization] -> [activation layer] in which each layer is the only
+consumer of the one before, named after that layer, with the conv's class as
+its kind; and one per block output (a residual Add, ConvNeXt's x + branch,
+InceptionResNetV2's scaled sum, with the activation after it). With
+all_layers=True every layer
 with a 4-D output is a unit under its own name and class; both lists point
 into the same frozen graph. Layers of a nested model are units too; where a
 name is also used outside it, it is prefixed with the nested model's name
 and '/'. Units behind an op geometry.py cannot follow (a transposed
 convolution, a resize) are left out, and unit_lines(all_layers=True) says why.
+Every keras.applications family is covered (tests/test_keras_applications.py).
 
 Safety. Keras safe mode stays on: a Lambda layer or a custom class is refused
 before anything from the file runs, unless the caller opts in with
