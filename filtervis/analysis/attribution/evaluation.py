@@ -55,7 +55,8 @@ def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baselin
     images: float32 [N, S, S, C], 0..255; maps: [N, M, S, S], one per image
     and method (an Attribution's maps, or random_maps). baseline: one of
     methods.BASELINES ('black' as Petsiuk et al.). The first and last points
-    are the same for every map of an image and run once.
+    are the same for every map of an image and run once, and so is the curve of
+    maps that order the pixels alike.
     """
     images = methods.check_images(net, images)
     maps = np.asarray(maps, np.float32)
@@ -77,15 +78,25 @@ def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baselin
     curves[:, :, 0] = run.values(count, lambda i: images[i])[:, None]
     curves[:, :, steps] = run.values(count, lambda i: starts[i])[:, None]
     inner = steps - 1
+    # Maps that order an image's pixels alike (Grad-CAM, Grad-CAM++ and Score-CAM of a channel at its own
+    # unit are multiples of one map) share one curve.
+    first = np.tile(np.arange(methods_count), (count, 1))
+    for image in range(count):
+        for method in range(methods_count):
+            first[image, method] = next(other for other in range(method + 1)
+                                        if np.array_equal(ranks[image, other], ranks[image, method]))
+    pairs = [(image, method) for image in range(count) for method in range(methods_count)
+             if first[image, method] == method]
 
     def deleted_copy(j):
-        image, rest = divmod(j, methods_count * inner)
-        method, k = divmod(rest, inner)
+        (image, method), k = pairs[j // inner], j % inner
         gone = (ranks[image, method] < deleted[k + 1])[:, :, None]
         return np.where(gone, starts[image], images[image])
     if inner:
-        curves[:, :, 1:steps] = run.values(count * methods_count * inner, deleted_copy).reshape(
-            count, methods_count, inner)
+        values = run.values(len(pairs) * inner, deleted_copy).reshape(len(pairs), inner)
+        for (image, method), row in zip(pairs, values):
+            curves[image, method, 1:steps] = row
+        curves = np.take_along_axis(curves, first[:, :, None], axis=1)
     return curves
 
 
