@@ -428,12 +428,15 @@ def test_a_class_by_name(tmp_path, monkeypatch, capsys):
     (['--objective', 'conv3_2:0 +'], 'ends too early'),
     (['--objective', 'conv3_2:0', 'missing.png'], 'image missing.png does not exist'),
     (['--objective', 'conv3_2:0', '--filters', '0-3'], 'leave out --filters'),
+    (['--objective', 'conv3_2:0', '--size', '2'], 'conv3_2 needs images of at least'),
+    (['--objective', 'conv3_2:0', '--out', 'broken.png'], '--out broken.png is a file'),
+    (['--objective', 'conv3_2:0', '--out', 'no/maps'], 'cannot write into no/maps: folder'),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(cli, capsys, argv, message):
     run, tmp_path, folder = cli
     (tmp_path / 'broken.png').write_bytes(b'not a png')
     before = sorted(os.listdir(tmp_path))
-    assert run([str(folder)] + argv + ['--size', '32', '--out', 'maps', '--npz', 'all.npz']) == 2
+    assert run([str(folder), '--size', '32', '--out', 'maps', '--npz', 'all.npz'] + argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count('\n') == 1, err
     assert sorted(os.listdir(tmp_path)) == before

@@ -160,6 +160,7 @@ def _read_images(net, paths, size):
 
 
 def _labels(found, config):
+    """What each map is, under it: the method and its knobs, or the CAM unit."""
     labels = []
     for method in found.methods:
         if method in attribution.CAM_METHODS:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from filtervis.core import network, units
-from filtervis.core.checks import check_int
+from filtervis.core.checks import check_int, check_size
 from filtervis.core.precision import resolve_precision
 from filtervis.optvis import objectives
 from filtervis.util import quiet
@@ -116,6 +116,8 @@ def bind_objective(net, objective, size):
     if isinstance(objective, objectives.Objective) and objective.has_diversity:
         raise ValueError('a diversity term compares pictures with each other; an attribution map explains '
                          'one image: leave it out')
+    for _, term in getattr(objective, 'terms', ()):
+        check_size(net, net.layer_index(term.layer), size)
     return objectives.bind(net, objective, size)
 
 
