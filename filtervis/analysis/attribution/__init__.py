@@ -1,7 +1,8 @@
 """
 Attribution: which pixels of a user's own image make an objective of a
-network fire, by six methods (methods.py), and how far a map can be trusted
-(evaluation.py: deletion curves, the rank correlation of a sanity check).
+network fire, by six methods (methods.py, over the ops of ops.py), and how
+far a map can be trusted (evaluation.py: deletion curves, the rank
+correlation of a sanity check).
 
     python attribute.py IMAGES... --objective "conv4_3:5" --method gradcam,smoothgrad --out DIR
 
@@ -12,9 +13,9 @@ network fire, by six methods (methods.py), and how far a map can be trusted
 
 from filtervis.analysis.attribution.evaluation import (area_under, deletion_curves, random_maps,  # noqa: F401
                                                        spearman)
-from filtervis.analysis.attribution.methods import (BASELINES, CAM_METHODS, DEFAULT_BATCH_SIZE,  # noqa: F401
-                                                    METHODS, Attribution, Config, attribute, bind_objective,
-                                                    cam_layer, parse_methods)
+from filtervis.analysis.attribution.methods import (BASELINES, CAM_METHODS, METHODS, Attribution,  # noqa: F401
+                                                    Config, attribute, parse_methods)
+from filtervis.analysis.attribution.ops import DEFAULT_BATCH_SIZE, bind_objective, cam_layer  # noqa: F401
 
 __all__ = ['BASELINES', 'CAM_METHODS', 'DEFAULT_BATCH_SIZE', 'METHODS', 'Attribution', 'Config', 'area_under',
            'attribute', 'bind_objective', 'cam_layer', 'deletion_curves', 'parse_methods', 'random_maps', 'spearman']

@@ -19,7 +19,8 @@ How far an attribution map can be trusted, measured two ways:
 
 import numpy as np
 
-from filtervis.analysis.attribution import methods
+from filtervis.analysis.attribution import ops
+from filtervis.analysis.attribution.methods import baselines
 from filtervis.core.checks import check_int
 
 DELETION_STEP = 0.05
@@ -48,17 +49,17 @@ def deletion_ranks(maps, seed=0):
 
 
 def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baseline='black', precision='auto',
-                    batch_size=methods.DEFAULT_BATCH_SIZE, seed=0):
+                    batch_size=ops.DEFAULT_BATCH_SIZE, seed=0):
     """float32 [N, M, K + 1], K = 1 / step: the objective on each image as 0, step, 2 step, ..., all of its
     pixels are set to the baseline in the order of each map (deletion_ranks).
 
     images: float32 [N, S, S, C], 0..255; maps: [N, M, S, S], one per image
     and method (an Attribution's maps, or random_maps). baseline: one of
-    methods.BASELINES ('black' as Petsiuk et al.). The first and last points
+    attribution.BASELINES ('black' as Petsiuk et al.). The first and last points
     are the same for every map of an image and run once, and so is the curve of
     maps that order the pixels alike.
     """
-    images = methods.check_images(net, images)
+    images = ops.check_images(net, images)
     maps = np.asarray(maps, np.float32)
     if maps.ndim != 4 or maps.shape[0] != len(images) or maps.shape[2:] != images.shape[1:3]:
         raise ValueError('maps of shape %s: expected [%d, methods, %d, %d], one per image'
@@ -67,9 +68,9 @@ def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baselin
     if steps < 1 or abs(steps * step - 1) > 1e-9:
         raise ValueError('step=%r: expected 1 / a whole number, e.g. 0.05' % (step,))
     batch_size = check_int('batch_size', batch_size, 1)
-    bound = methods.bind_objective(net, objective, images.shape[1])
-    run = methods.Run(net, bound, methods.Config(), methods.objective_precision(net, bound, precision), batch_size)
-    starts = methods.baselines(images, baseline, seed)
+    bound = ops.bind_objective(net, objective, images.shape[1])
+    run = ops.Run(net, bound, None, ops.objective_precision(net, bound, precision), batch_size)
+    starts = baselines(images, baseline, seed)
     ranks = deletion_ranks(maps, seed)
     count, methods_count = maps.shape[:2]
     pixels = images.shape[1] * images.shape[2]
