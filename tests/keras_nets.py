@@ -243,7 +243,7 @@ def _find(model, name):
     keras = _keras()
     prefix, _, short = name.rpartition('/')
     # operations: the layers and the ops that are no layer (ConvNeXt's `x + branch`).
-    for layer in model.operations:
+    for layer in getattr(model, 'operations', model.layers):
         if not prefix and layer.name == name:
             return layer, None
     for layer in model.layers:

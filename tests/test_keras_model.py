@@ -203,7 +203,8 @@ def test_objective_rises_for_every_layer_type(frozen):
             image = random_images(net, 1, seed=index)[0]
             session = network.session(net)
             # The most active channel: a ReLU channel that is off everywhere has no gradient to follow.
-            channel = int(session.run(net.layer_tensors[index], {net.input: image[None]})[0].mean(axis=(0, 1)).argmax())
+            values = session.run(units.as_map(net.layer_tensors[index]), {net.input: image[None]})[0]
+            channel = int(values.mean(axis=(0, 1)).argmax())
 
             def feed(image):
                 return {ids_t: [channel], net.input: image[None]}
