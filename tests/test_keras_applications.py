@@ -52,16 +52,18 @@ def test_family(name, tmp_path, capsys):
     path, model, convs = build(name, size, tmp_path)
 
     assert visualize.main(['--model', path, '--preprocess', 'tf', '--list-layers', '--quiet']) == 0
-    lines = capsys.readouterr().out.splitlines()[1:]
-    assert lines and all('receptive field' in line and 'not known' not in line for line in lines), lines
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     net = keras_model.load(path, 'tf', quiet=True)
-    assert len(lines) == len(net.units)
+    # Every map is listed with its field (vectors, the classifier's head, see the whole picture).
+    maps = [index for index in range(len(net.units)) if not net.is_vector(index)]
+    assert all('receptive field' in listed[net.short_names[i]] and 'not known' not in listed[net.short_names[i]]
+               for i in maps), listed
     # Each conv layer is one default unit (named after the end of its chain), of the conv's kind.
     assert sum(unit.kind in CONV_KINDS for unit in net.units) == len(convs)
 
-    # A few units against Keras: first, middle, last, and the first block output.
+    # A few maps against Keras: first, middle, last, and the first block output.
     blocks = [index for index, unit in enumerate(net.units) if unit.kind in ('Add', 'CustomScaleLayer')]
-    chosen = sorted({0, net.default_layer(), len(net.units) - 1} | set(blocks[:1]))
+    chosen = sorted({maps[0], net.default_layer(), maps[-1]} | set(blocks[:1]))
     images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     values = network.session(net).run([net.layer_tensors[i] for i in chosen], {net.input: images})
     with keras_nets.eager():
@@ -93,10 +95,10 @@ def test_family(name, tmp_path, capsys):
     # Two filters of a deep unit. With random weights a squeeze-and-excite gate can be the same for every
     # picture (MobileNetV3): the unit is the one nearest 3/4 of the way whose two most active filters are
     # on and differ between two pictures.
-    means = [value.mean(axis=(1, 2)) for value in network.session(net).run(net.layer_tensors, {net.input: images})]
-    tops = [np.argsort(mean[0])[-2:] for mean in means]
-    lively = [i for i in range(net.default_layer(), len(net.units))
-              if means[i][0, tops[i]].min() > 0
+    values = network.session(net).run([net.layer_tensors[i] for i in maps], {net.input: images})
+    means = dict(zip(maps, [value.mean(axis=(1, 2)) for value in values]))
+    tops = {i: np.argsort(mean[0])[-2:] for i, mean in means.items()}
+    lively = [i for i in maps if i >= net.default_layer() and means[i][0, tops[i]].min() > 0
               and (np.abs(means[i][0] - means[i][1])[tops[i]] > 1e-3 * means[i][0, tops[i]]).all()]
     assert lively, 'no unit past the middle responds to the picture'
     deep = min(lively, key=lambda i: abs(i - 3 * len(net.units) // 4))
