@@ -87,12 +87,8 @@ class _Unknown:
 
 @dataclass(frozen=True)
 class _Pixels:
-    """A dense layer's view of a map: [N*h*w, C], one row per pixel of a map whose Fields are `pair`.
-
-    sources: names of the 4-D tensors flattened into it, whose Shape the
-    Reshape back to [N, h, w, C'] must read for the rows to land where they
-    came from.
-    """
+    """A dense layer's view of a map: [N*h*w, C], one row per pixel of a map whose Fields are `pair`;
+    sources: the 4-D tensors flattened into it, whose Shape the Reshape back to [N, h, w, C'] must read."""
     pair: tuple
     sources: frozenset
 
@@ -112,19 +108,17 @@ _ALONG_AXES = {'ReverseV2': 1, 'Split': 0, 'SplitV': 2, 'GatherV2': 2,
 # walk takes any op it does not know as pointwise, so this list is what keeps
 # it from guessing.
 _MOVES_PIXELS = frozenset([
-    'Transpose', 'ConjugateTranspose', 'Tile', 'BroadcastTo', 'Roll', 'Reverse', 'ReverseSequence',
-    'ResizeBilinear', 'ResizeNearestNeighbor', 'ResizeBicubic', 'ResizeArea', 'ScaleAndTranslate',
-    'CropAndResize', 'ExtractGlimpse', 'ExtractGlimpseV2', 'ImageProjectiveTransformV2',
-    'ImageProjectiveTransformV3', 'DepthToSpace', 'SpaceToDepth', 'ExtractImagePatches',
-    # Dilated depthwise convolutions interleave the map into the batch here,
-    # so the tensors between the two ops have no Field.
+    'Transpose', 'ConjugateTranspose', 'Tile', 'BroadcastTo', 'Roll', 'Reverse', 'ReverseSequence', 'ResizeBilinear',
+    'ResizeNearestNeighbor', 'ResizeBicubic', 'ResizeArea', 'ScaleAndTranslate', 'CropAndResize', 'ExtractGlimpse',
+    'ExtractGlimpseV2', 'ImageProjectiveTransformV2', 'ImageProjectiveTransformV3', 'DepthToSpace', 'SpaceToDepth',
+    'ExtractImagePatches',
+    # Dilated depthwise convolutions interleave the map into the batch here: no Field between the two ops.
     'SpaceToBatchND', 'BatchToSpaceND', 'SpaceToBatch', 'BatchToSpace',
     # A transposed convolution puts units 1/stride input pixels apart, and
     # which rows a unit sees depends on its position modulo the stride.
-    'Conv2DBackpropInput', 'DepthwiseConv2dNativeBackpropInput',
-    'Conv2DBackpropFilter', 'MaxPoolV2', 'MaxPoolWithArgmax',
-    'FractionalMaxPool', 'FractionalAvgPool', 'Dilation2D', 'MaxPoolGrad', 'AvgPoolGrad', 'MirrorPadGrad',
-    'GatherNd', 'ScatterNd', 'TensorScatterUpdate', 'TensorScatterAdd', 'DynamicStitch',
+    'Conv2DBackpropInput', 'DepthwiseConv2dNativeBackpropInput', 'Conv2DBackpropFilter', 'MaxPoolV2',
+    'MaxPoolWithArgmax', 'FractionalMaxPool', 'FractionalAvgPool', 'Dilation2D', 'MaxPoolGrad', 'AvgPoolGrad',
+    'MirrorPadGrad', 'GatherNd', 'ScatterNd', 'TensorScatterUpdate', 'TensorScatterAdd', 'DynamicStitch',
     # Rank changes that may drop or add rows and columns (the input's rank may be unknown).
     'Squeeze', 'ExpandDims',
     # These work on the last two axes, columns and channels.
@@ -147,10 +141,10 @@ def walk(graph, input_name, size):
     shape [N, H, W, C] (H, W, N unknown or not); size: int >= 1, the input
     side H = W to compute sides and SAME paddings for. Each op is visited
     once, in the order the graph was built (which is topological). Left out:
-    tensors of rank other than 4, tensors whose rows and columns differ
-    (walk_axes gives them), and tensors downstream of an op the walk does
-    not follow or that no Field describes (NCHW layout, concatenation along
-    rows or columns, merging maps of different strides): walk_axes says why.
+    tensors of rank other than 4, tensors whose rows and columns differ, and
+    tensors downstream of an op the walk does not follow or that no Field
+    describes (NCHW, a concat along rows, maps of different strides merged):
+    walk_axes gives the first and says why for the others.
     """
     pairs, _ = walk_axes(graph, input_name, size)
     return {name: rows for name, (rows, columns) in pairs.items() if rows == columns}
