@@ -91,7 +91,7 @@ def test_default_units_are_the_conv_chains_and_the_head_named_by_module_path(tin
 def test_list_layers_names_each_units_onnx_tensor(tiny, capsys):
     assert visualize.main(['--model', tiny, '--preprocess', 'torch', '--list-layers']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == 'tiny.onnx (ONNX from onnx_nets, opset 17, preprocess torch): 7 units; sizes for 20x20 pictures'
+    assert lines[0] == 'tiny.onnx (ONNX from onnx_nets, opset 17, preprocess torch): 6 units; sizes for 20x20 pictures'
     pattern = r'(\S+)\s+(\S+)\s+(\d+) channels\s+(\d+)x(\d+)\s+receptive field (\d+), stride (\d+)  onnx=(\S+)$'
     assert [re.match(pattern, line).groups() for line in lines[1:6]] == [
         ('features.0', 'Conv', '8', '20', '20', '3', '1', '/features/features.2/Relu_output_0'),

@@ -202,7 +202,7 @@ def main(argv=None):
             else:
                 size = args.size or model.input_size or 224
                 lines = unit_lines(model, size)
-            print('\n'.join(['%s: %d units; sizes for %dx%d pictures' % (model.description, len(model.units),
+            print('\n'.join(['%s: %d units; sizes for %dx%d pictures' % (model.description, len(lines),
                                                                         size, size)] + lines))
             return 0
         size = args.size or model.input_size or 224
