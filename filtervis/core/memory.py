@@ -93,20 +93,10 @@ def estimate(net, layer_indices, size, batch, pictures, method='blog'):
     return Estimate(per_image, per_picture, per_image * batch + per_picture * pictures)
 
 
-def _meminfo(field):
+def _proc_field(path, field):
+    """The value of a 'Field:   N kB' line of a /proc file, in bytes, or None."""
     try:
-        with open('/proc/meminfo') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _status(field):
-    try:
-        with open('/proc/self/status') as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(field + ':'):
                     return int(line.split()[1]) * 1024
@@ -129,7 +119,7 @@ def available():
     MemAvailable, the cgroup's memory limit less its usage, and the address-space limit (ulimit -v)
     less the process's virtual size. None bytes where none of them can be read."""
     limits = []
-    free = _meminfo('MemAvailable')
+    free = _proc_field('/proc/meminfo', 'MemAvailable')
     if free is not None:
         limits.append((free, 'MemAvailable on this machine'))
     for limit_path, usage_path in (('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory.current'),
@@ -141,7 +131,7 @@ def available():
             break
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        used = _status('VmSize') or 0
+        used = _proc_field('/proc/self/status', 'VmSize') or 0
         limits.append((max(0, soft - used), 'what is left under the address-space limit, ulimit -v'))
     if not limits:
         return None, 'unknown'

@@ -97,3 +97,29 @@ def build_once(graph_path, fits, build, *, graph_md5=False, force=False, quiet=F
                 return stamp
         graph_def, stamp = build()
         return write_graph(graph_path, graph_def, stamp, graph_md5=graph_md5)
+
+
+def cache_folders(path, folder_name):
+    """Cache folders for a model file, in order of preference: `folder_name` beside it, then
+    ~/.cache/filtervis/folder_name/KEY (XDG_CACHE_HOME wins), KEY naming the model's folder so that two
+    models of one name in different folders are kept apart."""
+    parent = os.path.dirname(os.path.normpath(path))
+    home_cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    key = hashlib.md5(parent.encode()).hexdigest()[:12]
+    return [os.path.join(parent, folder_name), os.path.join(home_cache, 'filtervis', folder_name, key)]
+
+
+def writable_folder(candidates, what='the frozen graph'):
+    """The first candidate folder that exists or can be made and is writable (made here); files.WriteError
+    naming each candidate and why not."""
+    errors = []
+    for folder in candidates:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+            errors.append('%s: not writable' % folder)
+        except OSError as error:
+            errors.append('%s: %s' % (folder, error.strerror or error))
+    raise files.WriteError('cannot make a cache folder for %s (%s); pass cache_dir= a writable folder'
+                           % (what, '; '.join(errors)))

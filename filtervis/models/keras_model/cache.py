@@ -14,7 +14,6 @@ changed model or preprocessing builds it again (build.build_once, under a
 lock, so two processes never write the same graph).
 """
 
-import hashlib
 import os
 from dataclasses import asdict
 
@@ -22,7 +21,6 @@ from filtervis.core import network
 from filtervis.models import build
 from filtervis.models import preprocess as scaling   # apart from load()'s `preprocess` argument
 from filtervis.models.keras_model import formats, freeze, units
-from filtervis.util import files
 
 # The version of the cache's layout and of the graphs it holds: a stamp of
 # another format is built again.
@@ -55,7 +53,7 @@ def load(path, preprocess=None, *, unsafe=False, cache_dir=None, threads=None, q
     def fits(stamp):
         return _stamp_fits(stamp, name, md5, preprocess, unsafe)
 
-    candidates = [cache_dir] if cache_dir else _cache_folders(path)
+    candidates = [cache_dir] if cache_dir else build.cache_folders(path, CACHE_FOLDER)
     for folder in candidates:
         graph_path = os.path.join(folder, name + '.tfmodel')
         stamp = build.reusable_stamp(graph_path, fits, graph_md5=True)
@@ -69,7 +67,7 @@ def load(path, preprocess=None, *, unsafe=False, cache_dir=None, threads=None, q
     else:
         frozen = freeze.keras_file(path, fmt, preprocess, unsafe=unsafe, quiet=quiet)
     new_stamp = _checked_stamp(frozen, name, md5, unsafe)
-    graph_path = os.path.join(_writable_folder(candidates), name + '.tfmodel')
+    graph_path = os.path.join(build.writable_folder(candidates, 'the frozen graph'), name + '.tfmodel')
     # Another process may have written the same graph while this one froze it: build_once then keeps that one.
     stamp = build.build_once(graph_path, fits, lambda: (frozen.graph_def, new_stamp), graph_md5=True, quiet=quiet)
     return _network(graph_path, stamp, all_layers, threads)
@@ -103,30 +101,6 @@ def _checked_stamp(frozen, name, md5, unsafe):
             'description': '%s (%s, preprocess %s)' % (name, frozen.source, frozen.preprocess),
             'units': [asdict(u) for u in kept], 'defaults': [asdict(u) for u in defaults],
             'left_out': left_out, 'left_out_defaults': [u.name for u in frozen.defaults if u.name in left_out]}
-
-
-def _cache_folders(path):
-    """Cache folders for a model, in order of preference: beside it, then under ~/.cache."""
-    parent = os.path.dirname(os.path.normpath(path))
-    home_cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    # The model's folder in the fallback's name keeps two x.h5 from different folders apart.
-    key = hashlib.md5(parent.encode()).hexdigest()[:12]
-    return [os.path.join(parent, CACHE_FOLDER), os.path.join(home_cache, 'filtervis', CACHE_FOLDER, key)]
-
-
-def _writable_folder(candidates):
-    """The first candidate folder that exists or can be made and is writable (made here)."""
-    errors = []
-    for folder in candidates:
-        try:
-            os.makedirs(folder, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-            errors.append('%s: not writable' % folder)
-        except OSError as error:
-            errors.append('%s: %s' % (folder, error.strerror or error))
-    raise files.WriteError('cannot make a cache folder for the frozen graph (%s); pass cache_dir= a writable '
-                           'folder' % '; '.join(errors))
 
 
 def _network(graph_path, stamp, all_layers, threads):

@@ -16,7 +16,6 @@ again (build.build_once, under a lock, so two processes never write the
 same graph).
 """
 
-import hashlib
 import os
 import sys
 from dataclasses import asdict
@@ -73,7 +72,7 @@ def load(path, preprocess=None, *, bgr=False, cache_dir=None, threads=None, quie
             return False
         return same_model and stamp.get('preprocess') == preprocess and stamp.get('bgr') == bgr
 
-    candidates = [cache_dir] if cache_dir else _cache_folders(path)
+    candidates = [cache_dir] if cache_dir else build.cache_folders(path, CACHE_FOLDER)
     for folder in candidates:
         graph_path = os.path.join(folder, name + '.tfmodel')
         stamp = build.reusable_stamp(graph_path, fits, graph_md5=True)
@@ -83,7 +82,7 @@ def load(path, preprocess=None, *, bgr=False, cache_dir=None, threads=None, quie
     # The graph is made in memory before the cache is touched: every error a
     # user can cause is raised there, and a failed load writes nothing.
     graph_def, new_stamp = _translated(path, name, preprocess, bgr, file_md5, quiet)
-    graph_path = os.path.join(_writable_folder(candidates), name + '.tfmodel')
+    graph_path = os.path.join(build.writable_folder(candidates, 'the translated graph'), name + '.tfmodel')
     # Another process may have built the same graph meanwhile: build_once then keeps that one.
     stamp = build.build_once(graph_path, fits, lambda: (graph_def, new_stamp), graph_md5=True, quiet=quiet)
     return _network(graph_path, stamp, all_layers, threads)
@@ -122,30 +121,6 @@ def _translated(path, name, preprocess, bgr, file_md5, quiet):
              'left_out': left_out, 'left_out_defaults': [u.name for u in found.defaults if u.name in left_out],
              'onnx': found.onnx}
     return translated.graph_def, stamp
-
-
-def _cache_folders(path):
-    """Cache folders for a model, in order of preference: beside it, then under ~/.cache."""
-    parent = os.path.dirname(path)
-    home_cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    # The model's folder in the fallback's name keeps two x.onnx from different folders apart.
-    key = hashlib.md5(parent.encode()).hexdigest()[:12]
-    return [os.path.join(parent, CACHE_FOLDER), os.path.join(home_cache, 'filtervis', CACHE_FOLDER, key)]
-
-
-def _writable_folder(candidates):
-    """The first candidate folder that exists or can be made and is writable (made here)."""
-    errors = []
-    for folder in candidates:
-        try:
-            os.makedirs(folder, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-            errors.append('%s: not writable' % folder)
-        except OSError as error:
-            errors.append('%s: %s' % (folder, error.strerror or error))
-    raise files.WriteError('cannot make a cache folder for the translated graph (%s); pass cache_dir= a '
-                           'writable folder' % '; '.join(errors))
 
 
 def _network(graph_path, stamp, all_layers, threads):
