@@ -160,20 +160,39 @@ def rows_of(model, folder, found, filters=None):
     return rows
 
 
-def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=None, title=None, filters=None):
+def plot_found(model, folder, found, synthetic_images=None, synthetic_captions=None, title=None, filters=None,
+               maps=None, map_label='map'):
     """plot_examples() of everything find() found: one row per filter, captions file and activation.
 
     synthetic_images: None, or one picture per row, e.g. Result.images of
     ascent.ascend. filters: the rows' (layer, filter) pairs, repeats
     allowed (see rows_of), e.g. the filter ids that ascend was given;
     default found.filters, the order find() was given the filters in
-    without repeats.
+    without repeats. maps: None, or one attribution map float32 [p, p] per
+    record of found.records (attribution.example_maps): each patch is then
+    followed by its map over it (pictures.overlay), captioned map_label.
     """
     rows = rows_of(model, folder, found, filters)
     captions = [['%s\n%.3g' % (os.path.splitext(os.path.basename(r['file']))[0], r['activation'])
                  for r in records] for _, _, _, records in rows]
+    tiles = [p for _, _, p, _ in rows]
+    if maps is not None:
+        if len(maps) != len(found.records):
+            raise ValueError('%d maps for %d records' % (len(maps), len(found.records)))
+        map_of = {id(record): patch_map for record, patch_map in zip(found.records, maps)}
+        paired, paired_captions = [], []
+        for (_, _, patches_row, records), row_captions in zip(rows, captions):
+            # An overlay is RGB: a greyscale network's patches go beside it as grey RGB.
+            patches_row = np.repeat(patches_row, 3 // patches_row.shape[-1], axis=-1)
+            row = []
+            for patch, record in zip(patches_row, records):
+                row += [patch, pictures.overlay(patch, map_of[id(record)])]
+            side = patches_row.shape[1]
+            paired.append(np.stack(row) if row else np.zeros((0, side, side, 3), np.float32))
+            paired_captions.append([text for caption in row_captions for text in (caption, map_label)])
+        tiles, captions = paired, paired_captions
     labels = ['%s\nfilter %d' % (layer, filter_id) for layer, filter_id, _, _ in rows]
-    return plot_examples(synthetic_images, [p for _, _, p, _ in rows], captions,
+    return plot_examples(synthetic_images, tiles, captions,
                          synthetic_captions=synthetic_captions, row_labels=labels, title=title)
 
 
@@ -193,30 +212,18 @@ def save_picture(path, picture, text=None):
 # ---------------------------------------------------------------------------
 # Attribution maps (analysis/attribution): a map drawn over its image
 
-def _grey(image):
-    """float32 [H, W], 0..1: an image [H, W, C] 0..255 as grey (luma), under a heat map."""
-    image = np.asarray(image, np.float32)
-    grey = image[:, :, 0] if image.shape[2] == 1 else image @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.clip(grey / 255.0, 0, 1)
-
-
 def show_attribution(ax, image, attribution_map, alpha=0.55, percentile=99.5):
     """Draw one map [H, W] over its image [H, W, C] (0..255, drawn grey) on an Axes; returns the heat map's
     AxesImage (for a colour bar).
 
-    A map with negative values (Integrated Gradients) is drawn in a diverging
-    map centred on 0, red positive, blue negative; else from 0 (dark) up.
-    The colours end at the `percentile` of |map|: a gradient's few largest
-    pixels would otherwise leave the rest of the map in one colour.
+    Colours as pictures.heat_scale: a map with negative values (Integrated
+    Gradients) in a diverging map centred on 0, red positive, blue negative;
+    else from 0 (dark) up; the colours end at the `percentile` of |map|.
     """
     attribution_map = np.asarray(attribution_map, np.float32)
-    ax.imshow(_grey(image), cmap='gray', vmin=0, vmax=1, interpolation='nearest')
-    magnitude = np.abs(attribution_map)
-    top = float(np.percentile(magnitude, percentile)) or float(magnitude.max()) or 1.0
-    if attribution_map.min() < 0:
-        heat = ax.imshow(attribution_map, cmap='RdBu_r', vmin=-top, vmax=top, alpha=alpha, interpolation='nearest')
-    else:
-        heat = ax.imshow(attribution_map, cmap='inferno', vmin=0, vmax=top, alpha=alpha, interpolation='nearest')
+    ax.imshow(pictures.grey(image), cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+    name, low, high = pictures.heat_scale(attribution_map, percentile)
+    heat = ax.imshow(attribution_map, cmap=name, vmin=low, vmax=high, alpha=alpha, interpolation='nearest')
     ax.set_xticks([])
     ax.set_yticks([])
     return heat

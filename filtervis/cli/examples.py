@@ -5,6 +5,7 @@ excite each filter most, drawn one row per filter.
     python examples.py DIR --layers conv3_2 --filters 0-5 --out examples.png
     python examples.py ../shared/data/mri-slices --weights ../shared/models/vgg16-mri-notop.h5 \\
         --preprocess unit --layers conv3_2,conv5_1 --filters 0-5 --json examples.json --workers 2
+    python examples.py DIR --layers conv3_2 --filters 0-5 --attribution gradcam   # each patch beside its map
 """
 
 import argparse
@@ -13,6 +14,7 @@ import os
 import sys
 
 from filtervis import cluster, plots
+from filtervis.analysis import attribution
 from filtervis.analysis.examples import DEFAULT_BATCH_SIZE, DEFAULT_K, find, list_images
 from filtervis.cli import model_flags
 from filtervis.core import checks
@@ -40,6 +42,10 @@ def build_parser():
     parser.add_argument('--json', default=None,
                         help='also write the records (layer, filter, rank, file, y, x, activation) to this '
                              'JSON file')
+    parser.add_argument('--attribution', default=None, metavar='METHOD',
+                        help='also draw, beside each patch, the attribution map of its filter over it: gradcam '
+                             "(Grad-CAM at the filter's own unit) or gradient-x-input (default: none); the "
+                             'records of --json then name it in an "attribution" field')
     parser.add_argument('--size', type=int, default=None,
                         help="images are scaled and centre-cropped to this side (default: the network's fixed "
                              "input size, else 224)")
@@ -53,7 +59,9 @@ def build_parser():
     return parser
 
 
-def _write_json(path, records):
+def _write_json(path, records, method=None):
+    if method:
+        records = [dict(record, attribution=method) for record in records]
     data = json.dumps(records, indent=1).encode('utf8')
     return files.write_atomic(path, lambda f: f.write(data))
 
@@ -61,6 +69,8 @@ def _write_json(path, records):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.attribution is not None:
+            attribution.check_example_method(args.attribution)
         # Checked first: a bad output path found after the whole folder of images was read loses the run.
         for path in (args.out, args.json):
             if path:
@@ -72,15 +82,24 @@ def main(argv=None):
         layer_indices = [model.layer_index(layer) for layer in args.layers or [model.default_layer()]]
         filters = {index: checks.parse_filters(args.filters, model.layer_channels[index])
                    for index in layer_indices}
+        if args.attribution is not None:
+            attribution.check_example_method(args.attribution, model, layer_indices)
         with cluster.client_from_args(args) as client:
             found = find(model, args.folder, layer_indices, k=args.k, filters=filters,
                          batch_size=args.batch_size, progress=not args.quiet, size=args.size, client=client,
                          threads=cluster.threads_from_args(args), precision=args.precision)
+        maps = None
+        if args.attribution is not None:
+            maps = attribution.example_maps(model, args.folder, found.records, args.attribution, size=found.size,
+                                            precision=found.precision, batch_size=args.batch_size,
+                                            progress=not args.quiet)
         if args.json:
-            _write_json(args.json, found.records)
+            _write_json(args.json, found.records, args.attribution)
         title = '%s\ntop %d of %d images in %s, receptive field of the strongest unit, %s' % (
             model.description, args.k, found.count, args.folder, found.precision)
-        fig = plots.plot_found(model, args.folder, found, title=title)
+        if args.attribution is not None:
+            title += '\neach patch beside its %s map for its filter' % args.attribution
+        fig = plots.plot_found(model, args.folder, found, title=title, maps=maps, map_label=args.attribution)
         files.write_atomic(args.out, lambda f: fig.savefig(f, dpi=100, format='png'))
     except (ValueError, OSError) as error:
         # OSError: also what the file system says while writing, e.g. a full disk or no permission.

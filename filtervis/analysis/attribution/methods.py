@@ -11,6 +11,10 @@ for any objective (a channel, a neuron, an expression) of any Network.
 - scorecam: the channels weighted by the objective on the image masked by
   each channel (Wang et al. 2020).
 
+gradient_x_input() (the gradient times the image, Shrikumar et al. 2016) is
+no method of METHODS, which the figures and benchmarks run: the dataset
+examples (patches.py) use it beside Grad-CAM at a filter's own unit.
+
 Each map is reduced over colour channels as its paper does: gradient and
 SmoothGrad the largest |gradient|; Integrated Gradients the signed sum, so that
 the map sums to f(image) - f(baseline); the CAM methods the weighted sum after
@@ -21,6 +25,7 @@ ReLU, bilinearly resized to the image.
     from filtervis.analysis import attribution
     found = attribution.attribute(net, images, 'conv4_3:5', ['gradient', 'gradcam'])
     found.maps           # float32 [N, 2, H, W]
+    attribution.gradient_x_input(net, images, 'conv4_3:5')   # float32 [N, H, W]
 
 Each method is NumPy around the ops of ops.py, built once per objective
 form, precision and CAM unit (net.cached_ops); images, the objective's
@@ -332,3 +337,19 @@ def attribute(net, images, objective, methods=('gradient',), config=None, *, pre
                              found.completeness[worst], values[worst] - found.baseline_values[worst]),
                           RuntimeWarning, stacklevel=2)
     return found
+
+
+def gradient_x_input(net, images, objective, *, precision='auto', batch_size=DEFAULT_BATCH_SIZE):
+    """float32 [N, H, W]: the objective's gradient to the pixels times the pixels, summed over colour
+    channels with its sign (Shrikumar et al. 2016): Integrated Gradients from black in one step.
+
+    images: float32 [N, S, S, C], 0..255; objective: an objectives.Objective or an expression, the same
+    for every image; precision and batch_size as attribute(). Uses the gradient op attribute() builds
+    (once per objective form and precision), so repeated calls add nothing to the graph.
+    """
+    images = check_images(net, images)
+    batch_size = check_int('batch_size', batch_size, 1)
+    bound = bind_objective(net, objective, images.shape[1])
+    run = Run(net, bound, None, objective_precision(net, bound, precision), batch_size)
+    grads = run.mean_gradient(images, 1, lambda i, k: images[i])
+    return (images * grads).sum(axis=3).astype(np.float32)
