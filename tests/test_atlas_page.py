@@ -304,6 +304,57 @@ def test_units_named_any_text_are_shown_as_text_in_network_order(odd_page, drive
     assert console_errors(driver) == []
 
 
+@pytest.fixture(scope='module')
+def map_page(model_file, tmp_path_factory):
+    """(atlas folder, catalog) of conv2_1 filters 0-3 with examples from four noise images and their Grad-CAM maps."""
+    root = tmp_path_factory.mktemp('maps')
+    images = root / 'images'
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(str(images / ('n%d.png' % i)))
+    out = str(root / 'atlas')
+    assert atlas_cli.main([out, '--model', model_file, '--layers', 'conv2_1', '--filters', '0-3', '--method', 'blog',
+                           '--iters', '3', '--size', '32', '--quiet', '--examples', str(images),
+                           '--attribution', 'gradcam']) == 0
+    with open(os.path.join(out, atlas.CATALOG_FILE)) as f:
+        return out, json.load(f)
+
+
+def example_sources(driver):
+    return driver.execute_script("return [...document.querySelectorAll('#detail-examples img')]"
+                                 ".map((image) => image.getAttribute('src'));")
+
+
+def test_the_toggle_swaps_the_example_tiles_for_their_maps(map_page, page, driver):
+    from selenium.webdriver.common.by import By
+    out, catalog = map_page
+    first, second = [entry for entry in catalog if entry['examples']][:2]
+    driver.get('file://%s#%s-%d' % (os.path.join(out, atlas.PAGE_FILE), first['layer'], first['filter']))
+    toggle = driver.find_element(By.ID, 'example-toggle')
+    assert toggle.is_displayed() and 'map (gradcam)' in toggle.text and 'patch' in toggle.text
+    patches = [example['png'] for example in first['examples']]
+    assert example_sources(driver) == patches and len(patches) >= 2
+    driver.find_element(By.ID, 'example-map').click()
+    assert example_sources(driver) == [example['map'] for example in first['examples']]
+    shown = driver.find_elements(By.CSS_SELECTOR, '#detail-examples img')
+    assert all(loaded_width(driver, None, image) > 0 for image in shown)
+    assert shown[0].get_attribute('alt') == first['examples'][0]['file'] + ' · gradcam map'
+    # The choice stays while another filter opens.
+    driver.get('file://%s#%s-%d' % (os.path.join(out, atlas.PAGE_FILE), second['layer'], second['filter']))
+    assert example_sources(driver) == [example['map'] for example in second['examples']]
+    driver.find_element(By.ID, 'example-patch').click()
+    assert example_sources(driver) == [example['png'] for example in second['examples']]
+    assert console_errors(driver) == []
+    # An atlas without maps has no toggle, nor its code.
+    out, catalog = page
+    entry = next(entry for entry in catalog if entry.get('examples'))
+    driver.get('file://%s#%s-%d' % (os.path.join(out, atlas.PAGE_FILE), entry['layer'], entry['filter']))
+    assert driver.find_elements(By.ID, 'example-toggle') == []
+    assert example_sources(driver) == [example['png'] for example in entry['examples']]
+    assert console_errors(driver) == []
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

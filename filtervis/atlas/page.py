@@ -21,6 +21,10 @@ PAGE_FILE = 'index.html'
 PAGE_DATA = '/*DATA*/'
 # The page's markup, style and code; page_html() fills in its data block.
 PAGE_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
+# The detail view's patch / map toggle: its style and code, added before the page's end only when an entry has
+# maps (--attribution), so that the page of an atlas without them is what it was before there were any.
+MAPS_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page-maps.html')
+PAGE_END = '</body>'
 
 
 def examples_file(folder, feature_id):
@@ -39,7 +43,8 @@ def build_catalog(out):
     blur_robustness, no_gradient, dead, objective}. The first view's first
     picture is the filter's tile: its fields are also the entry's own, with
     `view` naming it. With --examples, an entry also holds `examples`:
-    [{png, file, activation}], strongest first. With --classes (CLASSES_FILE),
+    [{png, file, activation}], strongest first; with --attribution too, each
+    example also holds `map` (its map tile) and the entry `attribution` (the method). With --classes (CLASSES_FILE),
     a class's entry holds its `name`, and `top1_name` for the class seen.
     """
     views = {}
@@ -64,7 +69,10 @@ def build_catalog(out):
             entry['top1_name'] = names[entry['top1']]
         path = os.path.join(out, examples_file(unit_folder(entry['layer_index'], entry['layer']), entry['filter']))
         if os.path.isfile(path):
-            entry['examples'] = read_json(path)['examples']
+            found = read_json(path)
+            entry['examples'] = found['examples']
+            if 'attribution' in found:
+                entry['attribution'] = found['attribution']
         catalog.append(entry)
     return catalog
 
@@ -96,7 +104,8 @@ def page_html(header, catalog):
     Pages opened from file:// may not fetch() local files, so the data travels
     inside the page. Every text from files reaches the page through
     textContent, never as markup; in the script block, < > & are escaped so
-    that no text can close it.
+    that no text can close it. When an entry has attribution maps, the
+    detail view's patch / map toggle (page-maps.html) goes in before </body>.
     """
     names = set(header['settings']['views']) | {view['view'] for entry in catalog for view in entry['views']}
     views = {name: view_text(name, header['settings']) for name in sorted(names, key=lambda n: parse_view(n).order)}
@@ -104,4 +113,9 @@ def page_html(header, catalog):
     data = data.replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
     with open(PAGE_TEMPLATE, encoding='utf8') as f:
         template = f.read()
+    if any('attribution' in entry for entry in catalog):
+        with open(MAPS_TEMPLATE, encoding='utf8') as f:
+            maps = f.read()
+        end = template.rindex(PAGE_END)
+        template = template[:end] + maps + template[end:]
     return template.replace(PAGE_DATA, data, 1)

@@ -16,13 +16,13 @@ import warnings
 import numpy as np
 
 from filtervis import cluster
-from filtervis.analysis import examples, measures, verdict
+from filtervis.analysis import attribution, examples, measures, verdict
 from filtervis.atlas.page import CLASSES_FILE, examples_file, write_index
 from filtervis.atlas.store import (ATLAS_FILE, claim, done_views, header_differences, number_text, pending, picture_base,
                                    picture_of, read_json, save_image, without_views, write_picture)
 from filtervis.atlas.views import TaskError, parse_view, unit_folder
 from filtervis.optvis import ascent
-from filtervis.util import files
+from filtervis.util import files, pictures
 
 # Real-image patches per filter with --examples.
 EXAMPLES_K = 6
@@ -118,13 +118,19 @@ def _reason(error):
     return '%s: %s' % (type(error).__name__, text) if text else type(error).__name__
 
 
-def write_examples(out, net, folder, tasks, *, precision, client=None, progress=True, k=EXAMPLES_K):
+def write_examples(out, net, folder, tasks, *, precision, client=None, progress=True, k=EXAMPLES_K,
+                   attribution_method=None):
     """For each filter of `tasks`: the k patches of the images in `folder` that excite it most (examples.py).
 
     Writes UNIT/NNNN-example-R.png (the unit's receptive field, as the
     network sees it: RGB or greyscale) and then UNIT/NNNN-examples.json, each
     atomically; write_index() puts them into the catalog. A shard finds the
     examples of its own filters only (each once, whatever its views).
+    attribution_method: None, or one of attribution.EXAMPLE_METHODS: each
+    example then also gets UNIT/NNNN-example-R-map.png, its filter's map over
+    the patch (pictures.overlay), named in the JSON by its example's `map`
+    and the method by `attribution`. Without it nothing else is computed or
+    written, and the files are those of an atlas that knows no maps.
     """
     filters = {}
     for task in tasks:
@@ -137,22 +143,49 @@ def write_examples(out, net, folder, tasks, *, precision, client=None, progress=
     by_filter = {}
     for record in found.records:
         by_filter.setdefault((record['layer'], record['filter']), []).append(record)
-    for index, ids in filters.items():
-        layer = net.short_names[index]
-        unit = unit_folder(index, layer)
-        for feature_id in ids:
-            records = by_filter.get((layer, feature_id), [])
-            tiles = examples.patches(net, folder, records, found.size) if records else []
-            shown = []
-            for record, tile in zip(records, tiles):
-                name = '%s/%04d-example-%d.png' % (unit, feature_id, record['rank'])
-                picture = picture_of(np.clip(np.round(tile), 0, 255).astype(np.uint8))
-                save_image(os.path.join(out, name), picture, 'PNG')
-                shown.append({'png': name, 'file': record['file'], 'activation': number_text(record['activation'])})
-            data = json.dumps({'folder': os.path.abspath(folder), 'images': found.count, 'examples': shown},
-                              indent=1).encode('utf8')
-            files.write_atomic(os.path.join(out, examples_file(unit, feature_id)), lambda f: f.write(data))
+    bar = None
+    if attribution_method and progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(found.records), unit='example', desc=attribution_method)
+    try:
+        for index, ids in filters.items():
+            for feature_id in ids:
+                records = by_filter.get((net.short_names[index], feature_id), [])
+                _write_filter_examples(out, net, folder, found, index, feature_id, records, attribution_method)
+                if bar is not None:
+                    bar.update(len(records))
+    finally:
+        if bar is not None:
+            bar.close()
     return len(found.records)
+
+
+def _write_filter_examples(out, net, folder, found, index, feature_id, records, attribution_method):
+    """One filter's example tiles (and map tiles), then its examples JSON; see write_examples.
+
+    A filter's maps are computed here, with its patches, so that an atlas's
+    examples never hold every map in memory at once.
+    """
+    unit = unit_folder(index, net.short_names[index])
+    tiles = examples.patches(net, folder, records, found.size) if records else []
+    maps = (attribution.example_maps(net, folder, records, attribution_method, size=found.size,
+                                     precision=found.precision) if attribution_method and records else [])
+    shown = []
+    for position, (record, tile) in enumerate(zip(records, tiles)):
+        name = '%s/%04d-example-%d.png' % (unit, feature_id, record['rank'])
+        picture = picture_of(np.clip(np.round(tile), 0, 255).astype(np.uint8))
+        save_image(os.path.join(out, name), picture, 'PNG')
+        shown.append({'png': name, 'file': record['file'], 'activation': number_text(record['activation'])})
+        if attribution_method:
+            map_name = '%s/%04d-example-%d-map.png' % (unit, feature_id, record['rank'])
+            tile_map = pictures.overlay(tile, maps[position])
+            save_image(os.path.join(out, map_name), picture_of(np.round(tile_map).astype(np.uint8)), 'PNG')
+            shown[-1]['map'] = map_name
+    data = {'folder': os.path.abspath(folder), 'images': found.count, 'examples': shown}
+    if attribution_method:
+        data['attribution'] = attribution_method
+    data = json.dumps(data, indent=1).encode('utf8')
+    files.write_atomic(os.path.join(out, examples_file(unit, feature_id)), lambda f: f.write(data))
 
 
 def render(out, spec, settings, header, tasks, client=None, progress=True):
@@ -206,13 +239,15 @@ def _result(future, task):
         raise TaskError('%s failed on the cluster: %s' % (task, _reason(error))) from None
 
 
-def make(out, net, settings, tasks, header, *, client=None, examples_folder=None, progress=True, classes=None):
+def make(out, net, settings, tasks, header, *, client=None, examples_folder=None, progress=True, classes=None,
+         attribution_method=None):
     """Claim OUT for header, run the tasks not finished, find examples, and write the page; returns the catalog.
 
     net: a network.Network loaded from a file (workers load it from there, at
     the same path); tasks: from plan() (and shard_of()); header: make_header();
     client: a dask.distributed Client, or None for this process;
-    examples_folder: a folder of images for write_examples, or None.
+    examples_folder: a folder of images for write_examples, or None;
+    attribution_method: the examples' maps (write_examples), or None.
     classes: {unit index: [class name per neuron]} (--classes), written
     beside atlas.json (not in it: names change no picture) for the page.
     ValueError when OUT holds another atlas; TaskError when a task failed on
@@ -228,7 +263,7 @@ def make(out, net, settings, tasks, header, *, client=None, examples_folder=None
         render(out, spec, settings, header, tasks, client, progress=progress)
         if examples_folder:
             write_examples(out, net, examples_folder, tasks, precision=settings.precision, client=client,
-                           progress=progress)
+                           progress=progress, attribution_method=attribution_method)
     finally:
         catalog = write_index(out)
     return catalog

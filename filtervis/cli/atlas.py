@@ -10,6 +10,7 @@ measured and laid out on one page; resumable, sharded, on Dask.
     python atlas.py OUT --scheduler tcp://HOST:8786       # a running Dask cluster; OUT is a folder every worker sees
     python atlas.py OUT --shard 3/16                      # the 4th of 16 disjoint parts, for array jobs
     python atlas.py OUT --index-only                      # rebuild catalog.json and index.html from what is finished
+    python atlas.py OUT --examples DIR --attribution gradcam   # each example patch also as its attribution map
 """
 
 import argparse
@@ -19,7 +20,7 @@ import sys
 from dataclasses import replace
 
 from filtervis import cluster
-from filtervis.analysis import examples
+from filtervis.analysis import attribution, examples
 from filtervis.atlas.page import PAGE_FILE, write_index
 from filtervis.atlas.planning import parse_shard, plan, select, shard_of
 from filtervis.atlas.store import check_writable, make_header
@@ -72,6 +73,12 @@ def build_parser():
     parser.add_argument('--examples', default=None, metavar='DIR',
                         help='also show, for each filter, the %d patches of the images in DIR (PNG, JPEG) that '
                              'excite it most (examples.py)' % EXAMPLES_K)
+    parser.add_argument('--attribution', default=None, metavar='METHOD',
+                        help="with --examples: also each example's attribution map for its filter, a tile of the "
+                             "map over the patch that the page's detail view toggles with the patch: gradcam "
+                             "(Grad-CAM at the filter's own unit) or gradient-x-input (default: none). Not a "
+                             'setting of the pictures: each run with --examples writes its examples again, with '
+                             'the maps of its --attribution or none')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--verbose', action='store_true', help="show TensorFlow's start-up lines")
     return parser
@@ -118,6 +125,11 @@ def main(argv=None):
         if args.diversity_weight is not None and not any(parse_view(v).diversity for v in settings.views):
             raise ValueError('--diversity-weight %g goes with a diversityN view (e.g. --views channel,diversity4)'
                              % args.diversity_weight)
+        if args.attribution is not None:
+            attribution.check_example_method(args.attribution)
+            if not args.examples:
+                raise ValueError('--attribution %s draws the maps of the examples: give --examples DIR too'
+                                 % args.attribution)
         check_writable(args.out)
         if args.examples:
             examples.list_images(args.examples)     # a missing or empty folder: said now, not after the ascent
@@ -135,11 +147,14 @@ def main(argv=None):
         for layer_index, pictures in largest.items():
             memory.check(net, [layer_index], settings.size, pictures, pictures, settings.method,
                          what='a task of %s' % net.short_names[layer_index])
+        if args.attribution is not None:
+            # Before the first step: Grad-CAM cannot read a vector unit, found now rather than after the ascent.
+            attribution.check_example_method(args.attribution, net, sorted({task.layer_index for task in tasks}))
         header = make_header(net, settings, visualize_command(settings, model_words(args)), weights=args.weights)
         names = model_flags.class_names(args, net)
         with cluster.client_from_args(args) as client:
             catalog = make(args.out, net, settings, tasks, header, client=client, examples_folder=args.examples,
-                           progress=not args.quiet, classes=names)
+                           progress=not args.quiet, classes=names, attribution_method=args.attribution)
     except KeyboardInterrupt:
         print('interrupted: the finished views are kept; run the same command again to go on', file=sys.stderr)
         return 130
