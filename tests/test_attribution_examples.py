@@ -7,9 +7,10 @@ f(image) - f(black); Grad-CAM at a filter's own unit is the channel's own map
 after ReLU, bilinearly resized, divided by its positions; a hand-set filter
 that fires on a bright square puts the mass of both maps' crops on the
 square; the crops are the patches' boxes; the graph does not grow; bad
-methods and Grad-CAM on a vector unit are refused; the command line draws
-each patch beside its map and names the method in --json, and without the
-flag writes what it wrote before.
+methods and Grad-CAM on a vector unit are refused; a greyscale network's
+maps are drawn over grey patches in RGB; the command line draws each patch
+beside its map and names the method in --json, and without the flag writes
+what it wrote before.
 """
 import json
 import os
@@ -232,3 +233,28 @@ def test_command_line_refuses_a_bad_method_in_one_line_and_writes_nothing(bright
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == message and os.listdir(str(tmp_path)) == []
 
+
+
+def test_a_greyscale_network_gets_maps_and_rgb_overlays(tmp_path):
+    from filtervis.util import quiet
+    tf = quiet.import_tensorflow()
+    graph = tf.Graph()
+    with graph.as_default():
+        images_t = tf.placeholder(tf.float32, [None, None, None, 1], name='images')
+        kernel = np.random.default_rng(2).normal(0, 0.6, (3, 3, 1, 2)).astype(np.float32)
+        pre_t = tf.nn.bias_add(tf.nn.conv2d(images_t / 255.0, tf.constant(kernel), 1, 'SAME'),
+                               tf.constant(np.full(2, 0.05, np.float32)), name='grey/BiasAdd')
+        tf.nn.relu(pre_t, name='grey/Relu')
+    net = network.Network(graph.as_graph_def(), [network.Unit('grey', 'grey/Relu:0', 'grey/BiasAdd:0', 'Conv2D')],
+                          description='greyscale test network')
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (SIDE, SIDE), dtype=np.uint8)).save(str(tmp_path / ('g%d.png' % i)))
+    found = examples.find(net, str(tmp_path), ['grey'], k=2, size=SIDE, progress=False)
+    for method in attribution.EXAMPLE_METHODS:
+        maps = attribution.example_maps(net, str(tmp_path), found.records, method, size=SIDE)
+        assert [m.shape for m in maps] == [(3, 3)] * len(found.records) and all(np.isfinite(m).all() for m in maps)
+        fig = plots.plot_found(net, str(tmp_path), found, maps=maps, map_label=method)
+        assert len(fig.axes) == 2 * 2 * 2
+    patch = examples.patches(net, str(tmp_path), found.records[:1], SIDE)[0]
+    assert patch.shape == (3, 3, 1) and pictures.overlay(patch, maps[0]).shape == (3, 3, 3)

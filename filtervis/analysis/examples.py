@@ -15,6 +15,9 @@ unit), and the patch shown is that unit's receptive field in the image.
     from filtervis.analysis import examples
     found = examples.find(model, 'DIR', ['conv3_2'], filters=range(6))   # found.records: list of dict
     tile = examples.patch(model, 'DIR', found.records[0])                 # float32 [32, 32, 3], RGB 0..255
+
+Each record's attribution map for its filter, cropped to its patch (examples.py --attribution), is
+attribution.example_maps in analysis/attribution/patches.py, which builds on this module.
 """
 
 import math
