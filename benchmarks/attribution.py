@@ -101,7 +101,10 @@ def timing(args, net):
                 net, images, objective, [m], config, precision=p, batch_size=16))
     for function in functions.values():
         function()   # ops built, kernels chosen
-    times = harness.interleaved(functions, args.repeats)
+    print('warmed up', flush=True)
+    times = harness.interleaved(functions, args.repeats, after_round=lambda times: print(
+        '  round %d: %s' % (len(times['gradient', 'float32']), ' '.join(
+            '%s/%s %.1f s' % (m, p[0] + p[-2:], t[-1][0]) for (m, p), t in times.items())), flush=True))
     print('\n%s, batch of 16 slices at %d px, %s; SmoothGrad %d copies, IG %d steps, Score-CAM %d channels; '
           'each run includes one forward pass for the objective\'s values; medians of %d:\n'
           % (net.description, args.size, objective, config.samples, config.steps, config.scorecam_channels,
@@ -164,46 +167,63 @@ def sanity(args, net):
 def deletion(args, net):
     names, images = load_slices(args.images or 110, args.size)
     config = config_of(args)
+    patches = [int(p) for p in args.patches.split(',')]
     columns = list(attribution.METHODS) + ['random order']
     print('\nDeletion, %s, %d slices at %d px, %s; SmoothGrad %d copies, IG %d steps (black baseline), Score-CAM '
-          '%d channels; pixels set to black 5 %% at a time. Normalized AUC: the objective minus its value on '
-          'black, over the same on the image, averaged over the curve (lower: the map found what matters '
+          '%d channels; pixels set to %s 5 %% at a time, one by one (patch 1) or in P x P squares in the order '
+          "of the map's mean over each square (patch P). Normalized AUC: the objective minus its value on the "
+          'baseline, over the same on the image, averaged over the curve (lower: the map found what matters '
           'sooner). Images where the filter changes by less than 5 %% of its largest change are left out.\n'
           % (net.description, len(images), args.size, args.precision, config.samples, config.steps,
-             config.scorecam_channels), flush=True)
-    results = {}
+             config.scorecam_channels, args.baseline), flush=True)
+    results = {patch: {} for patch in patches}
     for layer in args.layers.split(','):
         filters = largest_change(net, layer, images, args.top)
         for filter_id in filters:
             objective = '%s:%d' % (layer, filter_id)
-            curves = []
+            curves = {patch: [] for patch in patches}
             for start in range(0, len(images), 16):
                 batch = images[start:start + 16]
                 found = attribution.attribute(net, batch, objective, attribution.METHODS, config,
                                               precision=args.precision)
                 maps = np.concatenate([found.maps, attribution.random_maps(len(batch), args.size, seed=start)],
                                       axis=1)
-                curves.append(attribution.deletion_curves(net, batch, objective, maps, precision=args.precision))
-            curves = np.concatenate(curves).astype(np.float64)                     # [N, M + 1, 21]
-            change = curves[:, 0, 0] - curves[:, 0, -1]
-            kept = change > 0.05 * change.max()
-            normalized = (curves[kept] - curves[kept, :, -1:]) / change[kept, None, None]
-            results[objective] = attribution.area_under(normalized)                # [kept, M + 1]
-            print('  %s: %d of %d slices; %s' % (objective, kept.sum(), len(images), ' '.join(
-                '%.3f' % v for v in results[objective].mean(axis=0))), flush=True)
-    print('\n| objective | %s |' % ' | '.join(columns))
+                for patch in patches:
+                    curves[patch].append(attribution.deletion_curves(net, batch, objective, maps, patch=patch,
+                                                                     baseline=args.baseline,
+                                                                     precision=args.precision))
+            for patch in patches:
+                both = np.concatenate(curves[patch]).astype(np.float64)              # [N, M + 1, 21]
+                change = both[:, 0, 0] - both[:, 0, -1]
+                kept = change > 0.05 * change.max()
+                normalized = (both[kept] - both[kept, :, -1:]) / change[kept, None, None]
+                results[patch][objective] = attribution.area_under(normalized)       # [kept, M + 1]
+                print('  %s, patch %d: %d of %d slices; %s' % (objective, patch, kept.sum(), len(images), ' '.join(
+                    '%.3f' % v for v in results[patch][objective].mean(axis=0))), flush=True)
+    for patch in patches:
+        print('\n**%s**\n' % ('pixel by pixel' if patch == 1 else '%d x %d squares' % (patch, patch)))
+        print_deletion_table(results[patch], columns, args.layers.split(','))
+
+
+def print_deletion_table(results, columns, layers):
+    """The markdown table of deletion AUCs, {objective: [kept images, methods + 1]}, and which methods lose."""
+    print('| objective | %s |' % ' | '.join(columns))
     print('|---|%s' % ('---|' * len(columns)))
     for objective, aucs in results.items():
         print('| %s (%d slices) | %s |' % (objective, len(aucs), ' | '.join('%.3f' % v for v in aucs.mean(axis=0))))
-    for layer in args.layers.split(','):
+    for layer in layers:
         pooled = np.concatenate([a for o, a in results.items() if o.startswith(layer + ':')])
         print('| **%s, all** (%d) | %s |' % (layer, len(pooled), ' | '.join('%.3f' % v for v in pooled.mean(axis=0))))
     pooled = np.concatenate(list(results.values()))
     wins = (pooled[:, :-1] < pooled[:, -1:]).mean(axis=0)
     print('\nshare of (image, filter) pairs where the method deletes faster than random order: %s'
           % ', '.join('%s %.0f %%' % (m, 100 * w) for m, w in zip(attribution.METHODS, wins)))
-    beaten = [m for m, v in zip(attribution.METHODS, pooled.mean(axis=0)[:-1]) if not v < pooled.mean(axis=0)[-1]]
-    print('methods that do not beat random order on average: %s' % (', '.join(beaten) or 'none'))
+    means = pooled.mean(axis=0)
+    print('methods that do not beat random order on average over all: %s'
+          % (', '.join(m for m, v in zip(attribution.METHODS, means[:-1]) if not v < means[-1]) or 'none'))
+    losing = ['%s on %s' % (m, o) for o, aucs in results.items()
+              for m, v in zip(attribution.METHODS, aucs.mean(axis=0)[:-1]) if not v < aucs.mean(axis=0)[-1]]
+    print('(method, filter) pairs that do not beat random order: %s' % (', '.join(losing) or 'none'))
 
 
 def figure(args, net):
@@ -256,6 +276,10 @@ def parse_args(argv=None):
     parser.add_argument('--scorecam-channels', type=int, default=16,
                         help='sanity and deletion: Score-CAM channels (default 16)')
     parser.add_argument('--layers', default='conv4_3,conv5_3', help='deletion: units (default conv4_3,conv5_3)')
+    parser.add_argument('--patches', default='1,16',
+                        help='deletion: square sides to delete by, 1 = pixel by pixel (default 1,16)')
+    parser.add_argument('--baseline', default='black', choices=attribution.BASELINES,
+                        help='deletion: what deleted pixels become (default black)')
     parser.add_argument('--top', type=int, default=4, help='deletion: filters per unit, those that black drops most (default 4)')
     parser.add_argument('--repeats', type=int, default=3, help='timing: interleaved repeats (default 3)')
     parser.add_argument('--figure', default=None, help='figure: the MRI PNG to write (default docs/attribution-mri.png)')
