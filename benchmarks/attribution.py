@@ -12,16 +12,17 @@ inputs scaled to 0..1), not the ImageNet model, on the MRI slices in
   correlation of each method's map with the trained network's, median over
   the slices, after each layer;
 - deletion: Petsiuk et al.'s (2018) deletion, 5 % of the pixels at a time set
-  to black in the order of the map, against a random order; the area under
-  the objective's curve, normalized per image to 1 before and 0 after;
+  to black in the order of the map, against a random order, pixel by pixel
+  and in 16 x 16 squares (--patches); the area under the objective's curve,
+  normalized per image to 1 before and 0 after;
 - figure: docs/attribution-mri.png, rows = methods, columns = 4 slices, a
   conv5_3 filter; docs/attribution-fer.png, the same for the "happy" logit of
   the shared fer classifier (greyscale, 64 px) on three faces of the shared
   photos and a cat.
 
-    python benchmarks/attribution.py --part timing      # about 70 minutes on the 2-core machine
+    python benchmarks/attribution.py --part timing --repeats 1   # 14 minutes on the 2-core Xeon (AMX)
     python benchmarks/attribution.py --part sanity      # 20 slices: about 45 minutes in bfloat16
-    python benchmarks/attribution.py --part deletion    # 110 slices, 4 + 4 filters: about 3 hours in bfloat16
+    python benchmarks/attribution.py --part deletion    # 110 slices, 4 + 4 filters, pixels and squares
     python benchmarks/attribution.py --part figure      # about 5 minutes
     python benchmarks/attribution.py --part sanity --quick   # 4 slices, 96 px: a few minutes
 
