@@ -13,7 +13,7 @@ inputs scaled to 0..1), not the ImageNet model, on the MRI slices in
   the slices, after each layer;
 - deletion: Petsiuk et al.'s (2018) deletion, 5 % of the pixels at a time set
   to black in the order of the map, against a random order, pixel by pixel
-  and in 16 x 16 squares (--patches); the area under the objective's curve,
+  and in 16 x 16 squares (--squares); the area under the objective's curve,
   normalized per image to 1 before and 0 after;
 - figure: docs/attribution-mri.png, rows = methods, columns = 4 slices, a
   conv5_3 filter; docs/attribution-fer.png, the same for the "happy" logit of
@@ -168,42 +168,42 @@ def sanity(args, net):
 def deletion(args, net):
     names, images = load_slices(args.images or 110, args.size)
     config = config_of(args)
-    patches = [int(p) for p in args.patches.split(',')]
+    squares = [int(p) for p in args.squares.split(',')]
     columns = list(attribution.METHODS) + ['random order']
     print('\nDeletion, %s, %d slices at %d px, %s; SmoothGrad %d copies, IG %d steps (black baseline), Score-CAM '
-          '%d channels; pixels set to %s 5 %% at a time, one by one (patch 1) or in P x P squares in the order '
-          "of the map's mean over each square (patch P). Normalized AUC: the objective minus its value on the "
+          '%d channels; pixels set to %s 5 %% at a time, one by one (square 1) or in P x P squares in the order '
+          "of the map's mean over each (square P). Normalized AUC: the objective minus its value on the "
           'baseline, over the same on the image, averaged over the curve (lower: the map found what matters '
           'sooner). Images where the filter changes by less than 5 %% of its largest change are left out.\n'
           % (net.description, len(images), args.size, args.precision, config.samples, config.steps,
              config.scorecam_channels, args.baseline), flush=True)
-    results = {patch: {} for patch in patches}
+    results = {square: {} for square in squares}
     for layer in args.layers.split(','):
         filters = largest_change(net, layer, images, args.top)
         for filter_id in filters:
             objective = '%s:%d' % (layer, filter_id)
-            curves = {patch: [] for patch in patches}
+            curves = {square: [] for square in squares}
             for start in range(0, len(images), 16):
                 batch = images[start:start + 16]
                 found = attribution.attribute(net, batch, objective, attribution.METHODS, config,
                                               precision=args.precision)
                 maps = np.concatenate([found.maps, attribution.random_maps(len(batch), args.size, seed=start)],
                                       axis=1)
-                for patch in patches:
-                    curves[patch].append(attribution.deletion_curves(net, batch, objective, maps, patch=patch,
+                for square in squares:
+                    curves[square].append(attribution.deletion_curves(net, batch, objective, maps, square=square,
                                                                      baseline=args.baseline,
                                                                      precision=args.precision))
-            for patch in patches:
-                both = np.concatenate(curves[patch]).astype(np.float64)              # [N, M + 1, 21]
+            for square in squares:
+                both = np.concatenate(curves[square]).astype(np.float64)              # [N, M + 1, 21]
                 change = both[:, 0, 0] - both[:, 0, -1]
                 kept = change > 0.05 * change.max()
                 normalized = (both[kept] - both[kept, :, -1:]) / change[kept, None, None]
-                results[patch][objective] = attribution.area_under(normalized)       # [kept, M + 1]
-                print('  %s, patch %d: %d of %d slices; %s' % (objective, patch, kept.sum(), len(images), ' '.join(
-                    '%.3f' % v for v in results[patch][objective].mean(axis=0))), flush=True)
-    for patch in patches:
-        print('\n**%s**\n' % ('pixel by pixel' if patch == 1 else '%d x %d squares' % (patch, patch)))
-        print_deletion_table(results[patch], columns, args.layers.split(','))
+                results[square][objective] = attribution.area_under(normalized)       # [kept, M + 1]
+                print('  %s, square %d: %d of %d slices; %s' % (objective, square, kept.sum(), len(images), ' '.join(
+                    '%.3f' % v for v in results[square][objective].mean(axis=0))), flush=True)
+    for square in squares:
+        print('\n**%s**\n' % ('pixel by pixel' if square == 1 else '%d x %d squares' % (square, square)))
+        print_deletion_table(results[square], columns, args.layers.split(','))
 
 
 def print_deletion_table(results, columns, layers):
@@ -277,7 +277,7 @@ def parse_args(argv=None):
     parser.add_argument('--scorecam-channels', type=int, default=16,
                         help='sanity and deletion: Score-CAM channels (default 16)')
     parser.add_argument('--layers', default='conv4_3,conv5_3', help='deletion: units (default conv4_3,conv5_3)')
-    parser.add_argument('--patches', default='1,16',
+    parser.add_argument('--squares', default='1,16',
                         help='deletion: square sides to delete by, 1 = pixel by pixel (default 1,16)')
     parser.add_argument('--baseline', default='black', choices=attribution.BASELINES,
                         help='deletion: what deleted pixels become (default black)')

@@ -354,11 +354,11 @@ def test_deletion_in_the_order_of_a_good_map_drops_faster_than_random():
 def test_deletion_by_squares_deletes_each_square_whole_in_the_order_of_its_mean():
     rng = np.random.default_rng(5)
     maps = rng.uniform(size=(2, 3, 10, 12)).astype(np.float32)
-    means = evaluation.patch_means(maps, 4)
+    means = evaluation.square_means(maps, 4)
     # Squares cut by the edge (rows 8-9, columns 8-11) average only what they hold.
     assert np.allclose(means[0, 0, 0, 0], maps[0, 0, :4, :4].mean())
     assert np.allclose(means[1, 2, 9, 11], maps[1, 2, 8:, 8:].mean())
-    ranks = evaluation.deletion_ranks(maps, patch=4)
+    ranks = evaluation.deletion_ranks(maps, square=4)
     assert (np.sort(ranks.reshape(6, -1), axis=1) == np.arange(120)).all()
     for image, method in ((0, 0), (1, 2)):
         blocks = ranks[image, method]
@@ -371,22 +371,22 @@ def test_deletion_by_squares_deletes_each_square_whole_in_the_order_of_its_mean(
                 order.append((square.min(), -means[image, method, top, left]))
         assert [m for _, m in sorted(order)] == sorted(m for _, m in order)   # highest mean first
     # Tied squares (a CAM map's zeros) still go whole.
-    tied = evaluation.deletion_ranks(np.zeros((1, 1, 8, 8), np.float32), patch=4)[0, 0]
+    tied = evaluation.deletion_ranks(np.zeros((1, 1, 8, 8), np.float32), square=4)[0, 0]
     assert all(tied[t:t + 4, l:l + 4].max() - tied[t:t + 4, l:l + 4].min() == 15 for t in (0, 4) for l in (0, 4))
-    assert np.array_equal(evaluation.patch_means(maps, 1), maps)
+    assert np.array_equal(evaluation.square_means(maps, 1), maps)
 
 
 def test_deletion_by_squares_of_a_good_map_drops_faster_than_random():
     images, masks = red_squares(3, seed=2)
     net = red_detector()
     maps = np.concatenate([masks.astype(np.float32)[:, None], attribution.random_maps(3, SIDE)], axis=1)
-    curves = attribution.deletion_curves(net, images, 'conv1_2:0', maps, patch=4)
+    curves = attribution.deletion_curves(net, images, 'conv1_2:0', maps, square=4)
     area = attribution.area_under(curves)
     assert (area[:, 0] < area[:, 1]).all()
     # The 12 x 12 square is at most 16 x 16 of whole 4 x 4 squares: 256 of 2304 pixels, gone by 15 %.
     assert np.allclose(curves[:, 0, 3:], 0)
-    with pytest.raises(ValueError, match='patch=49: expected at most the image side, 48'):
-        attribution.deletion_curves(net, images, 'conv1_2:0', maps, patch=49)
+    with pytest.raises(ValueError, match='square=49: expected at most the image side, 48'):
+        attribution.deletion_curves(net, images, 'conv1_2:0', maps, square=49)
 
 
 def test_rank_correlation():
@@ -549,7 +549,7 @@ def test_mri_sanity_check_the_map_changes_when_the_top_layers_are_randomized(ran
 
 
 DELETION_OBJECTIVES = ('conv5_3:2', 'conv4_3:130')
-# (objective, patch, method) that lose to random order on the 6 slices, as in the benchmark's table on the 110.
+# (objective, square side, method) that lose to random order on the 6 slices, as in the benchmark's table on the 110.
 DELETION_LOSSES = {
     ('conv4_3:130', 1, m): 'pixel by pixel, deleting to black where this filter fires draws the edges of black and '
                            'brain that it responds to: every map loses to random order (docs/attribution.md)'
@@ -557,12 +557,15 @@ DELETION_LOSSES = {
 DELETION_LOSSES[('conv4_3:130', 16, 'integrated-gradients')] = (
     'the squares Integrated Gradients ranks first, cut to black, leave edges this filter fires on '
     '(docs/attribution.md, Faithfulness)')
+DELETION_LOSSES[('conv5_3:2', 1, 'integrated-gradients')] = (
+    "pixel by pixel, Integrated Gradients' signed map loses to random order on this filter: 0.53 against 0.38 "
+    'on these 6 slices (docs/attribution.md, Faithfulness)')
 
 
 @pytest.fixture(scope='module')
 def deletion_areas(mri_model):
-    """{(objective, patch): float64 [methods + 1]}, the normalized deletion AUC of each method and of random
-    order (last), mean over 6 MRI slices at 224 px, pixel by pixel (patch 1) and in 16 x 16 squares."""
+    """{(objective, square): float64 [methods + 1]}, the normalized deletion AUC of each method and of random
+    order (last), mean over 6 MRI slices at 224 px, pixel by pixel (square 1) and in 16 x 16 squares."""
     images = mri_slices(6, 224)
     config = attribution.Config(samples=8, steps=8, scorecam_channels=8)
     areas = {}
@@ -572,23 +575,23 @@ def deletion_areas(mri_model):
             found = attribution.attribute(mri_model, images, objective, attribution.METHODS, config,
                                           precision='bfloat16')
         maps = np.concatenate([found.maps, attribution.random_maps(len(images), 224)], axis=1)
-        for patch in (1, 16):
-            curves = attribution.deletion_curves(mri_model, images, objective, maps, patch=patch,
+        for square in (1, 16):
+            curves = attribution.deletion_curves(mri_model, images, objective, maps, square=square,
                                                  precision='bfloat16').astype(np.float64)
             change = curves[:, 0, 0] - curves[:, 0, -1]
             kept = change > 0.05 * change.max()
-            areas[objective, patch] = attribution.area_under(
+            areas[objective, square] = attribution.area_under(
                 (curves[kept] - curves[kept, :, -1:]) / change[kept, None, None]).mean(axis=0)
     return areas
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('objective, patch, method', [
+@pytest.mark.parametrize('objective, square, method', [
     pytest.param(o, p, m, marks=[pytest.mark.xfail(reason=DELETION_LOSSES[o, p, m], strict=False)]
                  if (o, p, m) in DELETION_LOSSES else [])
     for o in DELETION_OBJECTIVES for p in (1, 16) for m in attribution.METHODS])
-def test_mri_deletion_beats_random_order(deletion_areas, objective, patch, method):
-    areas = deletion_areas[objective, patch]
+def test_mri_deletion_beats_random_order(deletion_areas, objective, square, method):
+    areas = deletion_areas[objective, square]
     assert areas[attribution.METHODS.index(method)] < areas[-1], dict(zip(attribution.METHODS + ('random',), areas))
 
 

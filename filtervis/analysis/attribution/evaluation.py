@@ -4,7 +4,7 @@ How far an attribution map can be trusted, measured two ways:
 - deletion (Petsiuk et al. 2018): set the pixels of an image to a baseline
   in the order of the map, most important first, 5 % at a time, and follow
   the objective; a faithful map makes it fall faster than a random order, so
-  the area under the curve is smaller. With patch=P the pixels go in P x P
+  the area under the curve is smaller. With square=P the pixels go in P x P
   squares, in the order of the map's mean over each square (the region
   perturbation of Samek et al. 2017): a random order then cuts holes as a
   map's order does, where pixel by pixel it sprinkles single pixels, and a
@@ -20,7 +20,7 @@ How far an attribution map can be trusted, measured two ways:
     from filtervis.analysis import attribution
     curves = attribution.deletion_curves(net, images, 'conv4_3:5', maps)   # float32 [N, M, 21]
     attribution.area_under(curves)                                          # float32 [N, M]
-    attribution.deletion_curves(net, images, 'conv4_3:5', maps, patch=16)   # 16 x 16 squares at a time
+    attribution.deletion_curves(net, images, 'conv4_3:5', maps, square=16)  # 16 x 16 squares at a time
 """
 
 import numpy as np
@@ -37,35 +37,36 @@ def random_maps(count, side, seed=0):
     return np.random.default_rng([seed, 2]).uniform(size=(count, 1, side, side)).astype(np.float32)
 
 
-def patch_means(maps, patch):
-    """maps [N, M, H, W] with each pixel replaced by the mean of its patch x patch square (squares from the top
-    left; those cut by the right or bottom edge average what they hold)."""
+def square_means(maps, square):
+    """maps [N, M, H, W] with each pixel replaced by the mean of the map over its square: the image cut into
+    squares of `square` x `square` pixels from the top left (those cut by the right or bottom edge average
+    what they hold)."""
     maps = np.asarray(maps, np.float32)
-    if patch == 1:
+    if square == 1:
         return maps
     height, width = maps.shape[2:]
-    rows, columns = -(-height // patch), -(-width // patch)
-    padded = np.full(maps.shape[:2] + (rows * patch, columns * patch), np.nan, np.float64)
+    rows, columns = -(-height // square), -(-width // square)
+    padded = np.full(maps.shape[:2] + (rows * square, columns * square), np.nan, np.float64)
     padded[:, :, :height, :width] = maps
-    means = np.nanmean(padded.reshape(maps.shape[:2] + (rows, patch, columns, patch)), axis=(3, 5))
-    return np.repeat(np.repeat(means, patch, axis=2), patch, axis=3)[:, :, :height, :width].astype(np.float32)
+    means = np.nanmean(padded.reshape(maps.shape[:2] + (rows, square, columns, square)), axis=(3, 5))
+    return np.repeat(np.repeat(means, square, axis=2), square, axis=3)[:, :, :height, :width].astype(np.float32)
 
 
-def deletion_ranks(maps, seed=0, patch=1):
+def deletion_ranks(maps, seed=0, square=1):
     """int32 [N, M, H, W]: each pixel's place in the deletion order of its map, 0 = deleted first.
 
-    Largest value first (with patch > 1, of the map's mean over each square:
-    patch_means); equal values (the zeros of a CAM map after ReLU) in a
+    Largest value first (with square > 1, of the map's mean over each square:
+    square_means); equal values (the zeros of a CAM map after ReLU) in a
     random order of pixels, or of whole squares, so that ties delete no
     corner of the image first.
     """
-    maps = patch_means(maps, patch)
+    maps = square_means(maps, square)
     count, methods_count, height, width = maps.shape
     flat = maps.reshape(count * methods_count, height * width)
     # One draw per square (a pixel is a square of 1): tied squares go whole, in a random order, and a square's
     # pixels in raster order among themselves (lexsort is stable).
-    squares = np.random.default_rng([seed, 3]).uniform(size=(-(-height // patch), -(-width // patch)))
-    tie_break = np.repeat(np.repeat(squares, patch, axis=0), patch, axis=1)[:height, :width].ravel()
+    squares = np.random.default_rng([seed, 3]).uniform(size=(-(-height // square), -(-width // square)))
+    tie_break = np.repeat(np.repeat(squares, square, axis=0), square, axis=1)[:height, :width].ravel()
     ranks = np.empty(flat.shape, np.int32)
     for row, values in enumerate(flat):
         order = np.lexsort((tie_break, -values))
@@ -73,16 +74,17 @@ def deletion_ranks(maps, seed=0, patch=1):
     return ranks.reshape(maps.shape)
 
 
-def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baseline='black', patch=1,
+def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baseline='black', square=1,
                     precision='auto', batch_size=ops.DEFAULT_BATCH_SIZE, seed=0):
     """float32 [N, M, K + 1], K = 1 / step: the objective on each image as 0, step, 2 step, ..., all of its
     pixels are set to the baseline in the order of each map (deletion_ranks).
 
     images: float32 [N, S, S, C], 0..255; maps: [N, M, S, S], one per image
     and method (an Attribution's maps, or random_maps). baseline: one of
-    attribution.BASELINES ('black' as Petsiuk et al.). patch: 1, pixel by pixel
-    as Petsiuk et al., or the side of the squares deleted whole (patch_means;
-    give random_maps the same patch). The first and last points
+    attribution.BASELINES ('black' as Petsiuk et al.). square: 1, pixel by pixel
+    as Petsiuk et al., or the side of the squares deleted whole in the order
+    of their means (square_means; random_maps then give a random order of
+    squares). The first and last points
     are the same for every map of an image and run once, and so is the curve of
     maps that order the pixels alike.
     """
@@ -95,13 +97,13 @@ def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baselin
     if steps < 1 or abs(steps * step - 1) > 1e-9:
         raise ValueError('step=%r: expected 1 / a whole number, e.g. 0.05' % (step,))
     batch_size = check_int('batch_size', batch_size, 1)
-    patch = check_int('patch', patch, 1)
-    if patch > min(images.shape[1:3]):
-        raise ValueError('patch=%d: expected at most the image side, %d' % (patch, min(images.shape[1:3])))
+    square = check_int('square', square, 1)
+    if square > min(images.shape[1:3]):
+        raise ValueError('square=%d: expected at most the image side, %d' % (square, min(images.shape[1:3])))
     bound = ops.bind_objective(net, objective, images.shape[1])
     run = ops.Run(net, bound, None, ops.objective_precision(net, bound, precision), batch_size)
     starts = baselines(images, baseline, seed)
-    ranks = deletion_ranks(maps, seed, patch)
+    ranks = deletion_ranks(maps, seed, square)
     count, methods_count = maps.shape[:2]
     pixels = images.shape[1] * images.shape[2]
     deleted = [int(round(pixels * k / steps)) for k in range(steps + 1)]
