@@ -88,7 +88,7 @@ def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baselin
     are the same for every map of an image and run once, and so is the curve of
     maps that order the pixels alike.
     """
-    images = ops.check_images(net, images)
+    images, run = ops.start_run(net, images, objective, precision=precision, batch_size=batch_size)
     maps = np.asarray(maps, np.float32)
     if maps.ndim != 4 or maps.shape[0] != len(images) or maps.shape[2:] != images.shape[1:3]:
         raise ValueError('maps of shape %s: expected [%d, methods, %d, %d], one per image'
@@ -96,12 +96,9 @@ def deletion_curves(net, images, objective, maps, *, step=DELETION_STEP, baselin
     steps = int(round(1 / step))
     if steps < 1 or abs(steps * step - 1) > 1e-9:
         raise ValueError('step=%r: expected 1 / a whole number, e.g. 0.05' % (step,))
-    batch_size = check_int('batch_size', batch_size, 1)
     square = check_int('square', square, 1)
     if square > min(images.shape[1:3]):
         raise ValueError('square=%d: expected at most the image side, %d' % (square, min(images.shape[1:3])))
-    bound = ops.bind_objective(net, objective, images.shape[1])
-    run = ops.Run(net, bound, None, ops.objective_precision(net, bound, precision), batch_size)
     starts = baselines(images, baseline, seed)
     ranks = deletion_ranks(maps, seed, square)
     count, methods_count = maps.shape[:2]

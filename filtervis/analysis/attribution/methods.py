@@ -38,8 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filtervis.analysis.attribution.ops import (DEFAULT_BATCH_SIZE, Run, bind_objective, cam_layer, cam_ops,
-                                                check_images, objective_precision)
+from filtervis.analysis.attribution.ops import DEFAULT_BATCH_SIZE, cam_layer, cam_ops, start_run
 from filtervis.core.checks import check_int
 
 METHODS = ('gradient', 'smoothgrad', 'integrated-gradients', 'gradcam', 'gradcam++', 'scorecam')
@@ -297,12 +296,9 @@ def attribute(net, images, objective, methods=('gradient',), config=None, *, pre
     """
     config = (config or Config()).check()
     methods = parse_methods(methods)
-    images = check_images(net, images)
-    batch_size = check_int('batch_size', batch_size, 1)
-    bound = bind_objective(net, objective, images.shape[1])
-    precision_name = objective_precision(net, bound, precision)
-    cam_index = cam_layer(net, bound, config.layer) if set(methods) & set(CAM_METHODS) else None
-    run = Run(net, bound, config, precision_name, batch_size, cam_index=cam_index)
+    images, run = start_run(net, images, objective, precision=precision, batch_size=batch_size, config=config)
+    batch_size, precision_name = run.batch_size, run.precision
+    cam_index = run.cam_index = cam_layer(net, run.bound, config.layer) if set(methods) & set(CAM_METHODS) else None
     count, side = len(images), images.shape[1]
     maps = np.zeros((count, len(methods), side, side), np.float32)
     values = np.zeros(count, np.float32)
@@ -347,9 +343,6 @@ def gradient_x_input(net, images, objective, *, precision='auto', batch_size=DEF
     for every image; precision and batch_size as attribute(). Uses the gradient op attribute() builds
     (once per objective form and precision), so repeated calls add nothing to the graph.
     """
-    images = check_images(net, images)
-    batch_size = check_int('batch_size', batch_size, 1)
-    bound = bind_objective(net, objective, images.shape[1])
-    run = Run(net, bound, None, objective_precision(net, bound, precision), batch_size)
+    images, run = start_run(net, images, objective, precision=precision, batch_size=batch_size)
     grads = run.mean_gradient(images, 1, lambda i, k: images[i])
     return (images * grads).sum(axis=3).astype(np.float32)

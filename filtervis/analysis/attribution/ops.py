@@ -6,8 +6,7 @@ Run, which feeds inputs through them batch_size at a time. The methods
 (methods.py) and the deletion curves (evaluation.py) are NumPy around these.
 
     from filtervis.analysis.attribution import ops
-    bound = ops.bind_objective(net, 'conv4_3:5', 224)
-    run = ops.Run(net, bound, config, 'float32', batch_size=16)
+    images, run = ops.start_run(net, images, 'conv4_3:5', precision='float32', batch_size=16)
     values = run.values(len(images), lambda i: images[i])      # float32 [N], the objective on each image
 """
 
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from filtervis.core import network, units
-from filtervis.core.checks import check_size
+from filtervis.core.checks import check_int, check_size
 from filtervis.core.precision import resolve_precision
 from filtervis.optvis import objectives
 from filtervis.util import quiet
@@ -248,3 +247,13 @@ def check_images(net, images):
     if not np.isfinite(images).all():
         raise ValueError('images hold NaN or infinite values')
     return images
+
+
+def start_run(net, images, objective, *, precision, batch_size, config=None):
+    """(images checked by check_images, a Run of the objective bound for their size): what every caller
+    of the ops (attribute, gradient_x_input, deletion_curves) starts with. ValueError naming a bad image
+    array, batch size or objective; precision resolved by objective_precision."""
+    images = check_images(net, images)
+    batch_size = check_int('batch_size', batch_size, 1)
+    bound = bind_objective(net, objective, images.shape[1])
+    return images, Run(net, bound, config, objective_precision(net, bound, precision), batch_size)
