@@ -7,9 +7,11 @@ command line:
     filtervis-atlas OUT --model my_model.keras --preprocess tf --workers 2
     filtervis-download --weights vgg16_weights.h5 --preprocess caffe
     filtervis-attribute IMAGES... --model my_model.keras --preprocess tf --objective conv2d_3:5 --out DIR
+    filtervis-spectrum DIR --channels 3 --out DIR-rgb.npy
 
 From a clone, `python visualize.py`, `python examples.py`, `python atlas.py`,
-`python download.py` and `python attribute.py` run the same main() functions.
+`python download.py` and `python attribute.py` run the same main() functions;
+`python -m filtervis.cli.spectrum` runs filtervis-spectrum's.
 
 Each entry point imports TensorFlow first, quietly (--verbose shows its
 start-up lines), and says in one line what to install when it is missing.
@@ -56,3 +58,8 @@ def download():
 def attribute():
     """filtervis-attribute: python attribute.py."""
     return _run('attribute')
+
+
+def spectrum():
+    """filtervis-spectrum: python -m filtervis.cli.spectrum (TensorFlow: optvis.regularized holds the colours)."""
+    return _run('spectrum')

@@ -65,6 +65,12 @@ SPECTRUM_GAIN = 0.25
 PAD_VALUE = 0.5
 
 
+def color_mix():
+    """float32 [3, 3]: COLOR_CORRELATION_SQRT scaled so that no colour component is amplified (largest column
+    norm 1); a picture is decorrelated @ color_mix().T."""
+    return COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
+
+
 @dataclass(frozen=True)
 class Config:
     """The knobs of the regularized method; the defaults are those of benchmarks/methods.py.
@@ -171,9 +177,7 @@ def spectrum_to_image(spectrum_t, size, config):
     planes_t = tf.signal.irfft2d(coefficients_t, fft_length=[size, size]) * (size * SPECTRUM_GAIN)
     image_t = tf.transpose(planes_t, [0, 2, 3, 1])                                         # [B, S, S, C]
     if config.decorrelate and int(spectrum_t.shape[2]) == 3:
-        # Normalized so that no colour component is amplified.
-        mix = COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
-        image_t = tf.einsum('bhwk,ck->bhwc', image_t, tf.constant(mix))
+        image_t = tf.einsum('bhwk,ck->bhwc', image_t, tf.constant(color_mix()))
     return tf.sigmoid(image_t)
 
 
@@ -188,8 +192,7 @@ def spectrum_of_image(image, size, config):
     values = np.clip(image / 255.0, 0.1 / 255, 1 - 0.1 / 255)
     logits = np.log(values / (1 - values))                                            # [S, S, C]
     if config.decorrelate and channels == 3:
-        mix = COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0))
-        logits = logits @ np.linalg.inv(mix.astype(np.float64)).T                   # undoes image @ mix.T
+        logits = logits @ np.linalg.inv(color_mix().astype(np.float64)).T             # undoes image @ mix.T
     planes = np.transpose(logits, (2, 0, 1)) / (size * SPECTRUM_GAIN)               # [C, S, S]
     coefficients = np.fft.rfft2(planes) / frequency_weights(size, config.decay_power)
     return np.stack([coefficients.real, coefficients.imag]).astype(np.float32)
