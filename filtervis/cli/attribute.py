@@ -7,10 +7,14 @@ attribution maps of a user's own images (filtervis/analysis/attribution).
         --preprocess unit --objective conv5_3 --filters 0-3 --method all --out mri-maps --npz mri-maps.npz
     python attribute.py face.png --model fer-emotion-minixception.hdf5 --preprocess tf \\
         --classes fer-classes.txt --objective predictions:happy --method gradcam,integrated-gradients --out fer-maps
+    python attribute.py chelsea.png --model efficientnet-lite0-imagenet.onnx --preprocess tf \\
+        --classes imagenet-classes.txt --objective '_fc:"Egyptian cat" - _fc:tabby' --method gradcam
 
 --objective is an expression (LAYER:N a channel, LAYER:N@Y,X a neuron, sums
-of them; with --classes, LAYER:NAME a class of a classifier's head), or a
-unit's name with --filters, which gives one objective per filter. --layer is the unit Grad-CAM, Grad-CAM++ and Score-CAM read.
+of them; with --classes, LAYER:NAME a class of a classifier's head, or
+LAYER:"NAME" for a name with spaces or signs), or a unit's name with
+--filters, which gives one objective per filter. --layer is the unit
+Grad-CAM, Grad-CAM++ and Score-CAM read.
 IMAGES are files or folders (PNG, JPEG, searched recursively). Into --out go,
 per image and objective, an overlay PNG and the maps as .npz, and per
 objective a contact sheet of images x methods.
@@ -31,8 +35,6 @@ from filtervis.optvis import objectives
 from filtervis.util import files
 
 UNIT_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_./]*')
-# A class by name in an expression, 'predictions:happy' (with --classes): a unit, ':', a name that is no number.
-CLASS_REF = re.compile(r'(?P<unit>[A-Za-z_][A-Za-z0-9_./]*):(?P<name>[A-Za-z_][A-Za-z0-9_-]*)')
 DEFAULT_METHODS = 'gradcam,smoothgrad'
 
 
@@ -48,9 +50,8 @@ def build_parser():
     parser.add_argument('images', nargs='+', help='image files or folders of images (PNG, JPEG, recursively)')
     parser.add_argument('--objective', required=True, metavar='EXPRESSION|UNIT',
                         help='what the maps explain: an expression such as "conv4_3:5" (LAYER:N a channel, '
-                             'LAYER:N@Y,X a neuron; numbers, + - * and parentheses; with --classes, '
-                             'LAYER:NAME a class, e.g. predictions:happy), or a unit name with --filters (one '
-                             'objective per filter)')
+                             'LAYER:N@Y,X a neuron; numbers, + - * and parentheses; %s), or a unit name with '
+                             '--filters (one objective per filter)' % model_flags.CLASS_SYNTAX)
     parser.add_argument('--filters', default=None,
                         help="with --objective UNIT: filter ids, a range '0-7', a list '1,4,9', 'all', or "
                              "class names of --classes ('happy,sad')")
@@ -114,8 +115,8 @@ def image_files(arguments):
 
 def objective_texts(args, net=None):
     """The objectives the flags ask for: [(label, expression)], the label as the user wrote it
-    ('predictions:happy'), the expression with class names as indices ('predictions:3'). Without net only
-    the syntax is checked (before the network loads)."""
+    ('predictions:happy', '_fc:"Egyptian cat"'), the expression with class names as indices ('predictions:3',
+    '_fc:285'). Without net only the syntax is checked (before the network loads), and None returned."""
     text = args.objective.strip()
     if UNIT_NAME.fullmatch(text):
         if args.filters is None:
@@ -126,25 +127,14 @@ def objective_texts(args, net=None):
         index = net.layer_index(text)
         names = model_flags.class_names(args, net).get(index)
         ids = dict.fromkeys(checks.parse_filters(args.filters, net.layer_channels[index], names))
-        return [('%s:%s' % (text, names[f] if names and 0 <= f < len(names) else f), '%s:%d' % (text, f))
-                for f in ids]
+        return [(model_flags.class_ref(text, names[f]) if names and 0 <= f < len(names) else '%s:%d' % (text, f),
+                 '%s:%d' % (text, f)) for f in ids]
     if args.filters is not None:
         raise ValueError('an expression names its own filters (LAYER:N); leave out --filters')
     if net is None:
-        objectives.parse(CLASS_REF.sub(lambda match: match['unit'] + ':0', text))   # a typo fails early
+        model_flags.expression_classes(text)   # a typo fails before the network loads
         return None
-    names_of = model_flags.class_names(args, net)
-
-    def class_id(match):
-        names = names_of.get(net.layer_index(match['unit']))
-        if names is None:
-            raise ValueError('%s names a class of %s: give --classes FILE, its names one per line'
-                             % (match[0], match['unit']))
-        if match['name'] not in names:
-            raise ValueError('%r is no class of %s in --classes (%s)' % (match['name'], match['unit'], ', '.join(
-                names[:12]) + (', ...' if len(names) > 12 else '')))
-        return '%s:%d' % (match['unit'], names.index(match['name']))
-    return [(text, CLASS_REF.sub(class_id, text))]
+    return [(text, model_flags.expression_classes(text, args, net))]
 
 
 def _read_images(net, paths, size):
@@ -200,7 +190,7 @@ def main(argv=None):
         if UNIT_NAME.fullmatch(unit):
             wanted.append(unit)
         else:
-            wanted += [match['unit'] for match in re.finditer(r'(?P<unit>[A-Za-z_][A-Za-z0-9_./]*):', unit)]
+            wanted += [term.layer for _, term in objectives.parse(model_flags.expression_classes(unit)).terms]
         net = model_flags.network_from_args(args, quiet=args.quiet, layers=wanted)
         texts = objective_texts(args, net)
         size = args.size or net.input_size or 224

@@ -1,6 +1,8 @@
 """
 Which network the user means: the model flags every command line shares
-(visualize.py, examples.py, atlas.py) and the Network they name.
+(visualize.py, examples.py, atlas.py, attribute.py), the Network they name,
+and the names of its classes (--classes), also where an objective expression
+names them.
 
     python visualize.py                                    # vgg16.tfmodel in the model folder
     python visualize.py --weights vgg16-mri-notop.h5 --preprocess unit
@@ -13,12 +15,25 @@ Which network the user means: the model flags every command line shares
     net = models.network_from_args(args, layers=['conv3_2'])
     again = models.model_args(args)          # flags that load the same network in another command
     lines = models.unit_lines(args, net)     # --list-layers of a Keras or ONNX model
+    models.expression_classes('2 * _fc:"tiger cat" - _fc:tabby')              # the syntax only, before loading
+    text = models.expression_classes('2 * _fc:"tiger cat" - _fc:tabby', args, net)   # '2 * _fc:282 - _fc:281'
 """
 
+import difflib
 import os
+import re
 
 from filtervis.core import checks, precision
 from filtervis.models import keras_model, onnx_model, preprocess, vgg16
+from filtervis.optvis import objectives
+
+# A class of --classes by name in an objective expression: LAYER:NAME for a name of letters, digits, _ and -
+# that starts as no number does (LAYER:5 stays channel 5), LAYER:"NAME" for any name without a double quote.
+CLASS_REF = re.compile(r'(?P<unit>[A-Za-z_][A-Za-z0-9_./]*):(?:"(?P<quoted>[^"]*)"|(?P<bare>[A-Za-z_][A-Za-z0-9_-]*))')
+BARE_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_-]*')
+# The --objective help of every command line that takes an expression says this about classes.
+CLASS_SYNTAX = ('with --classes, LAYER:NAME a class (predictions:happy), in double quotes where the name has '
+                'anything but letters, digits, _ and - (\'_fc:"Egyptian cat"\')')
 
 
 def add_model_arguments(parser):
@@ -164,3 +179,71 @@ def class_names(args, net):
                          'line, in order' % (args.classes, count, heads))
     names = checks.read_classes(args.classes, count)
     return {i: names for i in vectors if net.layer_channels[i] == count}
+
+
+def class_ref(unit, name):
+    """How an expression names class `name` of `unit`: 'predictions:happy', or '_fc:"Egyptian cat"' where the
+    name needs the quotes."""
+    return '%s:%s' % (unit, name if BARE_NAME.fullmatch(name) else '"%s"' % name)
+
+
+def expression_classes(text, args=None, net=None):
+    """The objective expression `text` with each class it names (CLASS_REF) as LAYER:INDEX, the text that
+    objectives.parse takes: '2 * _fc:"tiger cat" - _fc:tabby' -> '2 * _fc:282 - _fc:281'.
+
+    With net, the names are looked up in --classes (args.classes, class_names()); without it, only the syntax
+    is checked (each class read as neuron 0, objectives.parse) so that a typo fails before the network loads,
+    and the text returned names the expression's units (objectives.parse(text).terms) but no real classes.
+    ValueError in one line for a quote left open (and where), a class without --classes, or a name that is no
+    class of its unit.
+    """
+    text = str(text)
+    refs = list(CLASS_REF.finditer(text))
+    outside = list(text)
+    for ref in refs:
+        outside[ref.start():ref.end()] = ' ' * (ref.end() - ref.start())
+    if '"' in outside:
+        at = outside.index('"')
+        if '"' in outside[at + 1:]:
+            raise ValueError('objective %r: the quoted name at character %d follows no unit; write '
+                             'LAYER:"NAME"' % (text, at + 1))
+        raise ValueError('objective %r: the " at character %d is never closed; a class name goes in double '
+                         'quotes, LAYER:"NAME"' % (text, at + 1))
+    for ref in refs:
+        # Only an operator or ')' may follow a class; anything else is the rest of a name that needed quotes
+        # (_fc:Egyptian cat), which parse() would call a bad token.
+        rest = re.match(r'\s*([^\s+\-*)]\S*)', text[ref.end():])
+        if ref['bare'] is not None and rest:
+            if rest[1].startswith(':') and '-' in ref['bare']:
+                raise ValueError('objective %r: a - right after a class name is part of the name (%s); put spaces '
+                                 'around a minus between two classes' % (text, ref[0]))
+            raise ValueError('objective %r: %r at character %d goes on from the class %s; a name with anything '
+                             'but letters, digits, _ and - goes in double quotes, %s:"NAME"'
+                             % (text, rest[1], ref.end() + rest.start(1) + 1, ref[0], ref['unit']))
+    if net is None:
+        # Padded to the reference's length: the characters parse() names are where the user typed them.
+        checked = CLASS_REF.sub(lambda ref: ('%s:0' % ref['unit']).ljust(len(ref[0])), text)
+        try:
+            objectives.parse(checked)
+        except ValueError as error:
+            raise ValueError(str(error).replace(repr(checked), repr(text), 1)) from None
+        return checked
+    names_of = class_names(args, net) if args is not None else {}
+
+    def class_index(ref):
+        unit, name = ref['unit'], ref['bare'] if ref['quoted'] is None else ref['quoted']
+        names = names_of.get(net.layer_index(unit))
+        if names is None:
+            if args is not None and args.classes:
+                heads = sorted({net.short_names[i] for i in names_of})
+                raise ValueError('%s names a class of %s, but --classes %s names the neurons of %s'
+                                 % (ref[0], unit, args.classes, ', '.join(heads)))
+            raise ValueError('%s names a class of %s: give --classes FILE, its names one per line'
+                             % (ref[0], unit))
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            raise ValueError('%r is no class of %s in --classes (%s)%s' % (
+                name, unit, ', '.join(names[:12]) + (', ... %d names' % len(names) if len(names) > 12 else ''),
+                '; closest: %s' % class_ref(unit, close[0]) if close else ''))
+        return '%s:%d' % (unit, names.index(name))
+    return CLASS_REF.sub(class_index, text)
