@@ -6,12 +6,15 @@ for, and how robust that is: the share of 32 jittered copies (shifts of up to
 class. A picture that only its exact pixels make "happy" keeps few copies.
 
     from filtervis.analysis import verdict
-    values = verdict.verdict(net, 'predictions', [3, 4], images)   # images [2, H, W, C], 0..255
+    head = net.classifier_of(layer_index)        # the head that judges pictures of a unit, or None
+    values = verdict.verdict(net, head, [3, 4], images)   # images [2, H, W, C], 0..255
     values['top1'], values['top1_probability'], values['target_probability'], values['jitter_kept']
     verdict.caption(values, 0, names)                      # 'seen as happy 0.97\ntarget 0.97 · kept 31/32'
 
 The copies are drawn from a fixed seed, so the numbers are the same on every
-run; the network runs in float32 whatever made the pictures.
+run; the network runs in float32 whatever made the pictures. A head of bare
+logits (a PyTorch export's, which ends without a softmax) is judged by a
+softmax this module takes of them, and says so (softmax_by_project).
 """
 
 import numpy as np
@@ -68,9 +71,11 @@ def verdict(net, layer_id, targets, images, *, copies=COPIES, seed=0):
     layer_id: a vector unit ([N, K]: a Dense layer, a classifier's logits).
     targets: the class each picture was made for, ints 0..K-1.
     images: float32 [N, H, W, C], 0..255, the size the network takes.
-    Returns top1 (int), top1_probability, target_probability and jitter_kept
+    Returns top1 (int), top1_probability, target_probability, jitter_kept
     (0..1, the share of `copies` jittered and blurred copies whose top-1 is
-    the target).
+    the target) and softmax_by_project (bool: True where the unit has no
+    probabilities of the network's own and the softmax of its values was
+    taken here), each [N], so that a caller may save or index them alike.
     """
     layer_index = net.layer_index(layer_id)
     if net.layer_tensors[layer_index].shape.rank != 2:
@@ -83,6 +88,7 @@ def verdict(net, layer_id, targets, images, *, copies=COPIES, seed=0):
                                                                         net.input_channels))
     copies = checks.check_int('copies', copies, 1)
     _, probabilities_t = probability_ops(net, layer_index)
+    by_project = not getattr(net.units[layer_index], 'probability', None)
     session = network.session(net)
 
     def probabilities(batch):
@@ -98,14 +104,16 @@ def verdict(net, layer_id, targets, images, *, copies=COPIES, seed=0):
     rows = np.arange(len(images))
     top1 = np.argmax(seen, axis=1)
     return {'top1': top1.astype(np.int64), 'top1_probability': seen[rows, top1].astype(np.float32),
-            'target_probability': seen[rows, targets].astype(np.float32), 'jitter_kept': kept}
+            'target_probability': seen[rows, targets].astype(np.float32), 'jitter_kept': kept,
+            'softmax_by_project': np.full(len(images), by_project)}
 
 
 def caption(values, index, names=None, copies=COPIES):
     """Two lines for picture `index`: 'seen as NAME 0.97' and 'target 0.97 · kept 31/32' (class names when
-    given, else class ids)."""
+    given, else class ids); the first ends in '(softmax by filtervis)' where the network has no softmax."""
     top1 = int(values['top1'][index])
     name = names[top1] if names else str(top1)
-    return 'seen as %s %.2f\ntarget %.2f · kept %d/%d' % (
-        name, values['top1_probability'][index], values['target_probability'][index],
+    ours = ' (softmax by filtervis)' if 'softmax_by_project' in values and values['softmax_by_project'][index] else ''
+    return 'seen as %s %.2f%s\ntarget %.2f · kept %d/%d' % (
+        name, values['top1_probability'][index], ours, values['target_probability'][index],
         round(values['jitter_kept'][index] * copies), copies)

@@ -17,6 +17,7 @@ A Network is a frozen GraphDef and what the project needs to know about it:
     net = network.Network(graph_def, [network.Unit('conv1', 'conv1/Relu:0', 'conv1/BiasAdd:0', 'Conv2D')])
     net.layer_index('conv1')                  # 0
     net.receptive_field(0, 224)               # (3, 1, -1): size, stride, offset in pixels
+    net.classifier_of(index)                  # the head a verdict on a picture of unit `index` reads, or None
     net.spec()                                # a dict: with the graph file, all a worker needs to load it
 """
 
@@ -41,6 +42,9 @@ INPUT_CHANNELS = (1, 3)
 PROBABILITY_SUFFIX = '_probability'
 # Activations whose input is a unit's pre-activation tensor.
 ACTIVATION_OPS = ('Relu', 'Relu6', 'Elu', 'Selu', 'LeakyRelu', 'Softplus', 'Tanh', 'Sigmoid')
+# Ops that pass a value on unchanged (IdentityN: its input k as its output k). The routes that freeze a model
+# read its outputs and units through them, so a value that feeds only chains of these feeds no layer.
+PASS_THROUGH_OPS = ('Identity', 'IdentityN', 'Snapshot', 'StopGradient')
 
 
 @dataclass(frozen=True)
@@ -164,8 +168,9 @@ class Network:
                 for t in self.layer_tensors]
 
     def logits_of(self, layer_index):
-        """The index of the unit whose probabilities unit `layer_index` is or has (a classifier's logits), or
-        None: what the network's verdict on a class picture reads."""
+        """The index of the unit whose probabilities unit `layer_index` is or has (a classifier's logits, with
+        NAME_probability beside it), or None where the network computes no probabilities there (classifier_of()
+        also finds a head of bare logits)."""
         unit = self.units[layer_index]
         if unit.probability:
             return layer_index
@@ -174,6 +179,41 @@ class Network:
             if base in self.short_names and self.units[self.short_names.index(base)].probability == unit.tensor:
                 return self.short_names.index(base)
         return None
+
+    def classifier_of(self, layer_index):
+        """The index of the unit whose classes the network's verdict on a picture of unit `layer_index` reads,
+        or None: logits_of()'s unit where the network has probabilities, else the unit itself where it is a
+        vector of K >= 2 classes [N, K] that ends the network (logits without a softmax, as a PyTorch export
+        ends; verdict.py takes their softmax). A vector that feeds another layer is no head, and has none."""
+        logits = self.logits_of(layer_index)
+        if logits is not None:
+            return logits
+        if self.is_vector(layer_index) and self.layer_channels[layer_index] >= 2 \
+                and self.ends_graph(self.units[layer_index].tensor):
+            return layer_index
+        return None
+
+    def ends_graph(self, tensor_name):
+        """True when the value of tensor `tensor_name` feeds no op of the network's frozen graph (graph_def;
+        ops the project built on it later do not count) but chains of PASS_THROUGH_OPS that feed nothing else."""
+        nodes, users = self.cached_ops(('graph users',), lambda: graph_users(self.graph_def))
+        tensor = _tensor_key(tensor_name)
+        # Back to the op that computes the value: a route may name it again (Keras' units/NAME Identity).
+        while tensor[0] in nodes and nodes[tensor[0]].op in PASS_THROUGH_OPS:
+            node = nodes[tensor[0]]
+            data = [name for name in node.input if not name.startswith('^')]
+            tensor = _tensor_key(data[tensor[1] if node.op == 'IdentityN' else 0])
+        stack, seen = [tensor], set()
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            for user, position in users.get(current, ()):
+                if nodes[user].op not in PASS_THROUGH_OPS:
+                    return False
+                stack.append((user, position if nodes[user].op == 'IdentityN' else 0))
+        return True
 
     def is_vector(self, layer_index):
         """True for a vector unit [N, K] (a Dense layer, logits), False for a map [N, h, w, C]."""
@@ -361,6 +401,24 @@ def session(net):
             config.inter_op_parallelism_threads = net.threads
         net.session = tf.Session(graph=net.graph, config=config)
     return net.session
+
+
+def graph_users(graph_def):
+    """({op name: NodeDef}, {(op name, output index): [(user op name, data input position)]}) of a GraphDef;
+    control inputs ('^op') carry no value and are left out."""
+    nodes = {node.name: node for node in graph_def.node}
+    users = {}
+    for node in graph_def.node:
+        data = [name for name in node.input if not name.startswith('^')]
+        for position, name in enumerate(data):
+            users.setdefault(_tensor_key(name), []).append((node.name, position))
+    return nodes, users
+
+
+def _tensor_key(name):
+    """('op', index) of a tensor name as a GraphDef input writes it: 'op:1' -> ('op', 1), 'op' -> ('op', 0)."""
+    op, _, index = name.partition(':')
+    return op, int(index) if index else 0
 
 
 def maps_before(tensor):
