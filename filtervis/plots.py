@@ -28,16 +28,20 @@ def plot_image(image, title=None, size=4):
     return fig
 
 
-def plot_images(images, captions=None, title=None, ncols=3, size=4):
+def plot_images(images, captions=None, title=None, ncols=3, size=4, scale=True, alphas=None):
     """A Figure with a grid of any number of images [N, H, W, 3] or [N, H, W, 1], each scaled by itself.
 
     captions: one string per image, shown under it; title: shown above the grid.
+    scale: False shows pixels 0..255 as they are (pictures.show). alphas: None, or float [N, H, W], 0..1:
+    each picture's opacity (--transparency).
     """
     images = list(images)
     if not images:
         raise ValueError('plot_images needs at least one image')
     if captions is not None and len(captions) != len(images):
         raise ValueError('%d captions for %d images' % (len(captions), len(images)))
+    if alphas is not None and len(alphas) != len(images):
+        raise ValueError('%d alpha maps for %d images' % (len(alphas), len(images)))
     ncols = max(1, min(ncols, len(images)))
     nrows = (len(images) + ncols - 1) // ncols
     # Constrained layout keeps captions clear of the row below and the title clear of the top row.
@@ -49,7 +53,7 @@ def plot_images(images, captions=None, title=None, ncols=3, size=4):
         if i >= len(images):
             ax.axis('off')
             continue
-        pictures.show(ax, images[i])
+        pictures.show(ax, images[i], scale, None if alphas is None else alphas[i])
         if captions is not None:
             ax.set_xlabel(captions[i], fontsize=9)
     if title:
@@ -63,9 +67,9 @@ def save_figure(fig, path, dpi=100):
     return files.write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format='png'))
 
 
-def save_grid(images, path, captions=None, title=None, ncols=3, size=4):
+def save_grid(images, path, captions=None, title=None, ncols=3, size=4, scale=True, alphas=None):
     """plot_images() saved to a PNG file; returns the path."""
-    return save_figure(plot_images(images, captions, title, ncols, size), path)
+    return save_figure(plot_images(images, captions, title, ncols, size, scale, alphas), path)
 
 
 def save_arrays(path, **arrays):

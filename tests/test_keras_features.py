@@ -185,7 +185,9 @@ def test_a_fixed_size_network_refuses_another_size(nets, tmp_path, capsys, monke
     folder = write_images(tmp_path / 'images')
     monkeypatch.chdir(tmp_path)
     flags = model_flags(nets['live']) + ['--filters', '0-3', '--size', '32']
-    commands = [(visualize.main, flags + ['--out', 'grid.png', '--npz', 'a.npz']),
+    # The post's method and the regularized one show the network the picture itself (maco, a Keras file's
+    # default, shows it crops of a larger picture: tests/test_maco.py).
+    commands = [(visualize.main, flags + ['--method', 'blog', '--out', 'grid.png', '--npz', 'a.npz']),
                 (visualize.main, flags + ['--method', 'regularized']),
                 (examples_cli.main, [folder] + flags + ['--json', 'e.json'])]
     for main, argv in commands:
@@ -256,6 +258,6 @@ def test_fer_first_layer_reports_its_dead_channels(fer, tmp_path, method):
 
 def test_fer_refuses_another_size(fer, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert visualize.main(model_flags(fer) + ['--size', '100', '--out', 'grid.png']) == 2
+    assert visualize.main(model_flags(fer) + ['--method', 'blog', '--size', '100', '--out', 'grid.png']) == 2
     assert capsys.readouterr().err == 'error: size=100: this network takes 64x64 images only; use size 64\n'
     assert os.listdir(tmp_path) == []

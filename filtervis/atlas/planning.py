@@ -36,7 +36,7 @@ def select(net, settings, layers='all', filters='all'):
     """
     filters_by_layer = {}
     for index in parse_layers(net, layers):
-        checks.check_size(net, index, settings.size)
+        checks.check_size(net, index, settings.size, larger=settings.method == 'maco')
         if settings.method == 'regularized':
             seen = regularized.transformed_size(settings.size, regularized.Config())
             if seen < net.layer_min_sizes[index]:

@@ -21,7 +21,7 @@ from filtervis.atlas.page import CLASSES_FILE, examples_file, write_index
 from filtervis.atlas.store import (ATLAS_FILE, claim, done_views, header_differences, number_text, pending, picture_base,
                                    picture_of, read_json, save_image, without_views, write_picture)
 from filtervis.atlas.views import TaskError, parse_view, unit_folder
-from filtervis.optvis import ascent
+from filtervis.optvis import ascent, maco
 from filtervis.util import files, pictures
 
 # Real-image patches per filter with --examples.
@@ -68,27 +68,30 @@ def run_task(task, spec, out, settings, header):
                                   diversity=view.diversity,
                                   diversity_weight=settings.diversity_weight if view.diversity else None)
     per = view.pictures
+    # The network's view of a picture for its measures and verdict: a maco picture larger than the network's
+    # input is resized to it, as visualize.py does.
+    seen = pictures.resized(result.images, maco.seen_side(net, settings.size)) \
+        if settings.method == 'maco' else result.images
     # Picture p is group p % per of filter ids[p // per]; each is measured by its own objective, after the ReLU
     # but for a negative view, whose filter ends up off there (as visualize.py measures it).
     values = measures.measure_objectives(
         net, [ascent.filter_objective(view.objective, task.layer_index, f) for f in ids for _ in range(per)],
-        result.images, pre_relu=view.objective == 'negative')
+        seen, pre_relu=view.objective == 'negative')
     # A class picture (a unit of a classifier's head) also gets the network's own verdict on it.
-    logits = net.logits_of(task.layer_index)
+    logits = net.classifier_of(task.layer_index)
     if logits is not None and view.objective != 'negative':
-        judged = verdict.verdict(net, logits, [f for f in ids for _ in range(per)], result.images)
+        judged = verdict.verdict(net, logits, [f for f in ids for _ in range(per)], seen)
         values.update({key: value.astype(np.float64) for key, value in judged.items()})
     entries = []
     for i, f in enumerate(ids):
-        pictures = [write_picture(out, picture_base(task.layer_index, task.layer, f, task.view, g),
-                                  result.images[p], result.objectives[:, p], result.dead[p],
-                                  {k: v[p] for k, v in values.items()}, whole=view.objective != 'neuron')
-                    for g, p in enumerate(range(i * per, (i + 1) * per))]
+        written = [write_picture(out, picture_base(task.layer_index, task.layer, f, task.view, g),
+                                 result.images[p], result.objectives[:, p], result.dead[p],
+                                 {k: v[p] for k, v in values.items()}, whole=view.objective != 'neuron')
+                   for g, p in enumerate(range(i * per, (i + 1) * per))]
         entry = {'layer': task.layer, 'layer_index': task.layer_index, 'filter': f, 'view': task.view,
-                 'pictures': pictures}
+                 'pictures': written}
         if view.diversity:
-            entry['diversity'] = number_text(measures.diversity(net, task.layer_index,
-                                                            result.images[i * per:(i + 1) * per]))
+            entry['diversity'] = number_text(measures.diversity(net, task.layer_index, seen[i * per:(i + 1) * per]))
         entries.append(entry)
     record = {'layer': task.layer, 'view': task.view, 'filters': ids, 'entries': entries,
               'seconds': round(time.perf_counter() - started, 3)}

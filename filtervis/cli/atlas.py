@@ -23,12 +23,13 @@ from filtervis import cluster
 from filtervis.analysis import attribution, examples
 from filtervis.atlas.page import PAGE_FILE, write_index
 from filtervis.atlas.planning import parse_shard, plan, select, shard_of
-from filtervis.atlas.store import check_writable, make_header
+from filtervis.atlas.store import ATLAS_FILE, check_writable, make_header, read_json
 from filtervis.atlas.tasks import EXAMPLES_K, make
 from filtervis.atlas.views import Settings, TaskError, parse_view
 from filtervis.cli import model_flags
+from filtervis.cli import maco as maco_flags
 from filtervis.core import memory
-from filtervis.optvis import ascent
+from filtervis.optvis import ascent, maco
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -41,8 +42,10 @@ def build_parser():
                         help="units: 'all' (default), or unit names and/or indices separated by commas, e.g. 0,5 "
                              '(names as the network lists them, e.g. `python vgg16.py`)')
     parser.add_argument('--filters', default='all', help="filter ids of each unit: 'all' (default), '0-15', '1,4,9'")
-    parser.add_argument('--method', choices=ascent.METHOD_CHOICES, default='regularized',
-                        help='regularized (default) or blog, as in visualize.py')
+    parser.add_argument('--method', choices=ascent.METHOD_CHOICES, default=None,
+                        help='blog, regularized or maco, as in visualize.py. An atlas resumed without --method '
+                             'keeps the method of its atlas.json; a new one takes the default for maps of what '
+                             'is loaded (%s)' % maco_flags.default_method_help())
     parser.add_argument('--iters', type=int, default=200, help='steps per filter (default 200)')
     parser.add_argument('--size', type=int, default=None,
                         help="image side in pixels (default: the network's fixed input size, else 224)")
@@ -108,6 +111,15 @@ def visualize_command(settings, model_words):
     return ' '.join(shlex.quote(w) for w in words)
 
 
+def resumed_method(out):
+    """The method in OUT/atlas.json, or None where there is none (a new atlas)."""
+    path = os.path.join(out, ATLAS_FILE)
+    if not os.path.isfile(path):
+        return None
+    method = read_json(path).get('settings', {}).get('method')
+    return method if method in ascent.METHOD_CHOICES else None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # Absolute before anything is sent: workers of a running cluster have other working folders.
@@ -119,8 +131,9 @@ def main(argv=None):
                 print('%s: %d filters in the catalog' % (os.path.join(args.out, PAGE_FILE), len(catalog)))
             return 0
         shard = parse_shard(args.shard)
-        settings = Settings(args.method, args.iters, 224 if args.size is None else args.size, args.seed,
-                            args.step_size, args.batch_size, args.precision, args.views.split(','),
+        # Checked as the other settings are; a method left open is resolved once the network is known.
+        settings = Settings(args.method or 'regularized', args.iters, 224 if args.size is None else args.size, args.seed,
+                            args.step_size if args.method else None, args.batch_size, args.precision, args.views.split(','),
                             args.diversity_weight).checked()
         if args.diversity_weight is not None and not any(parse_view(v).diversity for v in settings.views):
             raise ValueError('--diversity-weight %g goes with a diversityN view (e.g. --views channel,diversity4)'
@@ -137,6 +150,9 @@ def main(argv=None):
         names = [] if args.layers.strip() == 'all' else [part.strip() for part in args.layers.split(',')]
         net = model_flags.network_from_args(args, quiet=args.quiet, threads=cluster.threads_from_args(args),
                                        layers=[n for n in names if not n.lstrip('-').isdigit()])
+        if args.method is None:
+            method = resumed_method(args.out) or maco_flags.atlas_default(args)
+            settings = replace(settings, method=method, step_size=args.step_size).checked()
         if args.size is None and net.input_size:
             settings = replace(settings, size=net.input_size)
         tasks = shard_of(plan(net, settings, select(net, settings, args.layers, args.filters)), shard)
@@ -145,8 +161,11 @@ def main(argv=None):
         for task in tasks:
             largest[task.layer_index] = max(largest.get(task.layer_index, 0), task.pictures)
         for layer_index, pictures in largest.items():
+            maco_picture = settings.method == 'maco'
             memory.check(net, [layer_index], settings.size, pictures, pictures, settings.method,
-                         what='a task of %s' % net.short_names[layer_index])
+                         what='a task of %s' % net.short_names[layer_index],
+                         crops=maco.Config().crops if maco_picture else 1,
+                         seen=maco.seen_side(net, settings.size) if maco_picture else None)
         if args.attribution is not None:
             # Before the first step: Grad-CAM cannot read a vector unit, found now rather than after the ascent.
             attribution.check_example_method(args.attribution, net, sorted({task.layer_index for task in tasks}))

@@ -49,7 +49,7 @@ def check(args):
         raise ValueError('--dream takes one photo; --start %s is a folder' % args.start)
     others = [flag for flag, given in (('--layer', args.layer is not None), ('--filters', args.filters),
                                        ('--diversity', args.diversity), ('--examples', args.examples),
-                                       ('--npz', args.npz), ('--method', args.method != 'blog'),
+                                       ('--npz', args.npz), ('--method', args.method is not None),
                                        ('--normalize', args.normalize), ('--objective', args.objective != 'channel'))
               if given]
     if others:

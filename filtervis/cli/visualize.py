@@ -18,15 +18,18 @@ import numpy as np
 from filtervis import plots
 from filtervis.analysis import examples, measures, verdict
 from filtervis.cli import dream as dream_flags
+from filtervis.cli import maco as maco_flags
 from filtervis.cli import model_flags
 from filtervis.core import network
 from filtervis.core.checks import parse_filters
 from filtervis.optvis import objectives
 from filtervis.optvis.ascent import (DEFAULT_DIVERSITY_WEIGHT, METHOD_CHOICES, OBJECTIVE_CHOICES, ascend,
                                      filter_objective, render_objectives)
+from filtervis.optvis import maco
 from filtervis.optvis.blog import NORMALIZE_CHOICES
 from filtervis.util import files
 from filtervis.util.images import list_images, load_image
+from filtervis.util.pictures import resized
 
 def _layer_arg(text):
     return int(text) if text.lstrip('-').isdigit() else text
@@ -47,8 +50,8 @@ def build_parser():
                         help='what each picture maximizes: channel (the mean of the filter, the default), neuron '
                              '(the centre unit of the filter\'s map), negative (minus the mean: what turns the filter '
                              'off), or an expression such as "conv3_2:0 - 0.5 * conv4_1:7" (LAYER:N a channel, '
-                             'LAYER:N@Y,X a neuron; numbers, + - * and parentheses), which renders one picture '
-                             'and takes no --layer or --filters')
+                             'LAYER:N@Y,X a neuron; numbers, + - * and parentheses; %s), which renders one '
+                             'picture and takes no --layer or --filters' % model_flags.CLASS_SYNTAX)
     parser.add_argument('--probability', action='store_true',
                         help='with a head that ends in softmax or sigmoid (--layer predictions): maximize the '
                              'probability instead of the logit (the default, which keeps rising where the '
@@ -61,14 +64,17 @@ def build_parser():
                              '(default %g for --method blog, %g for regularized; 0: the same N starts, no push)'
                              % (DEFAULT_DIVERSITY_WEIGHT['blog'], DEFAULT_DIVERSITY_WEIGHT['regularized']))
     parser.add_argument('--iters', type=int, default=None,
-                        help='ascent steps (default 150; 0 with --start gives the pictures back); Adam steps for '
-                             '--method regularized; steps per octave with --dream')
+                        help='ascent steps (default 150, %d for --method maco; 0 with --start gives the pictures '
+                             'back); Adam steps for --method regularized, NAdam steps for maco; steps per octave '
+                             'with --dream' % maco.DEFAULT_STEPS)
     parser.add_argument('--step-size', type=float, default=None,
                         help="blog method: step size (default 2, the post's demo); with --normalize max the "
                              'pixel with the largest gradient moves by this much per step')
-    parser.add_argument('--method', choices=METHOD_CHOICES, default='blog',
-                        help="blog: the post's plain gradient ascent (default); regularized: Fourier-basis "
-                             "image, random transforms and Adam (see regularized.py), sharper pictures")
+    parser.add_argument('--method', choices=METHOD_CHOICES, default=None,
+                        help="blog: the post's plain gradient ascent; regularized: Fourier-basis image, random "
+                             'transforms and Adam (regularized.py); maco: the phase of a natural spectrum, '
+                             'random crops and NAdam (maco.py), readable pictures on deep modern networks, '
+                             'larger than the network\'s input with --size. The %s' % maco_flags.default_method_help())
     parser.add_argument('--normalize', choices=NORMALIZE_CHOICES, default=None,
                         help='blog method: scale the step by the largest |gradient| (max, the default) or by '
                              'its std')
@@ -76,7 +82,9 @@ def build_parser():
                         help='maximize the filter before its activation (avoids dead starts; the regularized '
                              'method does so by default)')
     parser.add_argument('--size', type=int, default=None,
-                        help="image side in pixels (default: the network's fixed input size, else 224)")
+                        help="image side in pixels (default: the network's fixed input size, else 224); with "
+                             '--method maco the picture may be larger (e.g. 512): the network sees crops of it '
+                             'resized to its input side')
     parser.add_argument('--start', default=None, metavar='PATH',
                         help='start from a picture instead of noise: an image file (every filter starts from it, '
                              "scaled and centre-cropped to the network's size) or a folder (one image per filter, "
@@ -101,6 +109,7 @@ def build_parser():
                              'one unit per convolution')
     model_flags.add_model_arguments(parser)   # --model, --weights, --preprocess, --precision, --unsafe
     dream_flags.add_arguments(parser)   # --dream, --octaves, --octave-scale, --tile
+    maco_flags.add_arguments(parser)    # --crops, --crop-scale, --spectrum, --transparency
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--verbose', action='store_true',
                         help="also show TensorFlow's own start-up and log lines (hidden by default)")
@@ -156,7 +165,7 @@ def main(argv=None):
         expression = None
         if args.objective not in OBJECTIVE_CHOICES:
             # Parsed before anything is loaded: a typo costs a second.
-            expression = objectives.parse(args.objective)
+            expression = objectives.parse(model_flags.expression_classes(args.objective))
             if args.diversity is not None:
                 raise ValueError('--diversity renders N pictures of each filter; an expression renders one '
                                  'picture: leave out one of them')
@@ -178,6 +187,7 @@ def main(argv=None):
                 raise ValueError('--examples shows the patches of filters; an expression has no single filter')
             examples.list_images(args.examples)   # a bad folder fails before the ascent, not after
         dream_flags.check(args)
+        maco_flags.check(args)
         if args.dream:
             names = [p.strip() for p in args.dream.split(',') if p.strip() and not p.strip().lstrip('-').isdigit()]
             model = model_flags.network_from_args(args, quiet=args.quiet, layers=names)
@@ -185,13 +195,11 @@ def main(argv=None):
             if not args.quiet:
                 print(message)
             return 0
-        if args.iters is None:
-            args.iters = 150
         if args.start is not None and not os.path.exists(args.start):
             raise ValueError('--start %s: no such file or folder' % args.start)
-        if args.method == 'regularized' and (args.step_size is not None or args.normalize is not None):
-            raise ValueError('--step-size and --normalize belong to --method blog; the regularized method '
-                             'uses Adam with the learning rate of regularized.Config')
+        if args.method in ('regularized', 'maco') and (args.step_size is not None or args.normalize is not None):
+            raise ValueError('--step-size and --normalize belong to --method blog; the %s method uses its '
+                             "optimizer's learning rate (%s.Config)" % (args.method, args.method))
         wanted = [t.layer for _, t in expression.terms] if expression is not None else [args.layer]
         model = model_flags.network_from_args(args, quiet=args.quiet, layers=[w for w in wanted if w is not None],
                                          all_layers=args.all)
@@ -205,19 +213,37 @@ def main(argv=None):
             print('\n'.join(['%s: %d units; sizes for %dx%d pictures' % (model.description, len(lines),
                                                                         size, size)] + lines))
             return 0
+        if expression is not None:
+            # Now that the network is known: the classes it names (--classes) as their neurons.
+            expression = objectives.parse(model_flags.expression_classes(args.objective, args, model))
         size = args.size or model.input_size or 224
+        if expression is not None:
+            first_unit = model.layer_index(expression.terms[0][1].layer)
+        else:
+            first_unit = model.layer_index(model.default_layer() if args.layer is None else args.layer)
+        method = maco_flags.resolve_method(args, model, first_unit)
+        if method != 'blog' and (args.step_size is not None or args.normalize is not None):
+            raise ValueError('--step-size and --normalize belong to --method blog; this unit renders with --method '
+                             '%s by default (add --method blog)' % method)
+        if args.iters is None:
+            args.iters = maco.DEFAULT_STEPS if method == 'maco' else 150
         step_size = None
-        if args.method == 'blog':
+        if method == 'blog':
             step_size = 2.0 if args.step_size is None else args.step_size
         options = dict(seed=args.seed, size=size, normalize=args.normalize, pre_relu=args.pre_relu,
-                       batch_size=args.batch_size, progress=not args.quiet, method=args.method,
+                       batch_size=args.batch_size, progress=not args.quiet, method=method,
                        precision=args.precision, step_size=step_size)
+        if method == 'maco':
+            options.update(config=maco_flags.config(args), spectrum=args.spectrum)
+        # What the network is shown of a picture, for its measures and its verdict: the picture itself, or
+        # (maco, larger than the input) the picture resized to the network's input side.
+        seen = maco.seen_side(model, size) if method == 'maco' else size
         if expression is not None:
             options['init'] = read_starts(args.start, 1, size, model.input_channels)
             result = render_objectives(model, [expression], args.iters, **options)
             picture_objectives, group_index, feature_ids, per = [expression], [0], [-1], 1
             subject = str(expression)
-            values = measures.measure_objectives(model, picture_objectives, result.images)
+            values = measures.measure_objectives(model, picture_objectives, resized(result.images, seen))
             captions = ['%s\n%s' % (expression, c) for c in measures.captions(values)]
         else:
             layer_index = model.layer_index(model.default_layer() if args.layer is None else args.layer)
@@ -240,14 +266,16 @@ def main(argv=None):
             captions = None
         # Under a class picture, the network's own verdict on it (its head's top-1, the target's probability,
         # the share of jittered copies still seen as the target).
-        logits = None if expression is not None else model.logits_of(layer_index)
-        judged = {} if logits is None else verdict.verdict(model, logits, feature_ids, result.images)
+        logits = None if expression is not None else model.classifier_of(layer_index)
+        judged = {} if logits is None else verdict.verdict(model, logits, feature_ids, resized(result.images, seen))
+        extra = {} if result.importance is None else {'importance': result.importance}
         if args.npz:
             # Saved before plotting: a whole layer takes long, and the arrays are the result.
             plots.save_arrays(args.npz, images=result.images, filter_ids=np.array(feature_ids),
                               group_index=np.array(group_index), objectives=result.objectives, dead=result.dead,
                               objective=args.objective, layer='' if expression is not None else layer,
-                              weights=model.description, precision=result.precision, **judged)
+                              weights=model.description, precision=result.precision, method=method, **extra,
+                              **judged)
         many = len(feature_ids) > 12
         if captions is None:
             if many:
@@ -255,7 +283,7 @@ def main(argv=None):
             else:
                 # The three measures of measures.py, the same for both methods and every objective:
                 # after the ReLU, but for a negative view, whose filter ends up off there.
-                values = measures.measure_objectives(model, picture_objectives, result.images,
+                values = measures.measure_objectives(model, picture_objectives, resized(result.images, seen),
                                                      pre_relu=args.objective == 'negative')
                 captions = ['%s%s\n%s' % (neuron_label(model, layer_index, f, names), '' if per == 1 else ' #%d' % g, c)
                             for f, g, c in zip(feature_ids, group_index, measures.captions(values))]
@@ -264,15 +292,20 @@ def main(argv=None):
                     captions = ['%s\n%s' % (c, verdict.caption(judged, i, head)) for i, c in enumerate(captions)]
                 if per > 1:
                     for start in range(0, len(feature_ids), per):
-                        score = measures.diversity(model, layer_index, result.images[start:start + per])
+                        score = measures.diversity(model, layer_index, resized(result.images[start:start + per], seen))
                         captions[start] += ' · group diversity %.3f' % score
-        if args.method == 'blog':
+        if method == 'blog':
             how = '%s%s, %d steps of size %g' % (subject, ' (pre-ReLU)' if args.pre_relu else '', args.iters,
                                                  step_size)
+        elif method == 'maco':
+            crops = options['config'].crops
+            how = '%s, maco, %d steps, %d crop%s%s%s' % (
+                subject, args.iters, crops, '' if crops == 1 else 's',
+                ', %d px' % size if size != seen else '', ', spectrum of %s' % args.spectrum if args.spectrum else '')
         else:
             how = '%s, regularized, %d steps' % (subject, args.iters)
         if args.diversity:
-            weight = DEFAULT_DIVERSITY_WEIGHT[args.method] if args.diversity_weight is None else args.diversity_weight
+            weight = DEFAULT_DIVERSITY_WEIGHT[method] if args.diversity_weight is None else args.diversity_weight
             how += ', %d pictures per filter %s' % (args.diversity, 'pushed apart (weight %g)' % weight if weight
                                                     else 'from their own starts, no push (weight 0)')
         title = '%s\n%s, %s' % (model.description, how, result.precision)
@@ -281,7 +314,7 @@ def main(argv=None):
         if args.examples:
             # The precision the pictures were made in, resolved once by ascend().
             found = examples.find(model, args.examples, [layer_index], filters=requested,
-                                  precision=result.precision, progress=not args.quiet, size=size)
+                                  precision=result.precision, progress=not args.quiet, size=seen)
             title += '\nbeside each: its top %d patches of %d images in %s' % (examples.DEFAULT_K, found.count,
                                                                                 args.examples)
             # Rows follow the pictures, repeats too (find() looks for each filter once).
@@ -289,7 +322,9 @@ def main(argv=None):
             plots.save_figure(plots.plot_found(model, args.examples, found, result.images, captions, title, rows),
                         args.out)
         else:
-            plots.save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4)
+            alphas = result.importance if args.transparency else None
+            plots.save_grid(result.images, args.out, captions, title, ncols=ncols, size=1.6 if many else 4,
+                            scale=method != 'maco', alphas=alphas)
     except (ValueError, OSError) as error:
         print('error: %s' % error, file=sys.stderr)
         return 2

@@ -45,13 +45,17 @@ def check_feature_ids(net, layer_index, feature_ids):
     return ids
 
 
-def check_size(net, layer_index, size):
-    """size as int, or ValueError unless unit `layer_index` accepts size x size inputs."""
+def check_size(net, layer_index, size, larger=False):
+    """size as int, or ValueError unless unit `layer_index` accepts size x size inputs.
+
+    larger: the picture may be larger than a fixed-size network's input (the maco method, whose network
+    sees crops of it resized to its input side); never smaller than the unit's smallest input.
+    """
     minimum = net.layer_min_sizes[layer_index]
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < minimum:
         raise ValueError('size=%r: %s needs images of at least %d pixels (the post uses 224)'
                          % (size, net.short_names[layer_index], minimum))
-    if net.input_size is not None and size != net.input_size:
+    if net.input_size is not None and size != net.input_size and not larger:
         raise ValueError('size=%r: this network takes %dx%d images only; use size %d'
                          % (size, net.input_size, net.input_size, net.input_size))
     return int(size)

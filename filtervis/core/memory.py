@@ -29,8 +29,13 @@ FORWARD_FACTOR = 1
 # float32 copies of a picture per picture of the batch, beside the network's
 # maps: the image fed, its gradient and the next image (the post's method);
 # the regularized method adds its spectrum, Adam's two moments and the padded,
-# transformed copy.
-BATCH_PICTURE_COPIES = {'blog': 3, 'regularized': 8, 'forward': 2}
+# transformed copy; the maco method holds phase, magnitude, two moments and the
+# complex spectrum (each about half a picture), the inverse transform, the
+# picture, its gradient and the importance map.
+BATCH_PICTURE_COPIES = {'blog': 3, 'regularized': 8, 'maco': 8, 'forward': 2}
+# float32 copies of each crop the maco method sends, beside the network's maps:
+# the crop, its noise and its gradient.
+CROP_COPIES = 3
 # float32 copies of a picture kept for every picture of a job: its start and its result.
 JOB_PICTURE_COPIES = 2
 # What the process may not spend of what is available: room for TensorFlow's
@@ -80,15 +85,21 @@ def per_image_bytes(net, layer_indices, size, factor=MEMORY_FACTOR):
     return factor * 4 * total
 
 
-def estimate(net, layer_indices, size, batch, pictures, method='blog'):
+def estimate(net, layer_indices, size, batch, pictures, method='blog', crops=1, seen=None):
     """The Estimate of a render of `pictures` pictures in batches of `batch` at size x size.
 
-    method: 'blog', 'regularized' (backward passes) or 'forward' (a forward pass only, as the
-    dataset examples run it).
+    method: 'blog', 'regularized', 'maco' (backward passes) or 'forward' (a forward pass only, as the
+    dataset examples run it). crops, seen (maco): each picture of a batch sends `crops` crops of
+    seen x seen pixels through the network per step.
     """
     picture = size * size * net.input_channels * 4
     factor = FORWARD_FACTOR if method == 'forward' else MEMORY_FACTOR
-    per_image = per_image_bytes(net, layer_indices, size, factor) + BATCH_PICTURE_COPIES[method] * picture
+    if method == 'maco':
+        seen = seen or size
+        network = per_image_bytes(net, layer_indices, seen, factor) + CROP_COPIES * seen * seen * net.input_channels * 4
+        per_image = crops * network + BATCH_PICTURE_COPIES[method] * picture
+    else:
+        per_image = per_image_bytes(net, layer_indices, size, factor) + BATCH_PICTURE_COPIES[method] * picture
     per_picture = JOB_PICTURE_COPIES * picture if method != 'forward' else 0
     return Estimate(per_image, per_picture, per_image * batch + per_picture * pictures)
 
@@ -143,15 +154,17 @@ def gigabytes(count):
     return '%.1f GB' % (count / GIB) if count >= GIB / 10 else '%d MB' % max(1, round(count / (1 << 20)))
 
 
-def largest_fitting(net, layer_indices, size, batch, pictures, method, budget):
+def largest_fitting(net, layer_indices, size, batch, pictures, method, budget, crops=1, seen=None):
     """(largest size at batch 1, largest batch at `size`) whose estimate fits in `budget` bytes; 0 where
     none does. Sizes are searched from the units' smallest input up to `size`."""
     def fits(side, count):
-        return estimate(net, layer_indices, side, count, pictures, method).total <= budget
+        return estimate(net, layer_indices, side, count, pictures, method, crops,
+                        seen and min(seen, side)).total <= budget
 
     low = max(net.layer_min_sizes[i] for i in layer_indices)
     best_size = 0
-    if net.input_size is None and fits(low, 1):
+    # A fixed-size network takes one size, but for the maco method, whose pictures may be larger.
+    if (net.input_size is None or method == 'maco') and fits(low, 1):
         high = size
         while low < high:
             middle = (low + high + 1) // 2
@@ -160,29 +173,40 @@ def largest_fitting(net, layer_indices, size, batch, pictures, method, budget):
             else:
                 high = middle - 1
         best_size = low
-    fixed = estimate(net, layer_indices, size, 0, pictures, method).total
-    per_image = estimate(net, layer_indices, size, 1, pictures, method).per_image
+    fixed = estimate(net, layer_indices, size, 0, pictures, method, crops, seen).total
+    per_image = estimate(net, layer_indices, size, 1, pictures, method, crops, seen).per_image
     best_batch = max(0, int((budget - fixed) // per_image)) if budget > fixed else 0
     return best_size, min(best_batch, batch)
 
 
-def check(net, layer_indices, size, batch, pictures, method='blog', what='this run'):
+def check(net, layer_indices, size, batch, pictures, method='blog', what='this run', crops=1, seen=None):
     """ValueError in one line unless the run fits in what this process may still allocate.
 
     The line gives the estimate, what is available (and what limits it) and
-    the largest size at batch 1 and the largest batch at this size that fit.
+    the largest size at batch 1 and the largest batch at this size that fit
+    (for the maco method also the most crops that fit at batch 1).
     Returns the Estimate. Nothing is allocated here.
     """
-    need = estimate(net, layer_indices, size, batch, pictures, method)
+    need = estimate(net, layer_indices, size, batch, pictures, method, crops, seen)
     free, source = available()
     if free is None:
         return need
     budget = int(free * HEADROOM)
     if need.total <= budget:
         return need
-    best_size, best_batch = largest_fitting(net, layer_indices, size, batch, pictures, method, budget)
+    best_size, best_batch = largest_fitting(net, layer_indices, size, batch, pictures, method, budget, crops, seen)
+    best_crops = 0
+    if method == 'maco' and best_batch < 1:
+        best_crops = max(0, int((budget - estimate(net, layer_indices, size, 1, pictures, method, 0, seen).total)
+                                // max(1, estimate(net, layer_indices, size, 1, 0, method, 1, seen).per_image
+                                       - estimate(net, layer_indices, size, 1, 0, method, 0, seen).per_image)))
     if best_batch >= 1:
         fix = 'use a batch of at most %d (--batch-size %d)' % (best_batch, best_batch)
+    elif best_crops >= 1:
+        fix = 'use at most %d crops at batch 1 (--crops %d --batch-size 1)' % (best_crops, best_crops)
+    elif best_size and method == 'maco':
+        fix = 'use a size of at most %d with %d crops at batch 1 (--size %d --batch-size 1)' % (
+            best_size, crops, best_size)
     elif best_size:
         fix = 'use a size of at most %d at batch 1 (--size %d --batch-size 1)' % (best_size, best_size)
     elif net.input_size is not None:
@@ -191,5 +215,7 @@ def check(net, layer_indices, size, batch, pictures, method='blog', what='this r
     else:
         fix = 'no size fits; free memory first'
     units = ', '.join(net.short_names[i] for i in layer_indices)
-    raise ValueError('%s needs about %s of memory (%d picture(s) of %dx%d on %s, batch %d) but only %s is free '
-                     '(%s); %s' % (what, gigabytes(need.total), pictures, size, size, units, batch, gigabytes(free), source, fix))
+    seen_text = '' if method != 'maco' else ', %d crop(s) of %dx%d each' % (crops, seen or size, seen or size)
+    raise ValueError('%s needs about %s of memory (%d picture(s) of %dx%d%s on %s, batch %d) but only %s is free '
+                     '(%s); %s' % (what, gigabytes(need.total), pictures, size, size, seen_text, units, batch,
+                                   gigabytes(free), source, fix))

@@ -2,27 +2,33 @@
 Which method renders a job, in batches of which size: the one entry below
 the post's facade (visualize.py), the atlas and the command lines. It turns
 filters of a unit, or objectives, into a render.Job, picks the method's
-config (the post's BlogConfig or regularized.Config), the precision and the
-batch size, and runs the job.
+config (the post's BlogConfig, regularized.Config or maco.Config), the
+precision and the batch size, and runs the job.
 
     from filtervis.optvis import ascent
     result = ascent.ascend(net, 'conv3_2', [0, 1], 150, 2, seed=0)   # .images float32 [2, 224, 224, 3]
     result = ascent.ascend(net, 5, range(8), 200, method='regularized', diversity=4)
+    result = ascent.ascend(net, '_fc', [1, 130], 256, method='maco', size=512)    # .importance [2, 512, 512]
     image = ascent.visual(net, 'conv3_2', 0, 150, 2, seed=0)        # the post's visual()
 """
 
+import os
 from dataclasses import replace
+
+import numpy as np
 
 
 from filtervis.core import memory, units
 from filtervis.core.checks import check_feature_ids, check_int, check_seed, check_size
 from filtervis.core.precision import resolve_precision
-from filtervis.optvis import objectives, regularized, render
+from filtervis.optvis import maco, objectives, regularized, render
+from filtervis.optvis import spectrum as maco_spectrum
 from filtervis.optvis.blog import BlogConfig, BlogMethod, start_images
 
 # 'blog': the post's plain gradient ascent. 'regularized': a Fourier-basis
-# image, random transforms and Adam (regularized.py).
-METHOD_CHOICES = ('blog', 'regularized')
+# image, random transforms and Adam (regularized.py). 'maco': the phase of a
+# natural spectrum, random crops and NAdam (maco.py).
+METHOD_CHOICES = ('blog', 'regularized', 'maco')
 # Bytes the automatic batch size may spend on the images of one batch, so that a
 # whole layer stays under 4 GB beside TF, the model and the ascent ops
 # (docs/performance.md, memory); less where the machine has less (memory.py).
@@ -34,24 +40,28 @@ CHANNELS_PER_BATCH_IMAGE = 16
 MAX_BATCH_SIZE = 16
 
 
-def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES, method='blog'):
-    """Images per session.run: the fastest batch whose memory estimate (memory.estimate) fits in `budget`
-    bytes and in what this process may still allocate (1 .. MAX_BATCH_SIZE)."""
-    return _auto_batch_size(model, [model.layer_index(layer_id)], size, budget, method)
+def auto_batch_size(model, layer_id, size, budget=MEMORY_BUDGET_BYTES, method='blog', crops=1):
+    """Pictures per session.run: the fastest batch whose memory estimate (memory.estimate) fits in `budget`
+    bytes and in what this process may still allocate (1 .. MAX_BATCH_SIZE). crops: the network images
+    each picture of the maco method sends per step; a batch then holds about as many network images as
+    one of the other methods."""
+    return _auto_batch_size(model, [model.layer_index(layer_id)], size, budget, method, crops)
 
 
-def _auto_batch_size(model, layer_indices, size, budget=MEMORY_BUDGET_BYTES, method='blog'):
-    per_image = memory.estimate(model, layer_indices, size, 1, 0, method).per_image
+def _auto_batch_size(model, layer_indices, size, budget=MEMORY_BUDGET_BYTES, method='blog', crops=1):
+    seen = maco.seen_side(model, size) if method == 'maco' else None
+    per_image = memory.estimate(model, layer_indices, size, 1, 0, method, crops, seen).per_image
     free, _ = memory.available()
     if free is not None:
         budget = min(budget, int(free * memory.HEADROOM))
     fastest = max(4, max(model.layer_channels[i] for i in layer_indices) // CHANNELS_PER_BATCH_IMAGE)
+    fastest = max(1, fastest // crops)
     return int(max(1, min(MAX_BATCH_SIZE, fastest, budget // max(per_image, 1))))
 
 
 def method_config(method, config=None, *, step_size=None, normalize=None, init=None, pre_relu=None):
-    """The config of `method` ('blog' -> BlogConfig, 'regularized' -> regularized.Config), built from the
-    knobs given; the one place that refuses a knob of the other method.
+    """The config of `method` ('blog' -> BlogConfig, 'regularized' -> regularized.Config, 'maco' ->
+    maco.Config), built from the knobs given; the one place that refuses a knob of another method.
 
     config: None (the method's defaults) or the method's config; the knobs,
     when given, override it. init (start pictures) is no setting but a
@@ -59,12 +69,12 @@ def method_config(method, config=None, *, step_size=None, normalize=None, init=N
     """
     if method not in METHOD_CHOICES:
         raise ValueError('method=%r: expected one of %s' % (method, ', '.join(METHOD_CHOICES)))
-    if method == 'regularized':
+    if method in ('regularized', 'maco'):
         given = [name for name, value in (('step_size', step_size), ('normalize', normalize)) if value is not None]
         if given:
-            raise ValueError("%s belong(s) to method='blog'; the regularized method takes its knobs from "
-                             "config=regularized.Config(...) (learning_rate, ...)" % ', '.join(given))
-        config = regularized.check_config(config)
+            raise ValueError("%s belong(s) to method='blog'; the %s method takes its knobs from "
+                             "config=%s.Config(...) (learning_rate, ...)" % (', '.join(given), method, method))
+        config = (regularized if method == 'regularized' else maco).check_config(config)
     else:
         if config is None:
             config = BlogConfig()
@@ -84,7 +94,7 @@ OBJECTIVE_CHOICES = ('channel', 'neuron', 'negative')
 # picture's activation (objectives.diversity), chosen on the MRI weights so that
 # pictures keep 70 % of their activation (README, Objectives). The post's steps
 # are normalized by the largest gradient, which dilutes the push: it needs more.
-DEFAULT_DIVERSITY_WEIGHT = {'blog': 1.0, 'regularized': 0.5}
+DEFAULT_DIVERSITY_WEIGHT = {'blog': 1.0, 'regularized': 0.5, 'maco': 0.5}
 
 
 def filter_objective(kind, layer, feature_id):
@@ -151,7 +161,7 @@ def objective_job(model, objective_list, size, groups=None):
 def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, size=224,
            normalize=None, init=None, pre_relu=None, batch_size=None, progress=False,
            method='blog', config=None, precision='auto', objective='channel', diversity=None,
-           diversity_weight=None):
+           diversity_weight=None, spectrum=None):
     """Gradient ascent for several filters of one layer; returns a render.Result.
 
     model: a network.Network (vgg16.VGG16 is one).
@@ -169,11 +179,18 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
     'regularized' (regularized.py: `iters` Adam steps with the knobs of
     `config`, a regularized.Config; pre_relu, when given, overrides
     config.pre_relu; step_size and normalize belong to 'blog' and are
-    refused, see method_config).
+    refused, see method_config) or 'maco' (maco.py: `iters` NAdam steps
+    on the phase of a natural spectrum, config a maco.Config; `size` may
+    then exceed a fixed network's input side, which sees crops resized to
+    it; Result.importance holds each picture's importance map).
     init: None (noise, or the regularized method's random spectrum), or the
     start pictures, float32 [size, size, C] (every picture) or [N, size,
-    size, C], 0..255: a photo, say. The regularized method starts its
-    Fourier coefficients from them, so that step 0 is the photo.
+    size, C], 0..255: a photo, say. The regularized and maco methods start
+    their Fourier coefficients (maco: phase and magnitude) from them, so
+    that step 0 is the photo.
+    spectrum (maco only): None (the package's spectrum of natural photos),
+    a folder of images whose mean spectrum is computed and cached
+    (spectrum.for_folder), or a magnitude float32 [C, s, s // 2 + 1].
     precision: 'auto' (bfloat16 where the CPU does it natively, else
     float32), 'float32' or 'bfloat16': the precision of the network's
     convolutions after the first layer; everything else stays float32.
@@ -191,15 +208,16 @@ def ascend(model, layer_id, feature_ids, iters, step_size=None, *, seed=None, si
                            pre_relu=pre_relu)
     layer_index = model.layer_index(layer_id)
     feature_ids = check_feature_ids(model, layer_index, feature_ids)
-    size = check_size(model, layer_index, size)
-    job = filter_job(model, layer_index, feature_ids, size, objective, diversity, diversity_weight, method)
+    size = check_size(model, layer_index, size, larger=method == 'maco')
+    job = filter_job(model, layer_index, feature_ids, _bound_size(model, size, method), objective, diversity,
+                     diversity_weight, method)
     return _render(model, job, iters, method, config, seed=seed, size=size, init=init, batch_size=batch_size,
-                   progress=progress, precision=precision)
+                   progress=progress, precision=precision, spectrum=spectrum)
 
 
 def render_objectives(model, objective_list, iters, *, groups=None, seed=None, size=224, method='blog',
                       config=None, step_size=None, normalize=None, init=None, pre_relu=None, batch_size=None,
-                      progress=False, precision='auto'):
+                      progress=False, precision='auto', spectrum=None):
     """Pictures that maximize objectives (objectives.Objective, all of one form), one each; a render.Result.
 
     groups: int per objective; pictures of a group push apart when the
@@ -208,29 +226,51 @@ def render_objectives(model, objective_list, iters, *, groups=None, seed=None, s
     """
     config = method_config(method, config, step_size=step_size, normalize=normalize, init=init,
                            pre_relu=pre_relu)
-    job = objective_job(model, objective_list, size, groups)
-    for index in objectives.layers_of(job.bounds[0].form):
-        check_size(model, index, size)
+    listed = [objective_list] if isinstance(objective_list, objectives.Objective) else list(objective_list)
+    for index in sorted({model.layer_index(term.layer) for o in listed if isinstance(o, objectives.Objective)
+                         for _, term in o.terms}):
+        size = check_size(model, index, size, larger=method == 'maco')
+    job = objective_job(model, listed, _bound_size(model, size, method), groups)
     return _render(model, job, iters, method, config, seed=seed, size=size, init=init, batch_size=batch_size,
-                   progress=progress, precision=precision)
+                   progress=progress, precision=precision, spectrum=spectrum)
 
 
-def _render(model, job, iters, method, config, *, seed, size, init, batch_size, progress, precision):
-    """A job through render.run with either method, arguments checked here."""
+def _bound_size(model, size, method):
+    """The side the objectives are bound at (where a neuron's centre is): what the network sees."""
+    return maco.seen_side(model, size) if method == 'maco' else size
+
+
+def _render(model, job, iters, method, config, *, seed, size, init, batch_size, progress, precision,
+            spectrum=None):
+    """A job through render.run with any method, arguments checked here."""
+    if spectrum is not None and method != 'maco':
+        raise ValueError("spectrum=%r goes with method='maco', the one method whose magnitude is fixed"
+                         % (spectrum if isinstance(spectrum, str) else 'an array',))
     # 0 steps give the starts back: a photo given as init, as the method holds it. From noise, 0 steps
     # are a mistake.
     check_int('iters', iters, 1 if init is None else 0)
     seed = check_seed(seed)
     precision_name = resolve_precision(precision)
     layers = objectives.layers_of(job.bounds[0].form)
+    crops = config.crops if method == 'maco' else 1
     if batch_size is None:
-        batch_size = _auto_batch_size(model, layers, size, method=method)
+        batch_size = _auto_batch_size(model, layers, size, method=method, crops=crops)
     batch_size = check_int('batch_size', batch_size, 1)
     # Before anything is allocated: a run that cannot fit says so in one line.
-    memory.check(model, layers, size, min(batch_size, len(job.keys)), len(job.keys), method)
+    memory.check(model, layers, size, min(batch_size, len(job.keys)), len(job.keys), method, crops=crops,
+                 seen=maco.seen_side(model, size) if method == 'maco' else None)
     for index in layers:
         precision_name = units.unit_precision(model, index, precision_name, auto=precision == 'auto')
     names = ', '.join(model.short_names[i] for i in layers)
+    if method == 'maco':
+        starts = None if init is None else start_images(job.keys, size, seed, init, model.input_channels)
+        magnitude = None
+        if starts is None and (spectrum is None or isinstance(spectrum, (str, os.PathLike))):
+            magnitude = maco_spectrum.for_picture(size, model.input_channels, folder=spectrum, progress=progress)
+        elif starts is None:
+            magnitude = maco_spectrum.resize(np.asarray(spectrum, np.float32), size)
+        return maco.run(model, job, iters, config=config, seed=seed, size=size, batch_size=batch_size,
+                        progress=progress, precision=precision_name, init=starts, magnitude=magnitude)
     if method == 'regularized':
         starts = None if init is None else start_images(job.keys, size, seed, init, model.input_channels)
         return regularized.run(model, job, iters, config=config, seed=seed, size=size, batch_size=batch_size,

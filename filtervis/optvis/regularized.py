@@ -278,7 +278,7 @@ def _bilinear(image_t, y_t, x_t, side):
 # ---------------------------------------------------------------------------
 # The network on a generated picture
 
-def _network_copy(model, layer_indices, images_t):
+def network_copy(model, layer_indices, images_t):
     """Import the network's ops up to the units at `layer_indices` once more, reading images_t.
 
     Returns the import prefix (e.g. 'regularized_conv3_2/network/') for
@@ -375,7 +375,7 @@ def render_ops(model, form, config, size, precision='float32'):
                 # A network of one input size sees the middle of the moved
                 # picture: the transform's extra pixels are mostly its padding.
                 seen_t = _centre_crop(seen_t, transformed_size(size, config), model.input_size)
-            prefix = _network_copy(model, layers, seen_t)
+            prefix = network_copy(model, layers, seen_t)
             ops = objectives.build(model, form, config.pre_relu, prefix, precision, input_t=seen_t)
             objective_t = ops.value_t
             # Pictures are independent but for diversity, whose penalty is each

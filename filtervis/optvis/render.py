@@ -40,11 +40,14 @@ class Result:
                 pixel) at every step, so the filter never saw the image
     precision:  'float32' or 'bfloat16', the precision that made the images
                 (what 'auto' resolved to)
+    importance: None, or float32 [N, size, size], 0..1: where each picture's objective was most
+                sensitive (the phase-only method's transparency, maco.py)
     """
     images: np.ndarray
     objectives: np.ndarray
     dead: np.ndarray
     precision: str = 'float32'
+    importance: np.ndarray = None
 
 
 @dataclass

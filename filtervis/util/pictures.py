@@ -24,17 +24,40 @@ def normalize_image(x):
     return (x - x_min) / (x_max - x_min)
 
 
-def show(ax, image, scale=True):
+def show(ax, image, scale=True, alpha=None):
     """imshow of one picture [H, W, 3] (RGB) or [H, W, 1] (greyscale, drawn grey) on a matplotlib Axes.
 
     scale: stretch by normalize_image (synthetic pictures); False shows
-    pixels 0..255 as they are (real images, patches).
+    pixels 0..255 as they are (real images, patches, the maco method's
+    pictures, whose range is their own).
+    alpha: None, or float [H, W], 0..1: the picture's opacity (an importance
+    map drawn as transparency), over the Axes' white.
     """
     image = normalize_image(image) if scale else np.clip(np.asarray(image, np.float32) / 255.0, 0, 1)
+    if alpha is not None:
+        alpha = np.clip(np.asarray(alpha, np.float32), 0, 1)
+        if alpha.shape != image.shape[:2]:
+            raise ValueError('alpha of shape %s for a picture of %s' % (alpha.shape, image.shape[:2]))
     if image.ndim == 3 and image.shape[-1] == 1:
-        ax.imshow(image[:, :, 0], cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+        ax.imshow(image[:, :, 0], cmap='gray', vmin=0, vmax=1, interpolation='nearest', alpha=alpha)
+    elif alpha is not None:
+        ax.imshow(np.concatenate([image, alpha[:, :, None]], axis=2), interpolation='nearest')
     else:
         ax.imshow(image, interpolation='nearest')
+
+
+def resized(images, side):
+    """float32 [N, side, side, C]: square pictures [N, S, S, C] resized by area averaging (antialiased) to
+    side x side, as a network of that input side is shown them; the pictures themselves when S == side."""
+    from PIL import Image
+    images = np.asarray(images, np.float32)
+    if images.shape[1] == side and images.shape[2] == side:
+        return images
+    out = np.empty((len(images), side, side, images.shape[-1]), np.float32)
+    for i, image in enumerate(images):
+        for c in range(images.shape[-1]):
+            out[i, :, :, c] = np.asarray(Image.fromarray(image[:, :, c], mode='F').resize((side, side), Image.BOX))
+    return out
 
 
 def grey(image):
