@@ -203,8 +203,8 @@ def picture_ops(phase_t, magnitude_t, standardize_t, size, channels, contrast=1.
     """The pictures of phases phase_t and magnitudes magnitude_t, float32 [B, C, S, S // 2 + 1] each.
 
     standardize_t: float32 [B], 1 for a picture made from noise, 0 for a photo (feature accentuation).
-    For a picture made from noise, the phase is standardized (zero mean, unit std over the picture), and
-    so is the inverse transform: the magnitude spectrum then fixes the picture's texture but not its
+    For a picture made from noise, the phase is standardized (zero mean, unit std over the picture), plus
+    a fixed offset per frequency (phase_offset), and the inverse transform is standardized too: the magnitude spectrum then fixes the picture's texture but not its
     contrast, which is always the same. The colours are re-correlated (for C = 3) and a sigmoid maps the
     values into 0..1, then 0..255, as the paper does: the range is kept by the sigmoid, never by
     clipping, so every pixel keeps a gradient; with unit-std planes and the normalized colour mix most
@@ -212,7 +212,8 @@ def picture_ops(phase_t, magnitude_t, standardize_t, size, channels, contrast=1.
     skip both standardizations, so that they are exactly the photo's inverted values.
     """
     flag_t = tf.reshape(standardize_t, [-1, 1, 1, 1]) > 0.5
-    phase_t = tf.where_v2(flag_t, _standardized(phase_t, [1, 2, 3]), phase_t)
+    offset_t = tf.constant(phase_offset(channels, size))
+    phase_t = tf.where_v2(flag_t, _standardized(phase_t, [1, 2, 3]) + offset_t, phase_t)
     phase_t = _hermitian_phase(phase_t, size)
     coefficients_t = tf.complex(magnitude_t * tf.cos(phase_t), magnitude_t * tf.sin(phase_t))
     planes_t = tf.signal.irfft2d(coefficients_t, fft_length=[size, size])                 # [B, C, S, S]
@@ -241,6 +242,17 @@ def natural_magnitude(magnitude):
     magnitude[:, 0, 0] = 0
     magnitude[:, 0, 0] = np.sqrt((counts * magnitude.astype(np.float64) ** 2).sum(axis=(1, 2)))
     return magnitude
+
+
+def phase_offset(channels, size):
+    """float32 [C, S, S // 2 + 1]: a fixed phase, uniform in [-pi, pi), added to every standardized phase.
+
+    A standardized phase lies mostly within a radian of 0, so cos(phase) > 0 at most frequencies and they
+    all add up at pixel (0, 0): the picture's four corners (one point of the periodic picture) turn white.
+    With the offset the phases point every way, whatever the optimizer does to their spread.
+    """
+    rng = np.random.default_rng([0, channels, size])
+    return rng.uniform(-np.pi, np.pi, (channels, size, size // 2 + 1)).astype(np.float32)
 
 
 def photo_spectrum(photo):
@@ -287,8 +299,10 @@ def crop_boxes_t(seed_t, step_t, iters_t, crops, config):
     """float32 [crops, 4]: (y1, x1, y2, x2) in 0..1 of each crop this step, from (seed, step) only.
 
     Centres are drawn around the middle (CENTRE_STD), sides around the step's mean, which moves from
-    crop_scale[0] to crop_scale[1] over the steps (CROP_SIZE_STD, at least MIN_CROP_SCALE); each box is
-    then moved inside the picture, so that no crop sees beyond its edge.
+    crop_scale[0] to crop_scale[1] over the steps (CROP_SIZE_STD, at least MIN_CROP_SCALE). A centre that
+    would put its box beyond the picture's edge is reflected back inside, so that no crop sees beyond the
+    edge; clamping it instead would stack many crops' edges on the picture's edge, whose pixels the
+    network then pushes to white.
     """
     normal_t = tf.random.stateless_normal([3, crops], seed=tf.stack([seed_t, step_t]))
     start, end = config.crop_scale
@@ -296,9 +310,16 @@ def crop_boxes_t(seed_t, step_t, iters_t, crops, config):
     mean_t = start + (end - start) * progress_t
     side_t = tf.clip_by_value(mean_t + CROP_SIZE_STD * normal_t[0], MIN_CROP_SCALE, 1.0)
     half_t = side_t / 2
-    centre_y_t = tf.clip_by_value(0.5 + CENTRE_STD * normal_t[1], half_t, 1 - half_t)
-    centre_x_t = tf.clip_by_value(0.5 + CENTRE_STD * normal_t[2], half_t, 1 - half_t)
+    centre_y_t = _reflected(0.5 + CENTRE_STD * normal_t[1], half_t)
+    centre_x_t = _reflected(0.5 + CENTRE_STD * normal_t[2], half_t)
     return tf.stack([centre_y_t - half_t, centre_x_t - half_t, centre_y_t + half_t, centre_x_t + half_t], axis=1)
+
+
+def _reflected(centre_t, half_t):
+    """centre_t folded into [half_t, 1 - half_t] by reflection at its ends (a triangle wave)."""
+    span_t = tf.maximum(1 - 2 * half_t, 1e-6)
+    folded_t = tf.math.floormod(centre_t - half_t, 2 * span_t)
+    return half_t + tf.where_v2(folded_t > span_t, 2 * span_t - folded_t, folded_t)
 
 
 def crops_t(picture_t, boxes_t, seed_t, step_t, seen, config):
