@@ -76,7 +76,7 @@ def check_views(names):
 class Settings:
     """What makes a picture besides the network, the unit, the filter and the view; kept in OUT/atlas.json.
 
-    method: 'regularized' or 'blog' (see ascent.ascend); iters: steps >= 1;
+    method: 'regularized', 'blog' or 'maco' (see ascent.ascend); iters: steps >= 1;
     size: image side in pixels; seed: int >= 0 (a filter's start depends only
     on it and the filter id); step_size: the blog method's (default 2), None
     for the regularized one; batch_size: filters per task and pictures per
@@ -109,7 +109,8 @@ class Settings:
                 raise ValueError('step_size=%r: expected a finite number > 0' % (step_size,))
             step_size = float(step_size)
         elif step_size is not None:
-            raise ValueError('step_size=%r belongs to the blog method; the regularized one uses Adam' % (step_size,))
+            raise ValueError('step_size=%r belongs to the blog method; the %s method has none'
+                             % (step_size, self.method))
         if self.seed is None:
             raise ValueError('seed=None: an atlas needs a seed (>= 0), so that a filter gets the same picture '
                              'in any task, worker or shard')

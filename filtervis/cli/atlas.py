@@ -44,8 +44,11 @@ def build_parser():
     parser.add_argument('--filters', default='all', help="filter ids of each unit: 'all' (default), '0-15', '1,4,9'")
     parser.add_argument('--method', choices=ascent.METHOD_CHOICES, default=None,
                         help='blog, regularized or maco, as in visualize.py. An atlas resumed without --method '
-                             'keeps the method of its atlas.json; a new one takes the default for maps of what '
-                             'is loaded (%s)' % maco_flags.default_method_help())
+                             'keeps the method of its atlas.json; a new one takes the method for what is loaded '
+                             '(%s; docs/maco.md says why)' % '; '.join(
+                                 '%s: %s' % (kind, maco_flags.ATLAS_DEFAULTS.get(kind)
+                                             or maco_flags.DEFAULT_METHODS.get((kind, 'map'), 'blog'))
+                                 for kind in ('vgg16', 'keras', 'onnx')))
     parser.add_argument('--iters', type=int, default=200, help='steps per filter (default 200)')
     parser.add_argument('--size', type=int, default=None,
                         help="image side in pixels (default: the network's fixed input size, else 224)")
@@ -152,7 +155,9 @@ def main(argv=None):
                                        layers=[n for n in names if not n.lstrip('-').isdigit()])
         if args.method is None:
             method = resumed_method(args.out) or maco_flags.atlas_default(args)
-            settings = replace(settings, method=method, step_size=args.step_size).checked()
+            # The flags as given, not as checked above: there a weight left open became regularized's default.
+            settings = replace(settings, method=method, step_size=args.step_size,
+                               diversity_weight=args.diversity_weight).checked()
         if args.size is None and net.input_size:
             settings = replace(settings, size=net.input_size)
         tasks = shard_of(plan(net, settings, select(net, settings, args.layers, args.filters)), shard)
