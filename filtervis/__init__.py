@@ -1,6 +1,7 @@
 """
 filtervis: what does a filter (or any objective) of a CNN respond to? Pictures
-made by gradient ascent (the blog post's method, and a regularized one),
+made by gradient ascent (the blog post's method, a regularized one, and maco's
+phase of a natural spectrum for deep modern networks),
 measures of how readable they are, the real-image patches that excite each
 filter, an atlas of every filter, class pictures, DeepDream and attribution
 maps; for VGG16, any Keras CNN and PyTorch models exported to ONNX, on
@@ -14,7 +15,8 @@ TensorFlow 2 through tf.compat.v1 graphs.
 The package's layers, bottom first (each imports only those before it):
     util/      files written whole, locks, downloads, quiet TensorFlow import, drawing (no TensorFlow)
     core/      the Network (a frozen graph with named units), its geometry, precision, unit tensors, checks
-    optvis/    objectives, the render loop, the post's method, the regularized one, the dispatcher
+    optvis/    objectives, the render loop, the post's method, the regularized one, maco and its spectrum,
+               the dispatcher
     models/    VGG16 and users' Keras models as Networks
     cluster.py where work runs (this process or Dask)
     analysis/  measures of a picture, real-image examples
@@ -40,6 +42,7 @@ _PUBLIC = {
     'render_objectives': 'filtervis.optvis.ascent',
     'BlogConfig': 'filtervis.optvis.blog',
     'RegularizedConfig': ('filtervis.optvis.regularized', 'Config'),
+    'MacoConfig': ('filtervis.optvis.maco', 'Config'),
     'objectives': ('filtervis.optvis', 'objectives'),
     'measure_all': 'filtervis.analysis.measures',
     'find_examples': ('filtervis.analysis.examples', 'find'),

@@ -203,9 +203,6 @@ def test_a_size_below_the_input_of_the_head_is_refused(keras_path, tmp_path, cap
     assert not os.path.exists(out)
 
 
-@pytest.mark.xfail(strict=True, reason='checks.check_size(larger=True) lets any size down to the unit\'s smallest '
-                                       'input through on a fixed-size network: a 20 px maco picture is upscaled '
-                                       'to the 24 px input')
 def test_a_size_below_the_input_is_refused_for_every_unit(keras_path, tmp_path, capsys):
     out = str(tmp_path / 'atlas')
     error = refused(capsys, keras_run(out, keras_path, '--layers', 'swish', '--size', '20'))

@@ -10,7 +10,7 @@ from filtervis.core import memory
 from filtervis.core import network as network_module
 from filtervis.optvis import ascent, maco, objectives, spectrum
 import visualize
-from builders import gradient_energy, one_layer_model, SOBEL_X
+from builders import one_layer_model
 
 SIZE = 48
 FAST = maco.Config(crops=2, crop_scale=(0.9, 0.7))
@@ -47,14 +47,21 @@ def test_config_is_hashable_and_keeps_a_tuple():
     assert hash(maco.Config()) == hash(maco.Config())
 
 
-def test_hermitian_columns_are_needed():
-    # Without the odd phase on column 0 (and S/2), irfft2 keeps only the Hermitian part: the magnitude changes.
+@pytest.mark.parametrize('size', [16, 15])
+def test_the_hermitian_phase_keeps_the_magnitude_where_a_raw_phase_does_not(size):
+    import tensorflow.compat.v1 as tf
     rng = np.random.default_rng(0)
-    magnitude = flat_magnitude(16, 1)[0]
-    phase = rng.normal(size=magnitude.shape)
-    picture = np.fft.irfft2(magnitude * np.exp(1j * phase), s=(16, 16))
-    ratio = np.abs(np.fft.rfft2(picture)) / magnitude
-    assert np.abs(ratio[1:, 0] - 1).max() > 0.1
+    magnitude = flat_magnitude(size, 1)[None]                                         # [1, 1, S, W]
+    phase = rng.normal(size=magnitude.shape).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session() as session:
+        phase_t = maco._hermitian_phase(tf.constant(phase), size)
+        fixed = session.run(phase_t)
+    for used, holds in ((phase, False), (fixed, True)):
+        picture = np.fft.irfft2(magnitude[0, 0] * np.exp(1j * used[0, 0]), s=(size, size))
+        ratio = np.abs(np.fft.rfft2(picture)) / magnitude[0, 0]
+        ratio[0, 0] = 1                                                               # DC: free
+        assert (np.abs(ratio - 1).max() < 1e-6) == holds
 
 
 @pytest.mark.parametrize('size', [SIZE, 33])
@@ -113,8 +120,9 @@ def test_a_red_detector_draws_red():
     kernel = np.zeros((1, 1, 3, 1), np.float32)
     kernel[0, 0, :, 0] = [1.0, -0.5, -0.5]
     model = one_layer_model(kernel, -0.1, 'unit')
-    config = maco.Config(crops=2, crop_scale=(0.9, 0.7), pre_relu=False)
-    start = render(model, 0, [0], 1, config=maco.Config(crops=2, learning_rate=1e-9, pre_relu=False)).images[0]
+    config = maco.Config(crops=2, crop_scale=(0.9, 0.7), pre_relu=False, contrast=1.0)
+    start = render(model, 0, [0], 1, config=maco.Config(crops=2, crop_scale=(0.9, 0.7), pre_relu=False, contrast=1.0,
+                                                        learning_rate=1e-9)).images[0]
     result = render(model, 0, [0], 32, config=config)
     redness = np.array([1.0, -0.5, -0.5])
     red_start, red_end = ((start @ redness) > 40).mean(), ((result.images[0] @ redness) > 40).mean()
@@ -214,8 +222,9 @@ def test_a_picture_larger_than_a_fixed_networks_input(tmp_path):
     assert (result.objectives[-1] > result.objectives[0]).all()
     with pytest.raises(ValueError, match='24x24 images only'):
         ascent.ascend(net, 'head', [0], 2, method='regularized', size=60)
-    with pytest.raises(ValueError, match='at least 24'):
-        ascent.ascend(net, 'head', [0], 2, method='maco', size=20)
+    for unit in ('head', 'swish'):
+        with pytest.raises(ValueError, match='at least 24'):
+            ascent.ascend(net, unit, [0], 2, method='maco', size=20)
 
 
 def save_keras(name, path):
@@ -231,7 +240,7 @@ def keras_file_network(tmp_path):
 
 def test_memory_check_names_the_crops_that_fit(tiny_model, monkeypatch):
     monkeypatch.setattr(memory, 'available', lambda: (400 << 20, 'MemAvailable on this machine'))
-    with pytest.raises(ValueError, match=r'crop\(s\) of .* --crops \d+ --batch-size 1|--batch-size'):
+    with pytest.raises(ValueError, match=r'4 picture\(s\) of 224x224, 64 crop\(s\) of 224x224 each'):
         ascent.ascend(tiny_model, 'conv5_3', [0, 1, 2, 3], 1, method='maco', size=224, seed=0,
                       config=maco.Config(crops=64), spectrum=flat_magnitude(224), batch_size=4)
 
@@ -301,13 +310,19 @@ def test_command_line_spectrum_of_a_folder(keras_path, tmp_path, monkeypatch):
     (['--method', 'blog', '--transparency'], 'importance map'),
     (['--method', 'regularized', '--crops', '4'], 'go(es) with --method maco'),
     (['--method', 'maco', '--size', '20'], 'at least 24'),
+    (['--method', 'maco', '--size', '20', '--layer', 'swish'], 'at least 24'),
+    (['--method', 'maco', '--spectrum', 'IMAGES', '--start', 'PHOTO'], 'own spectrum'),
+    (['--method', 'maco', '--transparency', '--examples', 'IMAGES'], '--examples'),
+    (['--dream', 'swish', '--start', 'PHOTO', '--crops', '2'], '--crops'),
     (['--method', 'maco', '--crops', '0'], '--crops 0'),
     (['--method', 'maco', '--crop-scale', '0.5,1.5'], 'in (0, 1]'),
     (['--method', 'maco', '--crop-scale', '0'], 'START,END'),
 ])
 def test_command_line_bad_input_is_one_line_and_writes_nothing(keras_path, tmp_path, capsys, flags, message):
     (tmp_path / 'EMPTY').mkdir()
-    flags = [str(tmp_path / f) if f == 'EMPTY' else f for f in flags]
+    write_images(str(tmp_path / 'IMAGES'), 2, 40)
+    paths = {'EMPTY': tmp_path / 'EMPTY', 'IMAGES': tmp_path / 'IMAGES', 'PHOTO': tmp_path / 'IMAGES' / '0.png'}
+    flags = [str(paths[f]) if f in paths else f for f in flags]
     out = tmp_path / 'out'
     out.mkdir()
     code = visualize.main(['--model', keras_path, '--preprocess', 'tf', '--layer', 'head', '--filters', '0',
@@ -321,5 +336,10 @@ def test_command_line_bad_input_is_one_line_and_writes_nothing(keras_path, tmp_p
 
 def test_shipped_spectrum_is_used_by_default(tiny_model):
     assert spectrum.for_picture(SIZE, 3).shape == (3, SIZE, SIZE // 2 + 1)
-    result = ascent.ascend(tiny_model, 'conv2_1', [0], 2, method='maco', size=SIZE, seed=0, config=FAST)
-    assert result.images.shape == (1, SIZE, SIZE, 3)
+    default = ascent.ascend(tiny_model, 'conv2_1', [0], 2, method='maco', size=SIZE, seed=0, config=FAST).images
+    shipped = ascent.ascend(tiny_model, 'conv2_1', [0], 2, method='maco', size=SIZE, seed=0, config=FAST,
+                            spectrum=spectrum.for_picture(SIZE, 3)).images
+    other = ascent.ascend(tiny_model, 'conv2_1', [0], 2, method='maco', size=SIZE, seed=0, config=FAST,
+                          spectrum=flat_magnitude(SIZE)).images
+    np.testing.assert_array_equal(default, shipped)
+    assert np.abs(default - other).mean() > 1

@@ -10,7 +10,7 @@ and the I-th of N disjoint shards.
 
 from filtervis.atlas.views import Task
 from filtervis.core import checks
-from filtervis.optvis import ascent
+from filtervis.optvis import ascent, maco
 from filtervis.optvis import regularized
 
 def parse_layers(net, text):
@@ -73,7 +73,10 @@ def plan(net, settings, filters_by_layer):
     """
     batches = []
     for index in sorted(filters_by_layer):
-        batch = settings.batch_size or ascent.auto_batch_size(net, index, settings.size)
+        # A maco picture sends its crops through the network: the batch holds as many network images as the
+        # other methods' (only for maco, so that the tasks of existing atlases stay cut as they were).
+        crops = {'method': 'maco', 'crops': maco.Config().crops} if settings.method == 'maco' else {}
+        batch = settings.batch_size or ascent.auto_batch_size(net, index, settings.size, **crops)
         wanted = set(filters_by_layer[index])
         for begin in range(0, net.layer_channels[index], batch):
             ids = tuple(f for f in range(begin, begin + batch) if f in wanted)

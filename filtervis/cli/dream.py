@@ -50,7 +50,9 @@ def check(args):
     others = [flag for flag, given in (('--layer', args.layer is not None), ('--filters', args.filters),
                                        ('--diversity', args.diversity), ('--examples', args.examples),
                                        ('--npz', args.npz), ('--method', args.method is not None),
-                                       ('--normalize', args.normalize), ('--objective', args.objective != 'channel'))
+                                       ('--normalize', args.normalize), ('--objective', args.objective != 'channel'),
+                                       ('--crops', args.crops is not None), ('--crop-scale', args.crop_scale),
+                                       ('--spectrum', args.spectrum), ('--transparency', args.transparency))
               if given]
     if others:
         raise ValueError('--dream names its own layers and works on the photo; leave out %s' % ', '.join(others))

@@ -74,12 +74,18 @@ def check(args):
             pair = ()
         if len(pair) != 2 or not all(0 < p <= 1 for p in pair):
             raise ValueError("--crop-scale %s: expected START,END, each a share of the picture's side in (0, 1], "
-                             'e.g. 0.6,0.3' % args.crop_scale)
+                             'e.g. 0.9,0.5' % args.crop_scale)
         args.crop_scale_pair = pair
     if args.spectrum is not None:
+        if getattr(args, 'start', None):
+            raise ValueError('--spectrum and --start: a photo start keeps the photo\'s own spectrum (feature '
+                             'accentuation); leave out one of them')
         if not os.path.isdir(args.spectrum):
             raise ValueError('--spectrum %s: no such folder; give a folder of PNG or JPEG images' % args.spectrum)
         list_images(args.spectrum)       # a folder with no image fails here, before the network loads
+    if args.transparency and getattr(args, 'examples', None):
+        raise ValueError('--transparency draws the grid of pictures; --examples draws them beside their patches, '
+                         'without it: leave out one of them')
     if args.method not in (None, 'maco'):
         given = [flag for flag, value in (('--crops', args.crops), ('--crop-scale', args.crop_scale),
                                           ('--spectrum', args.spectrum)) if value is not None]
@@ -120,4 +126,4 @@ def config(args):
     """The maco.Config of the flags (defaults where not given)."""
     defaults = maco.Config()
     return maco.Config(crops=defaults.crops if args.crops is None else args.crops,
-                       crop_scale=args.crop_scale_pair or defaults.crop_scale)
+                       crop_scale=getattr(args, 'crop_scale_pair', None) or defaults.crop_scale)

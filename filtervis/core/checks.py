@@ -55,6 +55,9 @@ def check_size(net, layer_index, size, larger=False):
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < minimum:
         raise ValueError('size=%r: %s needs images of at least %d pixels (the post uses 224)'
                          % (size, net.short_names[layer_index], minimum))
+    if net.input_size is not None and larger and size < net.input_size:
+        raise ValueError('size=%r: the pictures must be at least %d pixels, the network\'s input side (larger '
+                         'ones are shown to it as crops)' % (size, net.input_size))
     if net.input_size is not None and size != net.input_size and not larger:
         raise ValueError('size=%r: this network takes %dx%d images only; use size %d'
                          % (size, net.input_size, net.input_size, net.input_size))

@@ -89,9 +89,9 @@ class Config:
     photo_learning_rate: float = 0.05
     optimizer: str = 'nadam'
     crops: int = 8
-    crop_scale: tuple = (0.6, 0.3)
+    crop_scale: tuple = (0.9, 0.5)
     noise: float = 10.0
-    contrast: float = 1.0
+    contrast: float = 1.5
     pre_relu: bool = True
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -112,7 +112,7 @@ class Config:
         if (not isinstance(scale, (tuple, list)) or len(scale) != 2 or not all(_is_real(s) for s in scale)
                 or not all(0 < s <= 1 for s in scale)):
             raise ValueError('crop_scale=%r: expected START,END, each a share of the picture\'s side in (0, 1], '
-                             'e.g. 0.6,0.3 (--crop-scale)' % (scale,))
+                             'e.g. 0.9,0.5 (--crop-scale)' % (scale,))
         # Frozen and hashable: the tuple keys the graph cache.
         object.__setattr__(self, 'crop_scale', (float(scale[0]), float(scale[1])))
         object.__setattr__(self, 'crops', int(self.crops))
@@ -304,7 +304,7 @@ def crop_boxes_t(seed_t, step_t, iters_t, crops, config):
     edge; clamping it instead would stack many crops' edges on the picture's edge, whose pixels the
     network then pushes to white.
     """
-    normal_t = tf.random.stateless_normal([3, crops], seed=tf.stack([seed_t, step_t]))
+    normal_t = tf.random.stateless_normal([3, crops], seed=tf.stack([3 * seed_t, step_t]))
     start, end = config.crop_scale
     progress_t = tf.cast(step_t - 1, tf.float32) / tf.maximum(tf.cast(iters_t - 1, tf.float32), 1.0)
     mean_t = start + (end - start) * progress_t
@@ -334,10 +334,12 @@ def crops_t(picture_t, boxes_t, seed_t, step_t, seen, config):
     seen_t = tf.image.crop_and_resize(picture_t, boxes_t, box_indices=indices_t, crop_size=[seen, seen])
     if config.noise:
         channels = int(picture_t.shape[-1])
-        noise_seed_t = tf.stack([seed_t + 1, step_t])
-        gauss_t = tf.random.stateless_normal([crops, seen, seen, channels], seed=noise_seed_t) * config.noise
-        flat_t = tf.random.stateless_uniform([crops, seen, seen, channels], seed=noise_seed_t + 7,
+        # Each random stream has its own seeds (3 * seed + 0, 1, 2), so that no seed's noise is another
+        # seed's crop boxes.
+        gauss_t = tf.random.stateless_normal([crops, seen, seen, channels], seed=tf.stack([3 * seed_t + 1, step_t]))
+        flat_t = tf.random.stateless_uniform([crops, seen, seen, channels], seed=tf.stack([3 * seed_t + 2, step_t]),
                                              minval=-config.noise / 2, maxval=config.noise / 2)
+        gauss_t = gauss_t * config.noise
         seen_t = seen_t + tf.tile(gauss_t + flat_t, [batch_t, 1, 1, 1])
     return seen_t
 
