@@ -17,7 +17,7 @@ networks of ../shared/models. What it prints (docs/maco.md holds one run):
   and 16 crops per step;
 - steps: the verdict of maco's class pictures after 64, 128 and 256 steps.
 
-    python benchmarks/maco.py                              # every part, every network (about 40 min on 2 cores)
+    python benchmarks/maco.py                              # every part, every network (about 70 min on 2 cores)
     python benchmarks/maco.py --part quality --nets efficientnet --iters 128
     python benchmarks/maco.py --part speed
     python benchmarks/maco.py --figures docs/               # also the figures of docs/maco.md
@@ -43,7 +43,7 @@ from filtervis.analysis import measures, verdict  # noqa: E402
 from filtervis.models import onnx_model, vgg16  # noqa: E402
 from filtervis.optvis import ascent, maco, spectrum  # noqa: E402
 from filtervis.util.images import list_images, load_image  # noqa: E402
-from filtervis.util.pictures import resized  # noqa: E402
+from filtervis.util.pictures import normalize_image, resized  # noqa: E402
 
 PHOTOS = os.path.join(harness.ROOT, '..', 'shared', 'data', 'natural-photos')
 EFFICIENTNET = os.path.join(harness.SHARED_MODELS, 'efficientnet-lite0-imagenet.onnx')
@@ -158,11 +158,14 @@ def quality(name, net, iters, precision, figures):
                   flush=True)
     if figures:
         for kind in sorted({k for k, _ in pictures}):
-            images = np.concatenate([pictures[kind, m] for m in METHODS])
+            # Each row as visualize.py shows it: maco's pictures as they are, the others stretched by their own
+            # min and max (the post's pictures stay within a few grey levels of 128 otherwise).
+            images = np.concatenate([pictures[kind, m] if m == 'maco' else
+                                     np.stack([255 * normalize_image(p) for p in pictures[kind, m]]) for m in METHODS])
             captions = ['%s %d' % (m, f) for m in METHODS for f in (task['classes'] if kind == 'classes' else FILTERS)]
             ncols = len(images) // len(METHODS)
             path = os.path.join(figures, 'maco-%s-%s.png' % (name, kind.replace(' ', '-').replace('.', '_')))
-            title = '%s, %s: maco / regularized / blog, %d steps each' % (net.description, kind, iters)
+            title = '%s\n%s: maco / regularized / blog (stretched), %d steps each' % (net.description, kind, iters)
             plots.save_grid(images, path, captions, title, ncols=ncols, size=1.6, scale=False)
             print('  wrote %s' % path)
     return rows

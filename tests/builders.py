@@ -94,3 +94,14 @@ def classifier_model(size=32, classes=3, red_logit=0, seed=0):
              network.Unit('predictions', 'predictions/BiasAdd:0', None, 'Dense', 'predictions/Softmax:0')]
     return network.Network(graph.as_graph_def(), units, description='test classifier (red fires logit %d)'
                            % red_logit)
+
+
+def listing(out):
+    """{relative path: bytes} of every file under out."""
+    found = {}
+    for folder, _, names in os.walk(out):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, 'rb') as f:
+                found[os.path.relpath(path, out)] = f.read()
+    return found

@@ -23,6 +23,7 @@ from filtervis.atlas import page as atlas_page
 from filtervis.cli import atlas as atlas_cli
 from filtervis.models import vgg16
 from filtervis.util import pictures
+from builders import listing
 
 RUN = ['--layers', 'conv1_1,conv2_1', '--filters', '0-2', '--method', 'blog', '--size', '32', '--iters', '3',
        '--batch-size', '3', '--precision', 'float32', '--quiet']
@@ -52,17 +53,6 @@ def plain(model_file, images, tmp_path_factory):
 @pytest.fixture(scope='module')
 def mapped(model_file, images, tmp_path_factory):
     return make_atlas(str(tmp_path_factory.mktemp('mapped') / 'atlas'), model_file, images, '--attribution', 'gradcam')
-
-
-def listing(out):
-    """{relative path: bytes} of every file under out."""
-    found = {}
-    for folder, _, names in os.walk(out):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, 'rb') as f:
-                found[os.path.relpath(path, out)] = f.read()
-    return found
 
 
 def without(value, keys):

@@ -31,6 +31,13 @@ IMAGENET_CLASSES = os.path.join(SHARED, 'models', 'imagenet-classes.txt')
 CAT_PHOTO = os.path.join(SHARED, 'data', 'photos', 'chelsea.png')
 # Names as ImageNet's are written: spaces, '-' and "'"; the last one needs no quotes.
 NAMES = ['tabby', 'tiger cat', 'Egyptian cat', "jack-o'-lantern", 'great_white-shark']
+# Class names as an expression writes them, and the expression of indices each stands for.
+NAMED_CLASSES = [
+    ('predictions:"Egyptian cat"', 'predictions:2'),
+    ('predictions:"jack-o\'-lantern"', 'predictions:3'),
+    ('2 * predictions:"tiger cat" - predictions:tabby', '2 * predictions:1 - predictions:0'),
+    ('predictions:great_white-shark', 'predictions:4'),
+]
 
 
 @pytest.fixture(scope='module')
@@ -127,12 +134,7 @@ def attribute_run(net, tmp_path, monkeypatch, capsys):
     return run
 
 
-@pytest.mark.parametrize('objective, expression', [
-    ('predictions:"Egyptian cat"', 'predictions:2'),
-    ('predictions:"jack-o\'-lantern"', 'predictions:3'),
-    ('2 * predictions:"tiger cat" - predictions:tabby', '2 * predictions:1 - predictions:0'),
-    ('predictions:great_white-shark', 'predictions:4'),
-])
+@pytest.mark.parametrize('objective, expression', NAMED_CLASSES)
 def test_attribute_explains_a_class_by_its_name(net, attribute_run, tmp_path, objective, expression):
     assert attribute_run(objective, '--classes', 'classes.txt') == (0, '')
     saved = np.load(tmp_path / 'maps.npz')
@@ -209,12 +211,7 @@ def visualize_run(net, tmp_path, monkeypatch, capsys):
     return run
 
 
-@pytest.mark.parametrize('objective, expression', [
-    ('predictions:"Egyptian cat"', 'predictions:2'),
-    ('predictions:"jack-o\'-lantern"', 'predictions:3'),
-    ('2 * predictions:"tiger cat" - predictions:tabby', '2 * predictions:1 - predictions:0'),
-    ('predictions:great_white-shark', 'predictions:4'),
-])
+@pytest.mark.parametrize('objective, expression', NAMED_CLASSES)
 def test_visualize_renders_a_class_by_its_name_as_its_index(visualize_run, objective, expression):
     code, err, named = visualize_run(objective, '--classes', 'classes.txt')
     assert (code, err) == (0, '')

@@ -277,12 +277,23 @@ def test_command_line_npz_importance_and_transparency(keras_path, tmp_path):
     assert saved['top1'].shape == (2,) and saved['jitter_kept'].shape == (2,)
 
 
-def test_command_line_default_method_is_maco_for_a_keras_file(keras_path, tmp_path):
+@pytest.mark.parametrize('kind, method', [('keras', 'regularized'), ('onnx', 'maco')])
+def test_command_line_default_method_follows_the_table(keras_path, tmp_path, kind, method):
+    import onnx
+    import onnx_nets
+    path, layer = keras_path, 'last'
+    if kind == 'onnx':
+        path, layer = str(tmp_path / 'tiny.onnx'), 'features.10'
+        onnx.save(onnx_nets.tiny_cnn(), path)
     arrays = tmp_path / 'x.npz'
-    assert visualize.main(['--model', keras_path, '--preprocess', 'tf', '--layer', 'last', '--filters', '0',
-                           '--iters', '2', '--crops', '1', '--out', str(tmp_path / 'x.png'), '--npz', str(arrays),
-                           '--quiet']) == 0
-    assert str(np.load(arrays)['method']) == 'maco'
+    assert visualize.main(['--model', path, '--preprocess', 'tf', '--layer', layer, '--filters', '0',
+                           '--iters', '2', '--out', str(tmp_path / 'x.png'), '--npz', str(arrays), '--quiet']) == 0
+    saved = np.load(arrays)
+    assert str(saved['method']) == method and ('importance' in saved) == (method == 'maco')
+    # The maco flags go with maco only: on a unit whose default is another method they say so.
+    if method != 'maco':
+        assert visualize.main(['--model', path, '--preprocess', 'tf', '--layer', layer, '--filters', '0',
+                               '--iters', '2', '--crops', '2', '--out', str(tmp_path / 'y.png'), '--quiet']) == 2
 
 
 def test_command_line_start_photo_iters_0_returns_the_photo(keras_path, tmp_path):
