@@ -10,7 +10,7 @@ Optimization" (NeurIPS 2023), this method holds the picture's Fourier
 **magnitude** fixed to the mean spectrum of natural photographs
 (spectrum.py) and optimizes only the **phase**:
 
-- param: picture = sigmoid(recorrelate(standardize(irfft2(M * e^(i * phase))))) * 255,
+- param: picture = sigmoid(recorrelate(contrast * standardize(irfft2(M * e^(i * phase))))) * 255,
   per colour channel of the decorrelated space; see picture_ops() for how the
   range is kept;
 - transform: each step the network sees `crops` random square crops of the
@@ -204,7 +204,8 @@ def picture_ops(phase_t, magnitude_t, standardize_t, size, channels, contrast=1.
 
     standardize_t: float32 [B], 1 for a picture made from noise, 0 for a photo (feature accentuation).
     For a picture made from noise, the phase is standardized (zero mean, unit std over the picture), plus
-    a fixed offset per frequency (phase_offset), and the inverse transform is standardized too: the magnitude spectrum then fixes the picture's texture but not its
+    a fixed offset per frequency (phase_offset), and the inverse transform is standardized too and
+    multiplied by `contrast`: the magnitude spectrum then fixes the picture's texture but not its
     contrast, which is always the same. The colours are re-correlated (for C = 3) and a sigmoid maps the
     values into 0..1, then 0..255, as the paper does: the range is kept by the sigmoid, never by
     clipping, so every pixel keeps a gradient; with unit-std planes and the normalized colour mix most
