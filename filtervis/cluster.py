@@ -216,6 +216,9 @@ def ship_project(client):
     client.run_on_scheduler(_source_runner(source))
 
 
+# The files of the package a server needs: its modules, the atlas page's markup, and the natural spectra
+# the maco method reads (optvis/spectra/*.npy).
+PACKAGE_FILES = ('.py', '.html', '.npy')
 # The module that carries the package to a server: unpacks it beside itself when imported.
 BOOTSTRAP_NAME = 'filtervis_bootstrap'
 _BOOTSTRAP = """# Written by filtervis.cluster.ship_project: unpacks the package beside this file when imported.
@@ -256,13 +259,14 @@ if __name__ != '__filtervis_scheduler__':
 
 
 def package_bootstrap(mark):
-    """The source of a module that, imported on a server, writes every file of the package (.py and the
-    page's .html) into the folder it sits in and drops the package's modules imported before."""
+    """The source of a module that, imported on a server, writes every file of the package (PACKAGE_FILES:
+    its modules, the page's .html, the shipped spectra) into the folder it sits in and drops the package's
+    modules imported before."""
     files_by_name = {}
     for folder, dirs, names in os.walk(PACKAGE_DIR):
         dirs[:] = sorted(d for d in dirs if d != '__pycache__')
         for name in sorted(names):
-            if name.endswith(('.py', '.html')):
+            if name.endswith(PACKAGE_FILES):
                 path = os.path.join(folder, name)
                 with open(path, 'rb') as f:
                     files_by_name[os.path.relpath(path, os.path.dirname(PACKAGE_DIR))] = f.read()

@@ -302,3 +302,17 @@ def test_a_task_whose_worker_dies_is_one_line_naming_task_and_worker(model_file,
     assert re.fullmatch(r'task conv3_1 filters \d-\d failed on worker %s: the worker died while running it \(tried '
                         r'on 1 worker\(s\); out of memory\? see the workers\' logs\)' % re.escape(worker),
                         str(errors[0])), str(errors[0])
+
+
+def test_the_shipped_package_carries_the_spectra_and_the_page(tmp_path):
+    # A worker with only requirements.txt must find every file the package reads: the maco method's natural
+    # spectra (read on the worker that renders) as well as the modules and the atlas page's markup.
+    source = cluster.package_bootstrap('a mark of no process')
+    namespace = {'__name__': '__filtervis_scheduler__'}
+    exec(compile(source, 'bootstrap', 'exec'), namespace)
+    namespace['unpack'](str(tmp_path))
+    for name in ('optvis/spectra/natural-rgb.npy', 'optvis/spectra/natural-grey.npy', 'atlas/page.html',
+                 'optvis/maco.py'):
+        with open(os.path.join(cluster.PACKAGE_DIR, name), 'rb') as f, \
+                open(os.path.join(tmp_path, 'filtervis', name), 'rb') as g:
+            assert f.read() == g.read(), name

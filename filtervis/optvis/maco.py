@@ -326,13 +326,23 @@ def _reflected(centre_t, half_t):
 def crops_t(picture_t, boxes_t, seed_t, step_t, seen, config):
     """float32 [B * K, seen, seen, C]: the K crops of each picture of picture_t [B, S, S, C], 0..255,
     resized to seen x seen (bilinear), picture-major, with noise. The boxes and the noise are the same for
-    every picture of the batch (they depend on the seed and the step only)."""
-    batch_t = tf.shape(picture_t)[0]
+    every picture of the batch (they depend on the seed and the step only).
+
+    The crops are sampled with regularized.bilinear (a gather) rather than tf.image.crop_and_resize: the
+    latter's gradient adds the overlapping crops into the picture in an order that depends on the threads,
+    so the same seed gave other pictures in another process.
+    """
+    size = int(picture_t.shape[1])
     crops = config.crops
-    indices_t = tf.repeat(tf.range(batch_t), crops)
-    boxes_t = tf.tile(boxes_t, [batch_t, 1])
-    # crop_and_resize maps box corner 0 to the first pixel's centre and 1 to the last's.
-    seen_t = tf.image.crop_and_resize(picture_t, boxes_t, box_indices=indices_t, crop_size=[seen, seen])
+    # Box corner 0 is the first pixel's centre and 1 the last's, as in crop_and_resize.
+    steps_t = tf.constant(np.linspace(0.0, 1.0, seen, dtype=np.float32))                 # [seen]
+    y_t = (boxes_t[:, 0:1] + (boxes_t[:, 2:3] - boxes_t[:, 0:1]) * steps_t) * (size - 1)  # [K, seen]
+    x_t = (boxes_t[:, 1:2] + (boxes_t[:, 3:4] - boxes_t[:, 1:2]) * steps_t) * (size - 1)
+    grid_y_t = tf.reshape(tf.tile(y_t[:, :, None], [1, 1, seen]), [-1])                  # [K * seen * seen]
+    grid_x_t = tf.reshape(tf.tile(x_t[:, None, :], [1, seen, 1]), [-1])
+    channels = int(picture_t.shape[-1])
+    seen_t = tf.reshape(regularized.bilinear(picture_t, grid_y_t, grid_x_t, size), [-1, seen, seen, channels])
+    batch_t = tf.shape(picture_t)[0]
     if config.noise:
         channels = int(picture_t.shape[-1])
         # Each random stream has its own seeds (3 * seed + 0, 1, 2), so that no seed's noise is another

@@ -247,7 +247,7 @@ def random_transform(image_t, seed_t, size, config):
     source_y_t = cos_t * y_t - sin_t * x_t + centre + shift_t[0]
     source_x_t = sin_t * y_t + cos_t * x_t + centre + shift_t[1]
     channels = int(image_t.shape[-1])
-    return tf.reshape(_bilinear(padded_t, source_y_t, source_x_t, side), [-1, out, out, channels])
+    return tf.reshape(bilinear(padded_t, source_y_t, source_x_t, side), [-1, out, out, channels])
 
 
 def _centre_crop(image_t, side, out):
@@ -256,7 +256,7 @@ def _centre_crop(image_t, side, out):
     return image_t[:, begin:begin + out, begin:begin + out, :]
 
 
-def _bilinear(image_t, y_t, x_t, side):
+def bilinear(image_t, y_t, x_t, side):
     """image_t [B, side, side, C] sampled at points (y_t, x_t) [P]: [B, P, C].
 
     Points outside are clamped to the border, which is padding.
